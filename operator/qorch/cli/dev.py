@@ -1,0 +1,76 @@
+"""`qorch dev ...`: a local development environment on this machine."""
+
+from __future__ import annotations
+
+import json
+import sys
+
+import typer
+
+from qorch.devcluster import AssetsNotFoundError, ControlPlaneError, background, build_binaries
+
+__all__ = ["app"]
+
+app = typer.Typer(help="Local development environment.", no_args_is_help=True)
+cluster = typer.Typer(
+    help="A local Kubernetes control plane (etcd + kube-apiserver).", no_args_is_help=True
+)
+app.add_typer(cluster, name="cluster")
+
+
+def _fail(message: str, code: int = 1) -> typer.Exit:
+    sys.stderr.write(f"error: {message}\n")
+    return typer.Exit(code)
+
+
+@cluster.command("build")
+def cluster_build() -> None:
+    """Build kube-apiserver, etcd and kubectl from the Go module proxy (cached)."""
+    try:
+        binaries = build_binaries()
+    except AssetsNotFoundError as exc:
+        raise _fail(str(exc)) from None
+    typer.echo(binaries.folder)
+
+
+@cluster.command("up")
+def cluster_up() -> None:
+    """Start the control plane in the background and print how to use it."""
+    try:
+        build_binaries()
+        state = background.up()
+    except (AssetsNotFoundError, ControlPlaneError) as exc:
+        raise _fail(str(exc)) from None
+    typer.echo(f"control plane up at {state.server}")
+    typer.echo(f"kubeconfig: {state.kubeconfig}")
+    typer.echo(f"export KUBECONFIG={state.kubeconfig}")
+
+
+@cluster.command("down")
+def cluster_down() -> None:
+    """Stop the background control plane and delete its data."""
+    typer.echo("stopped" if background.down() else "was not running")
+
+
+@cluster.command("status")
+def cluster_status(
+    output: str = typer.Option("text", "--output", "-o", help="text or json"),
+) -> None:
+    """Say whether the control plane is up; exit 1 when it is not."""
+    state = background.status()
+    if output == "json":
+        typer.echo(json.dumps(background.as_dict(state)))
+    elif state.up:
+        typer.echo(f"up: {state.server} (kubeconfig {state.kubeconfig})")
+    else:
+        typer.echo(f"down: {state.detail}")
+    raise typer.Exit(0 if state.up else 1)
+
+
+@cluster.command("kubeconfig")
+def cluster_kubeconfig() -> None:
+    """Print the admin kubeconfig path of the running control plane."""
+    state = background.status()
+    if not state.up:
+        raise _fail("the control plane is not running; start it with `qorch dev cluster up`")
+    typer.echo(state.kubeconfig)

@@ -1,0 +1,27 @@
+"""The `qorch` command: one Typer app, a sub-app per area.
+
+Every error a user can cause ends here as one line on stderr and an exit code
+(2 for bad input, 1 for an environment problem), never a traceback.
+"""
+
+from __future__ import annotations
+
+import typer
+
+from qorch.cli import dev
+
+__all__ = ["app", "run"]
+
+app = typer.Typer(
+    name="qorch",
+    help="qorch: schedule work for fleets of AI agents on Kubernetes.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+app.add_typer(dev.app, name="dev")
+
+
+def run() -> None:
+    """Console-script entry point."""
+    app()

@@ -1,0 +1,76 @@
+"""`qorch dev cluster up|status|kubeconfig|down` drives a background control plane."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from qorch.devcluster import ControlPlane
+
+pytestmark = pytest.mark.integration
+
+
+def _qorch(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "qorch.cli", *args],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=180,
+        check=False,
+    )
+
+
+def test_up_status_kubeconfig_down(tmp_path: Path, qorch_control_plane: ControlPlane) -> None:
+    """The background control plane answers kubectl, reports its state, and stops cleanly."""
+    env = dict(
+        os.environ,
+        QORCH_CACHE_DIR=str(tmp_path),
+        QORCH_K8S_ASSETS=str(qorch_control_plane.binaries.folder),
+    )
+    assert _qorch(env, "dev", "cluster", "status").returncode == 1
+
+    up = _qorch(env, "dev", "cluster", "up")
+    assert up.returncode == 0, up.stderr
+    kubeconfig = tmp_path / "dev" / "kubeconfig"
+    assert f"export KUBECONFIG={kubeconfig}" in up.stdout
+
+    status = _qorch(env, "dev", "cluster", "status", "-o", "json")
+    assert status.returncode == 0
+    state = json.loads(status.stdout)
+    assert state["up"] is True
+    assert _qorch(env, "dev", "cluster", "kubeconfig").stdout.strip() == str(kubeconfig)
+
+    kubectl = str(qorch_control_plane.binaries.kubectl)
+    got = subprocess.run(
+        [kubectl, f"--kubeconfig={kubeconfig}", "get", "ns", "default", "-o", "name"],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    assert got.stdout.strip() == "namespace/default"
+
+    # A second `up` is idempotent: same server.
+    again = _qorch(env, "dev", "cluster", "up")
+    assert state["server"] in again.stdout
+
+    down = _qorch(env, "dev", "cluster", "down")
+    assert down.returncode == 0
+    assert "stopped" in down.stdout
+    deadline = time.monotonic() + 10
+    pids = [state["supervisor_pid"], *state["pids"]]
+    while time.monotonic() < deadline and any(Path(f"/proc/{p}").exists() for p in pids):
+        time.sleep(0.1)
+    assert not any(Path(f"/proc/{p}").exists() for p in pids)
+    assert not kubeconfig.exists()
+    assert list((tmp_path / "dev" / "runs").iterdir()) == []
+    assert _qorch(env, "dev", "cluster", "status").returncode == 1
+    no_cluster = _qorch(env, "dev", "cluster", "kubeconfig")
+    assert no_cluster.returncode == 1
+    assert "qorch dev cluster up" in no_cluster.stderr
