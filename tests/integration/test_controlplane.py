@@ -48,9 +48,7 @@ def test_applied_crd_becomes_established(kubectl: Kubectl) -> None:
     """A CRD applied with kubectl is Established and serves its resource."""
     kubectl.apply(WIDGET_CRD)
     kubectl("wait", "--for=condition=Established", "crd/widgets.example.qorch.io", "--timeout=30s")
-    kubectl.apply(
-        "apiVersion: example.qorch.io/v1\nkind: Widget\nmetadata: {name: w}\nspec: {size: 3}\n"
-    )
+    kubectl.apply("apiVersion: example.qorch.io/v1\nkind: Widget\nmetadata: {name: w}\nspec: {size: 3}\n")
     assert kubectl.json("get", "widget", "w")["spec"]["size"] == 3
 
 

@@ -80,13 +80,9 @@ _HOLDER = textwrap.dedent("""
         pytest.param(signal.SIGKILL, False, id="kill-9-children-die-dir-collected-later"),
     ],
 )
-def test_owner_death_leaves_no_processes(
-    tmp_path: Path, sig: signal.Signals, dir_removed: bool
-) -> None:
+def test_owner_death_leaves_no_processes(tmp_path: Path, sig: signal.Signals, dir_removed: bool) -> None:
     """Ctrl-C stops everything; even kill -9 of the owner takes etcd and apiserver with it."""
-    proc = subprocess.Popen(
-        [sys.executable, "-c", _HOLDER, str(tmp_path)], stdout=subprocess.PIPE, text=True
-    )
+    proc = subprocess.Popen([sys.executable, "-c", _HOLDER, str(tmp_path)], stdout=subprocess.PIPE, text=True)
     assert proc.stdout is not None
     pids = [int(p) for p in proc.stdout.readline().split()]
     assert len(pids) == 2

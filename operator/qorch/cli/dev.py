@@ -12,9 +12,7 @@ from qorch.devcluster import AssetsNotFoundError, ControlPlaneError, background,
 __all__ = ["app"]
 
 app = typer.Typer(help="Local development environment.", no_args_is_help=True)
-cluster = typer.Typer(
-    help="A local Kubernetes control plane (etcd + kube-apiserver).", no_args_is_help=True
-)
+cluster = typer.Typer(help="A local Kubernetes control plane (etcd + kube-apiserver).", no_args_is_help=True)
 app.add_typer(cluster, name="cluster")
 
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import typer
 
-from qorch.cli import dev
+from qorch.cli import crds, dev
 
 __all__ = ["app", "run"]
 
@@ -20,6 +20,7 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
 )
 app.add_typer(dev.app, name="dev")
+app.add_typer(crds.app, name="crds")
 
 
 def run() -> None:

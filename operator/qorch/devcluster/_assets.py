@@ -105,11 +105,7 @@ def build() -> Binaries:
     try:
         return find()
     except AssetsNotFoundError:
-        if (
-            shutil.which("go") is None
-            or os.environ.get("QORCH_K8S_ASSETS")
-            or os.environ.get("KUBEBUILDER_ASSETS")
-        ):
+        if shutil.which("go") is None or os.environ.get("QORCH_K8S_ASSETS") or os.environ.get("KUBEBUILDER_ASSETS"):
             raise
     env = dict(os.environ, QORCH_CACHE_DIR=str(cache_root()), QORCH_K8S_VERSION=k8s_version())
     subprocess.run(

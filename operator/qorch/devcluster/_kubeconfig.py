@@ -39,9 +39,7 @@ def write(path: Path, *, server: str, ca_pem: bytes, user: str, creds: KeyPair) 
                 },
             },
         ],
-        "contexts": [
-            {"name": f"qorch-dev-{user}", "context": {"cluster": "qorch-dev", "user": user}}
-        ],
+        "contexts": [{"name": f"qorch-dev-{user}", "context": {"cluster": "qorch-dev", "user": user}}],
         "current-context": f"qorch-dev-{user}",
         "preferences": {},
     }

@@ -125,7 +125,5 @@ class CertificateAuthority:
 def service_account_keys() -> KeyPair:
     """A key pair for signing service-account tokens (public key in `cert_pem`)."""
     key = ec.generate_private_key(ec.SECP256R1())
-    public = key.public_key().public_bytes(
-        serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
-    )
+    public = key.public_key().public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
     return KeyPair(public, _key_pem(key))

@@ -83,9 +83,7 @@ def _healthy(kubeconfig: Path, server: str) -> bool:
             crt, key = Path(tmp) / "c", Path(tmp) / "k"
             crt.write_bytes(base64.b64decode(user["client-certificate-data"]))
             key.write_bytes(base64.b64decode(user["client-key-data"]))
-            ctx = ssl.create_default_context(
-                cadata=base64.b64decode(cluster["certificate-authority-data"]).decode()
-            )
+            ctx = ssl.create_default_context(cadata=base64.b64decode(cluster["certificate-authority-data"]).decode())
             ctx.load_cert_chain(str(crt), str(key))
             with urllib.request.urlopen(f"{server}/healthz", timeout=3, context=ctx) as resp:  # noqa: S310
                 return bool(resp.status == 200)  # noqa: PLR2004
@@ -141,9 +139,7 @@ def up(*, timeout: float = 180.0) -> Status:
             return status()
         time.sleep(0.2)
     proc.terminate()
-    raise ControlPlaneError(
-        f"the control plane did not start within {timeout:.0f}s; see {log_path}"
-    )
+    raise ControlPlaneError(f"the control plane did not start within {timeout:.0f}s; see {log_path}")
 
 
 def down(*, timeout: float = 30.0) -> bool:

@@ -184,9 +184,7 @@ class ControlPlane:
         safe = "".join(c if c.isalnum() or c in "-_." else "_" for c in user)
         path = state.workdir / "kubeconfigs" / f"{safe}.yaml"
         creds = state.ca.client(user, groups)
-        return _kubeconfig.write(
-            path, server=state.server, ca_pem=state.ca.cert_pem, user=user, creds=creds
-        )
+        return _kubeconfig.write(path, server=state.server, ca_pem=state.ca.cert_pem, user=user, creds=creds)
 
     def start(self) -> Self:
         """Start etcd and kube-apiserver; return once `default` namespace exists."""
@@ -213,9 +211,7 @@ class ControlPlane:
                 self.stop()
                 if "address already in use" not in str(exc):
                     raise
-                log.warning(
-                    "port taken during start (attempt %d), retrying on fresh ports", attempt
-                )
+                log.warning("port taken during start (attempt %d), retrying on fresh ports", attempt)
             except BaseException:
                 self.stop()
                 raise
@@ -378,6 +374,5 @@ class ControlPlane:
                 pass
             time.sleep(0.1)
         raise ControlPlaneError(
-            f"{proc.name} did not answer {url} within {self._timeout:.0f}s. "
-            f"Last log lines:\n{proc.tail()}"
+            f"{proc.name} did not answer {url} within {self._timeout:.0f}s. Last log lines:\n{proc.tail()}"
         )

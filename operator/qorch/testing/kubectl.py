@@ -41,9 +41,7 @@ class Kubectl:
         """The same kubectl acting as another user."""
         return replace(self, kubeconfig=kubeconfig)
 
-    def run(
-        self, *args: str, stdin: str | None = None, check: bool = True
-    ) -> subprocess.CompletedProcess[str]:
+    def run(self, *args: str, stdin: str | None = None, check: bool = True) -> subprocess.CompletedProcess[str]:
         """Run `kubectl ARGS`; raise `KubectlError` on failure when `check`."""
         argv = [f"--kubeconfig={self.kubeconfig}"]
         if self.namespace:

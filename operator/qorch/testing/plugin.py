@@ -5,6 +5,7 @@ Fixtures:
 - ``qorch_kubeconfig_for`` (session): ``(user, groups=()) -> Path``.
 - ``qorch_namespace``: a fresh namespace for one test.
 - ``kubectl``: a `Kubectl` as admin, defaulting to that namespace.
+- ``qorch_crds`` (session): the qorch CRDs installed and Established.
 
 When the binaries are missing the fixture fails (never skips) with the
 message that says how to get them: a silently skipped integration tier
@@ -19,6 +20,7 @@ from typing import TYPE_CHECKING
 
 import pytest
 
+from qorch.api import crd
 from qorch.devcluster import AssetsNotFoundError, ControlPlane
 from qorch.testing.kubectl import Kubectl
 
@@ -26,7 +28,13 @@ if TYPE_CHECKING:
     from collections.abc import Callable, Iterator, Sequence
     from pathlib import Path
 
-__all__ = ["kubectl", "qorch_control_plane", "qorch_kubeconfig_for", "qorch_namespace"]
+__all__ = [
+    "kubectl",
+    "qorch_control_plane",
+    "qorch_crds",
+    "qorch_kubeconfig_for",
+    "qorch_namespace",
+]
 
 
 @pytest.fixture(scope="session")
@@ -58,9 +66,7 @@ def _namespace_for(nodeid: str) -> str:
 
 
 @pytest.fixture
-def qorch_namespace(
-    qorch_control_plane: ControlPlane, request: pytest.FixtureRequest
-) -> Iterator[str]:
+def qorch_namespace(qorch_control_plane: ControlPlane, request: pytest.FixtureRequest) -> Iterator[str]:
     """A namespace made for this test; deleted (without waiting) afterwards."""
     admin = Kubectl(qorch_control_plane.binaries.kubectl, qorch_control_plane.admin_kubeconfig)
     name = _namespace_for(request.node.nodeid)
@@ -77,3 +83,13 @@ def kubectl(qorch_control_plane: ControlPlane, qorch_namespace: str) -> Kubectl:
         qorch_control_plane.admin_kubeconfig,
         namespace=qorch_namespace,
     )
+
+
+@pytest.fixture(scope="session")
+def qorch_crds(qorch_control_plane: ControlPlane) -> list[str]:
+    """Install the qorch CRDs (generated from qorch.api) and wait until they are Established."""
+    admin = Kubectl(qorch_control_plane.binaries.kubectl, qorch_control_plane.admin_kubeconfig)
+    admin.apply("---\n".join(crd.render().values()))
+    names = [f"crd/{d.crd_name}" for d in crd.KINDS]
+    admin("wait", "--for=condition=Established", *names, "--timeout=60s")
+    return [d.crd_name for d in crd.KINDS]

@@ -20,9 +20,7 @@ def clean_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Path:
     return tmp_path
 
 
-def _fake_binaries(
-    folder: Path, names: tuple[str, ...] = ("kube-apiserver", "etcd", "kubectl")
-) -> None:
+def _fake_binaries(folder: Path, names: tuple[str, ...] = ("kube-apiserver", "etcd", "kubectl")) -> None:
     folder.mkdir(parents=True, exist_ok=True)
     for name in names:
         path = folder / name
@@ -30,9 +28,7 @@ def _fake_binaries(
         path.chmod(path.stat().st_mode | stat.S_IXUSR)
 
 
-def test_no_go_and_no_binaries_names_go_and_the_variables(
-    clean_env: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def test_no_go_and_no_binaries_names_go_and_the_variables(clean_env: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """Without Go or prebuilt binaries the error names Go and both asset variables."""
     monkeypatch.setenv("PATH", str(clean_env / "empty-bin"))
     with pytest.raises(_assets.AssetsNotFoundError) as err:
@@ -43,9 +39,7 @@ def test_no_go_and_no_binaries_names_go_and_the_variables(
     assert "KUBEBUILDER_ASSETS" in message
 
 
-def test_go_present_but_not_built_says_how_to_build(
-    clean_env: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def test_go_present_but_not_built_says_how_to_build(clean_env: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """With Go but no cache, find() tells the user the build command."""
     bindir = clean_env / "bin"
     _fake_binaries(bindir, ("go",))
@@ -54,23 +48,17 @@ def test_go_present_but_not_built_says_how_to_build(
         _assets.find()
 
 
-def test_an_incomplete_assets_folder_names_what_is_missing(
-    clean_env: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def test_an_incomplete_assets_folder_names_what_is_missing(clean_env: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """QORCH_K8S_ASSETS pointing at a folder without etcd says etcd is missing there."""
     folder = clean_env / "assets"
     _fake_binaries(folder, ("kube-apiserver", "kubectl"))
     monkeypatch.setenv("QORCH_K8S_ASSETS", str(folder))
-    with pytest.raises(
-        _assets.AssetsNotFoundError, match=r"QORCH_K8S_ASSETS=.* does not hold etcd"
-    ):
+    with pytest.raises(_assets.AssetsNotFoundError, match=r"QORCH_K8S_ASSETS=.* does not hold etcd"):
         _assets.find()
 
 
 @pytest.mark.parametrize("var", ["QORCH_K8S_ASSETS", "KUBEBUILDER_ASSETS"])
-def test_prebuilt_assets_win_over_the_cache(
-    clean_env: Path, monkeypatch: pytest.MonkeyPatch, var: str
-) -> None:
+def test_prebuilt_assets_win_over_the_cache(clean_env: Path, monkeypatch: pytest.MonkeyPatch, var: str) -> None:
     """A complete prebuilt folder is used as is, with no Go needed."""
     folder = clean_env / "envtest"
     _fake_binaries(folder)

@@ -29,9 +29,7 @@ def test_client_certificate_names_user_and_groups() -> None:
 def test_serving_certificate_covers_loopback() -> None:
     """The API server certificate is valid for 127.0.0.1 and localhost."""
     pair = _pki.CertificateAuthority("ca").serving(["127.0.0.1", "localhost"])
-    san = x509.load_pem_x509_certificate(pair.cert_pem).extensions.get_extension_for_class(
-        x509.SubjectAlternativeName
-    )
+    san = x509.load_pem_x509_certificate(pair.cert_pem).extensions.get_extension_for_class(x509.SubjectAlternativeName)
     assert ipaddress.ip_address("127.0.0.1") in san.value.get_values_for_type(x509.IPAddress)
     assert "localhost" in san.value.get_values_for_type(x509.DNSName)
 

@@ -1,0 +1,28 @@
+"""The Approval kind: a person's decision on a Task that requires approval."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from pydantic import Field
+
+from qorch.api.common import ObjectName, SpecModel
+from qorch.api.enums import ApprovalDecision
+
+__all__ = ["ApprovalSpec"]
+
+
+class ApprovalSpec(SpecModel):
+    """Who approves or rejects which task, and why. Immutable once created."""
+
+    task_ref: Annotated[ObjectName, Field(description="Name of the Task (same namespace) this decides.")]
+    decision: Annotated[ApprovalDecision, Field(description="Approve or Reject.")]
+    approver: Annotated[
+        str,
+        Field(
+            min_length=1,
+            max_length=253,
+            description="The approving user's name; the shipped admission policy requires it to be you.",
+        ),
+    ]
+    reason: Annotated[str, Field(max_length=1024, description="Why; shown in the task's history.")] = ""

@@ -1,0 +1,30 @@
+"""Names fixed by the design: API group, field managers, Lease names, label keys."""
+
+from __future__ import annotations
+
+__all__ = [
+    "AGENT_FIELD_MANAGER",
+    "AGENT_LEASE_PREFIX",
+    "API_VERSION",
+    "CATEGORY",
+    "DEFAULT_POLICY_NAME",
+    "GROUP",
+    "LEADER_LEASE",
+    "METRICS_PREFIX",
+    "OPERATOR_FIELD_MANAGER",
+    "OPERATOR_NAMESPACE",
+    "VERSION",
+]
+
+GROUP = "qorch.io"
+VERSION = "v1alpha1"
+API_VERSION = f"{GROUP}/{VERSION}"
+CATEGORY = "qorch"
+
+OPERATOR_NAMESPACE = "qorch-system"
+LEADER_LEASE = "qorch-operator"
+AGENT_LEASE_PREFIX = "qorch-agent-"
+OPERATOR_FIELD_MANAGER = "qorch-operator"
+AGENT_FIELD_MANAGER = "qorch-agent"
+METRICS_PREFIX = "qorch_"
+DEFAULT_POLICY_NAME = "default"

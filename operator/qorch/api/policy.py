@@ -1,0 +1,71 @@
+"""The SchedulingPolicy kind (cluster-scoped, one object named `default`)."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from pydantic import Field
+
+from qorch.api.common import DNS_LABEL, SpecModel
+from qorch.api.enums import Strategy
+from qorch.api.task import RetryPolicy
+
+__all__ = ["NamespaceQuota", "SchedulingPolicySpec"]
+
+ScorerName = Annotated[str, Field(max_length=63, pattern=DNS_LABEL)]
+
+
+class NamespaceQuota(SpecModel):
+    """Limits for one namespace."""
+
+    namespace: Annotated[str, Field(min_length=1, max_length=63, pattern=DNS_LABEL, description="The namespace.")]
+    max_concurrent_tasks: Annotated[
+        int | None, Field(ge=0, le=10_000_000, description="Tasks Assigned or Running at once.")
+    ] = None
+    max_cost: Annotated[float | None, Field(ge=0, description="Summed costPerTask of its active tasks.")] = None
+    weight: Annotated[float, Field(gt=0, le=1000, description="Fair-share weight across namespaces.")] = 1.0
+
+
+class SchedulingPolicySpec(SpecModel):
+    """How the scheduler decides, cluster-wide."""
+
+    strategy: Annotated[Strategy, Field(description="Which strategy collapses scores into assignments.")] = (
+        Strategy.QUANTUM
+    )
+    temperature: Annotated[
+        float,
+        Field(
+            ge=0,
+            le=10,
+            description="Softmax temperature of amplitudes; 0 is the deterministic optimum.",
+        ),
+    ] = 0.05
+    seed: Annotated[int | None, Field(ge=0, le=2**31 - 1, description="Seed for exploratory sampling.")] = None
+    weights: Annotated[
+        dict[ScorerName, Annotated[float, Field(ge=0, le=100)]],
+        Field(
+            max_length=16,
+            description="Scorer name -> weight; unnamed scorers keep their default weight.",
+        ),
+    ] = {}
+    batch_size: Annotated[int, Field(ge=1, le=100_000, description="Most tasks decided in one cycle.")] = 4096
+    agent_grace_seconds: Annotated[
+        int,
+        Field(
+            ge=1,
+            le=3600,
+            description="After this long without a Lease renewal an agent is NotReady.",
+        ),
+    ] = 30
+    quotas: Annotated[
+        list[NamespaceQuota],
+        Field(
+            max_length=1024,
+            description="Per-namespace limits and fair-share weights.",
+            json_schema_extra={
+                "x-kubernetes-list-type": "map",
+                "x-kubernetes-list-map-keys": ["namespace"],
+            },
+        ),
+    ] = []
+    default_retry: Annotated[RetryPolicy | None, Field(description="Retry policy for tasks that set none.")] = None

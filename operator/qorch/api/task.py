@@ -1,0 +1,222 @@
+"""The Task kind: one unit of agent work, and everything the operator says about it."""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import Annotated, Self
+
+from pydantic import ConfigDict, Field, model_validator
+
+from qorch.api.common import (
+    ApiModel,
+    CapabilityList,
+    ClearanceField,
+    Conditions,
+    LabelSelector,
+    ObjectName,
+    SpecModel,
+    cel,
+)
+from qorch.api.enums import Clearance, Strategy, TaskPhase
+
+__all__ = [
+    "INPUT_MAX_ENTRIES",
+    "INPUT_MAX_VALUE_BYTES",
+    "ApprovalRequirement",
+    "Assignment",
+    "Budget",
+    "Candidate",
+    "Execution",
+    "Explanation",
+    "HistoryEntry",
+    "RetryPolicy",
+    "TaskSpec",
+    "TaskStatus",
+]
+
+INPUT_MAX_ENTRIES = 32
+INPUT_MAX_VALUE_BYTES = 4096
+
+
+class RetryPolicy(SpecModel):
+    """How failed attempts are retried: exponential backoff, capped."""
+
+    model_config = ConfigDict(
+        json_schema_extra={
+            "x-kubernetes-validations": [
+                cel(
+                    "self.maxBackoffSeconds >= self.backoffSeconds",
+                    "maxBackoffSeconds must be at least backoffSeconds: raise maxBackoffSeconds or lower "
+                    "backoffSeconds",
+                    field_path=".maxBackoffSeconds",
+                )
+            ]
+        }
+    )
+
+    max_attempts: Annotated[int, Field(ge=1, le=20, description="Attempts in all, the first one included.")] = 3
+    backoff_seconds: Annotated[int, Field(ge=0, le=3600, description="Delay before the first retry.")] = 10
+    max_backoff_seconds: Annotated[
+        int,
+        Field(ge=0, le=86_400, description="Upper bound of the doubling delay between retries."),
+    ] = 300
+
+    @model_validator(mode="after")
+    def _backoff_bounds(self) -> Self:
+        if self.max_backoff_seconds < self.backoff_seconds:
+            raise ValueError(
+                "maxBackoffSeconds must be at least backoffSeconds: raise maxBackoffSeconds or lower backoffSeconds"
+            )
+        return self
+
+
+class ApprovalRequirement(SpecModel):
+    """Whether a person must approve the task (with an Approval object) before it is scheduled."""
+
+    required: Annotated[bool, Field(description="Hold the task in AwaitingApproval until approved.")] = False
+
+
+class Budget(SpecModel):
+    """Cost limits for this task's provider routing."""
+
+    max_cost: Annotated[float, Field(ge=0, le=1_000_000, description="Only agents with costPerTask <= this.")]
+
+
+InputValue = Annotated[str, Field(max_length=INPUT_MAX_VALUE_BYTES)]
+InputKey = Annotated[str, Field(max_length=63, pattern=r"^[A-Za-z_][A-Za-z0-9_.-]*$")]
+
+
+class TaskSpec(SpecModel):
+    """What to do, what it needs, how urgent and how sensitive it is. Written by users or GitOps."""
+
+    model_config = ConfigDict(
+        json_schema_extra={
+            "x-kubernetes-validations": [
+                cel(
+                    "has(self.requires) == has(oldSelf.requires) && "
+                    "(!has(self.requires) || self.requires == oldSelf.requires)",
+                    "requires cannot change after creation: delete and recreate the task to change its capabilities",
+                    field_path=".requires",
+                ),
+                cel(
+                    "self.classification == oldSelf.classification",
+                    "classification cannot change after creation: delete and recreate the task to reclassify it",
+                    field_path=".classification",
+                ),
+                cel(
+                    "!(has(self.deadline) && has(self.timeoutSeconds))",
+                    "set either deadline or timeoutSeconds, not both",
+                    field_path=".timeoutSeconds",
+                ),
+            ]
+        }
+    )
+
+    goal: Annotated[str, Field(min_length=1, max_length=4096, description="What the agent should achieve.")]
+    requires: Annotated[CapabilityList, Field(description="Capabilities the agent must have (all of them).")] = []
+    priority: Annotated[int, Field(ge=0, le=1000, description="0 (lowest) to 1000 (highest); may change.")] = 500
+    classification: Annotated[
+        ClearanceField,
+        Field(description="Sensitivity; only agents with clearance >= this run it. Immutable."),
+    ] = Clearance.INTERNAL
+    depends_on: Annotated[
+        list[ObjectName],
+        Field(
+            max_length=64,
+            description="Tasks in this namespace that must succeed first.",
+            json_schema_extra={"x-kubernetes-list-type": "set"},
+        ),
+    ] = []
+    deadline: Annotated[dt.datetime | None, Field(description="Absolute deadline (RFC 3339).")] = None
+    timeout_seconds: Annotated[
+        int | None,
+        Field(ge=1, le=604_800, description="Deadline relative to creation, in seconds."),
+    ] = None
+    retry: Annotated[RetryPolicy | None, Field(description="Retries; the policy's default when unset.")] = None
+    approval: Annotated[ApprovalRequirement | None, Field(description="Human approval gate.")] = None
+    agent_selector: Annotated[LabelSelector | None, Field(description="Only agents whose labels match.")] = None
+    entanglement_group: Annotated[
+        str,
+        Field(
+            max_length=63,
+            pattern=r"^([a-z0-9]([-a-z0-9]*[a-z0-9])?)?$",
+            description="Tasks of one group are pulled toward correlated agents.",
+        ),
+    ] = ""
+    budget: Annotated[Budget | None, Field(description="Cost limit for provider routing.")] = None
+    input: Annotated[
+        dict[InputKey, InputValue],
+        Field(
+            max_length=INPUT_MAX_ENTRIES,
+            description=(
+                f"Small named inputs for the handler: at most {INPUT_MAX_ENTRIES} entries of at most "
+                f"{INPUT_MAX_VALUE_BYTES} characters. Put structured data in a JSON string; keep large data "
+                "elsewhere and pass a reference."
+            ),
+        ),
+    ] = {}
+
+    @model_validator(mode="after")
+    def _one_deadline(self) -> Self:
+        if self.deadline is not None and self.timeout_seconds is not None:
+            raise ValueError("set either deadline or timeoutSeconds, not both")
+        return self
+
+
+class Assignment(ApiModel):
+    """Where the scheduler placed the task, and why it was confident."""
+
+    agent: Annotated[str, Field(max_length=253, description="The Agent's name.")]
+    epoch: Annotated[int, Field(ge=0, description="The operator's lease epoch (leaseTransitions) when decided.")] = 0
+    assigned_at: Annotated[dt.datetime | None, Field(description="When the decision was written.")] = None
+    score: Annotated[float, Field(description="Weighted score of the chosen agent, 0..1.")] = 0.0
+    probability: Annotated[float, Field(ge=0, le=1, description="Born probability of the chosen agent.")] = 0.0
+    strategy: Annotated[Strategy, Field(description="The strategy that decided.")] = Strategy.QUANTUM
+
+
+class Candidate(ApiModel):
+    """One agent the scheduler considered."""
+
+    agent: Annotated[str, Field(max_length=253, description="The Agent's name.")]
+    score: Annotated[float, Field(description="Its weighted score, 0..1.")] = 0.0
+    probability: Annotated[float, Field(ge=0, le=1, description="Its Born probability.")] = 0.0
+
+
+class Explanation(ApiModel):
+    """Why the task went where it went, or why it is still waiting."""
+
+    summary: Annotated[str, Field(max_length=1024, description="One sentence for humans.")] = ""
+    candidates: Annotated[list[Candidate], Field(max_length=5, description="Best candidates, best first.")] = []
+
+
+class Execution(ApiModel):
+    """What the agent runtime reports about the current attempt. Written only by the agent."""
+
+    started_at: Annotated[dt.datetime | None, Field(description="When the handler started.")] = None
+    finished_at: Annotated[dt.datetime | None, Field(description="When the handler finished.")] = None
+    result: Annotated[str, Field(max_length=32_768, description="The handler's result (text or JSON).")] = ""
+    error: Annotated[str, Field(max_length=4096, description="The error of a failed attempt.")] = ""
+
+
+class HistoryEntry(ApiModel):
+    """One transition in the task's life (the list keeps the latest 20)."""
+
+    time: Annotated[dt.datetime, Field(description="When it happened.")]
+    phase: Annotated[TaskPhase, Field(description="The phase entered.")]
+    agent: Annotated[str, Field(max_length=253, description="The agent involved, if any.")] = ""
+    reason: Annotated[str, Field(max_length=128, description="A CamelCase reason.")] = ""
+    message: Annotated[str, Field(max_length=1024, description="Details.")] = ""
+
+
+class TaskStatus(ApiModel):
+    """What the operator (and, for execution, the agent) says about the task."""
+
+    phase: Annotated[TaskPhase | None, Field(description="Where the task is in its life.")] = None
+    assignment: Annotated[Assignment | None, Field(description="The current placement.")] = None
+    attempts: Annotated[int, Field(ge=0, description="Attempts started so far.")] = 0
+    history: Annotated[list[HistoryEntry], Field(max_length=20, description="Latest transitions.")] = []
+    next_attempt_at: Annotated[dt.datetime | None, Field(description="When a Retrying task is queued again.")] = None
+    explanation: Annotated[Explanation | None, Field(description="Why it is where it is.")] = None
+    execution: Annotated[Execution | None, Field(description="Written by the agent runtime.")] = None
+    conditions: Conditions = []
+    observed_generation: Annotated[int | None, Field(ge=0, description="The generation last acted on.")] = None
