@@ -74,3 +74,21 @@ def test_up_status_kubeconfig_down(tmp_path: Path, qorch_control_plane: ControlP
     no_cluster = _qorch(env, "dev", "cluster", "kubeconfig")
     assert no_cluster.returncode == 1
     assert "qorch dev cluster up" in no_cluster.stderr
+
+
+def test_dev_up_installs_crds_policy_and_examples(tmp_path: Path, qorch_control_plane: ControlPlane) -> None:
+    """`qorch dev up` (the README's main job) leaves CRDs, the policy and the examples in place."""
+    env = dict(os.environ, QORCH_CACHE_DIR=str(tmp_path), QORCH_K8S_ASSETS=str(qorch_control_plane.binaries.folder))
+    examples = Path(__file__).parents[2] / "examples"
+    try:
+        up = _qorch(env, "dev", "up", "--examples", str(examples))
+        assert up.returncode == 0, up.stderr
+        assert "schedulingpolicy.qorch.io/default" in up.stdout
+        assert "task.qorch.io/fetch-sales-data" in up.stdout
+        assert f"export KUBECONFIG={tmp_path / 'dev' / 'kubeconfig'}" in up.stdout
+        again = _qorch(env, "dev", "up", "--examples", str(examples))
+        assert again.returncode == 0, again.stderr
+    finally:
+        down = _qorch(env, "dev", "down")
+    assert down.stdout.strip() == "stopped"
+    assert _qorch(env, "dev", "cluster", "status").returncode == 1

@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import json
 import sys
+from pathlib import Path
 
 import typer
 
-from qorch.devcluster import AssetsNotFoundError, ControlPlaneError, background, build_binaries
+from qorch.devcluster import AssetsNotFoundError, ControlPlaneError, background, build_binaries, stack
 
 __all__ = ["app"]
 
@@ -19,6 +20,28 @@ app.add_typer(cluster, name="cluster")
 def _fail(message: str, code: int = 1) -> typer.Exit:
     sys.stderr.write(f"error: {message}\n")
     return typer.Exit(code)
+
+
+@app.command("up")
+def dev_up(
+    examples: Path = typer.Option(Path("examples"), help="Folder of manifests to apply into the demo namespace."),
+) -> None:
+    """Start the demo stack in the background: control plane, CRDs, policy and examples."""
+    try:
+        started = stack.up(examples)
+    except (AssetsNotFoundError, ControlPlaneError, RuntimeError) as exc:
+        raise _fail(str(exc)) from None
+    typer.echo(started.overview)
+    typer.echo(f"control plane: {started.server}")
+    typer.echo(f"export KUBECONFIG={started.kubeconfig}")
+    typer.echo(f"export PATH={started.kubectl.parent}:$PATH   # kubectl {started.kubectl}")
+    typer.echo("stop it with: qorch dev down (or make down)")
+
+
+@app.command("down")
+def dev_down() -> None:
+    """Stop everything `qorch dev up` started."""
+    typer.echo("stopped" if stack.down() else "was not running")
 
 
 @cluster.command("build")
