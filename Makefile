@@ -32,7 +32,7 @@ unit: venv ## unit tier: no control plane needed
 	$(PYTEST) tests/unit
 
 integration: controlplane ## integration + e2e tiers against a real control plane
-	$(PYTEST) tests/integration tests/e2e
+	$(PYTEST) tests/integration $(wildcard tests/e2e/test_*.py)
 
 test: lint unit integration ## everything CI runs
 
