@@ -1,0 +1,156 @@
+"""Step 6 of a cycle: collapse amplitudes into a capacity-respecting assignment.
+
+The quantum collapse maximises the priority of what gets assigned first and the
+Born probability of where it goes second:
+
+1. Tasks are taken in queue order (effective priority, then fair share).
+2. Each takes the most probable candidate that still has a free slot (or, with
+   sampling on, one drawn from its Born distribution among those with a slot).
+3. A task whose candidates are all full searches for an augmenting path: a chain
+   of already-placed tasks that can each move to another of their candidates,
+   ending at a free slot. Moving a versatile agent's task elsewhere frees it for
+   a task only it can do.
+
+Why this is exact for the priority objective: the sets of tasks that can be
+placed together form a transversal matroid, and step 3 is an exact independence
+test, so processing tasks by decreasing priority is the matroid greedy
+algorithm, which maximises the total priority of assigned tasks. When a search
+fails, every agent it reached is full and stays full for the rest of the cycle
+(no later, lower-priority task can free it), so those agents are marked dead and
+never searched again: failed searches cost O(edges) in all, not per task.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+import numpy as np
+import numpy.typing as npt
+
+if TYPE_CHECKING:
+    from collections.abc import Sequence
+
+    from qorch.scheduler.views import ClassView
+
+__all__ = ["Ledger", "augment", "collapse"]
+
+IntArray = npt.NDArray[np.int32]
+
+
+@dataclass(slots=True)
+class Ledger:
+    """Who holds which slot during a cycle (plain lists: this is the hot loop)."""
+
+    free: list[int]
+    agent_of: list[int]
+    holders: dict[int, list[int]] = field(default_factory=dict)
+    dead_agents: set[int] = field(default_factory=set)
+    dead_classes: set[int] = field(default_factory=set)
+    augmented: int = 0
+
+    @classmethod
+    def start(cls, free: IntArray, tasks: int) -> Ledger:
+        """A ledger over the snapshot's free slots with nothing assigned."""
+        return cls(free=free.tolist(), agent_of=[-1] * tasks)
+
+    def assign(self, task: int, agent: int) -> None:
+        """Give `agent`'s free slot to `task`."""
+        self.free[agent] -= 1
+        self.agent_of[task] = agent
+        held = self.holders.get(agent)
+        if held is None:
+            self.holders[agent] = [task]
+        else:
+            held.append(task)
+
+    def move(self, task: int, to: int) -> None:
+        """Move a placed task to another agent with a free slot."""
+        old = self.agent_of[task]
+        self.holders[old].remove(task)
+        self.free[old] += 1
+        self.assign(task, to)
+
+    def assignments(self) -> IntArray:
+        """Agent row per task, -1 where unassigned."""
+        return np.asarray(self.agent_of, dtype=np.int32)
+
+
+def augment(task: int, views: Sequence[ClassView], class_of: Sequence[int], ledger: Ledger) -> bool:
+    """Place `task` by shifting placed tasks along an augmenting path; False if none exists."""
+    root = class_of[task]
+    if root in ledger.dead_classes:
+        return False
+    while True:
+        parent: dict[int, tuple[int, int]] = {}
+        seen_classes = {root}
+        queue: deque[int] = deque()
+        dead = ledger.dead_agents
+        for a in views[root].ranked:
+            if a not in parent and a not in dead:
+                parent[a] = (task, -1)
+                queue.append(a)
+        found = -1
+        while queue:
+            a = queue.popleft()
+            if ledger.free[a] > 0:
+                found = a
+                break
+            for held in ledger.holders.get(a, ()):
+                c = class_of[held]
+                if c in seen_classes:
+                    continue
+                seen_classes.add(c)
+                for b in views[c].ranked:
+                    if b not in parent and b not in dead:
+                        parent[b] = (held, a)
+                        queue.append(b)
+        if found >= 0:
+            _shift(found, parent, ledger)
+            ledger.augmented += 1
+            return True
+        incomplete = [views[c] for c in seen_classes if not views[c].complete]
+        if not incomplete:
+            ledger.dead_agents.update(parent)
+            ledger.dead_classes.update(seen_classes)
+            return False
+        for view in incomplete:  # the path may run through agents not gathered yet
+            view.gather_all()
+
+
+def _shift(free_agent: int, parent: dict[int, tuple[int, int]], ledger: Ledger) -> None:
+    agent = free_agent
+    while True:
+        task, came_from = parent[agent]
+        if came_from < 0:
+            ledger.assign(task, agent)
+            return
+        ledger.move(task, agent)
+        agent = came_from
+
+
+def collapse(
+    order: Sequence[int],
+    views: Sequence[ClassView],
+    class_of: Sequence[int],
+    ledger: Ledger,
+    *,
+    exact: bool = True,
+    samples: dict[int, int] | None = None,
+) -> Ledger:
+    """Place tasks in `order`; `samples` maps a task to a Born-sampled first choice."""
+    free = ledger.free
+    for t in order:
+        view = views[class_of[t]]
+        if samples is not None:
+            wish = samples.get(t, -1)
+            if wish >= 0 and free[wish] > 0:
+                ledger.assign(t, wish)
+                continue
+        agent = view.next_free(free)
+        if agent >= 0:
+            ledger.assign(t, agent)
+        elif exact:
+            augment(t, views, class_of, ledger)
+    return ledger

@@ -1,0 +1,196 @@
+"""A task class's candidates, gathered (step 3), scored (step 4) and amplified (step 5).
+
+The `Ranker` scores and ranks the candidates of many classes in one vectorised
+pass (rows of all classes side by side, a softmax per class segment), so a
+cycle's cost does not carry a Python loop of numpy calls per class. Each
+`ClassView` keeps its candidates best-first as plain lists, which is what the
+collapse's hot loop walks. When contention uses them up, a view gathers,
+scores and ranks the next slice; it never re-ranks what it already handed out.
+After the collapse, a `Catalog` holds every (class, agent) pair's score and
+Born probability for vectorised look-ups.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Literal
+
+import numpy as np
+import numpy.typing as npt
+
+from qorch.scheduler import amplitudes, scorers
+
+if TYPE_CHECKING:
+    from collections.abc import Mapping, Sequence
+
+    from qorch.scheduler.index import Candidates, CapabilityIndex
+    from qorch.scheduler.tasks import TaskClass
+
+__all__ = ["Catalog", "ClassView", "Ranker", "Ranking"]
+
+FloatArray = npt.NDArray[np.float64]
+IntArray = npt.NDArray[np.int32]
+Ranking = Literal["probability", "best-fit", "gathered"]
+
+
+@dataclass(slots=True)
+class Ranker:
+    """Scores, entangles and ranks candidate rows of many classes at once."""
+
+    index: CapabilityIndex
+    free: IntArray  # free slots at the start of the cycle
+    weights: Mapping[str, float]
+    temperature: float
+    entanglement: amplitudes.Entanglement
+    capability_count: IntArray
+    ranking: Ranking
+    urgency_s: FloatArray  # per class id
+
+    def logits(self, scores: FloatArray, biases: FloatArray) -> FloatArray:
+        """s/T + 2*bias; at T = 0 only each class's top scores stay finite."""
+        if self.temperature > 0:
+            return scores / self.temperature + 2.0 * biases
+        return 2.0 * biases  # callers mask non-top rows
+
+    def rank(self, views: Sequence[ClassView], rows: Sequence[IntArray]) -> None:
+        """Score and rank `rows[i]` for `views[i]`, appending them best-first."""
+        keep = [(v, r) for v, r in zip(views, rows, strict=True) if len(r)]
+        if not keep:
+            return
+        lengths = np.fromiter((len(r) for _, r in keep), dtype=np.int64, count=len(keep))
+        seg = np.repeat(np.arange(len(keep)), lengths)
+        all_rows = np.concatenate([r for _, r in keep]).astype(np.int32)
+        classes = [v.task_class for v, _ in keep]
+        per = np.repeat
+        need = per(np.fromiter((len(c.requires) for c in classes), dtype=np.int32, count=len(keep)), lengths)
+        urgency = per(self.urgency_s[np.fromiter((c.id for c in classes), dtype=np.int64, count=len(keep))], lengths)
+        group = per(np.fromiter((c.group for c in classes), dtype=np.int32, count=len(keep)), lengths)
+        avoid = per(np.fromiter((c.avoid_group for c in classes), dtype=np.int32, count=len(keep)), lengths)
+        ctx = scorers.ScoreContext(
+            snapshot=self.index.snapshot,
+            rows=all_rows,
+            need=need,
+            urgency_s=urgency,
+            free=self.free,
+            capability_count=self.capability_count,
+        )
+        score = scorers.combined(ctx, self.weights)
+        bias = self.entanglement.bias(self.index.snapshot, all_rows, group, avoid)
+        if self.ranking == "probability":
+            keys: tuple[npt.NDArray[np.generic], ...]
+            if self.temperature > 0:
+                keys = (-self.logits(score, bias), seg)
+            else:
+                keys = (-bias, -score, seg)
+            order = np.lexsort(keys)
+        elif self.ranking == "best-fit":
+            order = np.lexsort((-score, self.capability_count[all_rows], seg))
+        else:
+            order = np.argsort(seg, kind="stable")
+        r_sorted = all_rows[order].tolist()
+        s_sorted = score[order].tolist()
+        b_sorted = bias[order].tolist()
+        bounds = np.concatenate([[0], np.cumsum(lengths)]).tolist()
+        for i, (view, _) in enumerate(keep):
+            a, b = bounds[i], bounds[i + 1]
+            view.ranked.extend(r_sorted[a:b])
+            view.scores.extend(s_sorted[a:b])
+            view.biases.extend(b_sorted[a:b])
+
+
+@dataclass(slots=True)
+class ClassView:
+    """Ranked candidates of one task class, extended on demand."""
+
+    task_class: TaskClass
+    cands: Candidates
+    ranker: Ranker
+    ranked: list[int] = field(default_factory=list)  # agent rows, best first within each gathered slice
+    scores: list[float] = field(default_factory=list)
+    biases: list[float] = field(default_factory=list)
+    cursor: int = 0
+
+    @property
+    def complete(self) -> bool:
+        """Whether every feasible agent has been gathered."""
+        return self.cands.complete
+
+    def extend(self, want: int) -> int:
+        """Gather, score and rank about `want` more candidates; return how many were added."""
+        rows = self.ranker.index.gather(self.cands, want)
+        self.ranker.rank([self], [rows])
+        return len(rows)
+
+    def next_free(self, free: list[int]) -> int:
+        """The best-ranked candidate with a free slot (extending as needed), or -1."""
+        ranked = self.ranked
+        i = self.cursor
+        while True:
+            while i < len(ranked) and free[ranked[i]] <= 0:
+                i += 1
+            self.cursor = i
+            if i < len(ranked):
+                return ranked[i]
+            if self.complete or not self.extend(max(2 * len(ranked), 64)):
+                return -1
+
+    def gather_all(self) -> None:
+        """Gather every remaining candidate (for exact searches under contention)."""
+        while not self.complete:
+            self.extend(max(2 * len(self.ranked), 64))
+
+    def probabilities(self) -> tuple[IntArray, FloatArray, FloatArray]:
+        """(agents, scores, Born probabilities) over everything gathered."""
+        agents = np.asarray(self.ranked, dtype=np.int32)
+        score = np.asarray(self.scores, dtype=np.float64)
+        bias = np.asarray(self.biases, dtype=np.float64)
+        _, p = amplitudes.born(score, self.ranker.temperature, bias)
+        return agents, score, p
+
+
+@dataclass(slots=True)
+class Catalog:
+    """Every gathered (class, agent) pair with its score and Born probability, sorted by class then p."""
+
+    cls: IntArray
+    agent: IntArray
+    score: FloatArray
+    p: FloatArray
+    starts: IntArray  # per class id: first row (classes without candidates have empty ranges)
+    ends: IntArray
+    _keys: npt.NDArray[np.int64]
+    _key_order: npt.NDArray[np.int64]
+    agents_total: int
+
+    @classmethod
+    def of(cls, views: Sequence[ClassView], agents_total: int, temperature: float) -> Catalog:
+        """Collect all views' candidates (one pass, vectorised softmax per class)."""
+        lengths = np.fromiter((len(v.ranked) for v in views), dtype=np.int64, count=len(views))
+        klass = np.repeat(np.arange(len(views), dtype=np.int32), lengths)
+        agent = np.fromiter((a for v in views for a in v.ranked), dtype=np.int32, count=int(lengths.sum()))
+        score = np.fromiter((s for v in views for s in v.scores), dtype=np.float64, count=len(agent))
+        bias = np.fromiter((b for v in views for b in v.biases), dtype=np.float64, count=len(agent))
+        nonempty = np.flatnonzero(lengths)
+        seg_starts = np.concatenate([[0], np.cumsum(lengths)])[:-1][nonempty]
+        if temperature > 0:
+            logits = score / temperature + 2.0 * bias
+        else:
+            top = np.repeat(np.maximum.reduceat(score, seg_starts), lengths[nonempty]) if len(agent) else score
+            logits = np.where(score >= top - 1e-12, 2.0 * bias, -np.inf)
+        p = amplitudes.segment_born(logits, seg_starts.astype(np.int32)) if len(agent) else np.zeros(0)
+        order = np.lexsort((-p, klass))
+        klass, agent, score, p = klass[order], agent[order], score[order], p[order]
+        starts = np.searchsorted(klass, np.arange(len(views)), side="left").astype(np.int32)
+        ends = np.searchsorted(klass, np.arange(len(views)), side="right").astype(np.int32)
+        keys = klass.astype(np.int64) * max(agents_total, 1) + agent
+        key_order = np.argsort(keys, kind="stable")
+        return cls(klass, agent, score, p, starts, ends, keys[key_order], key_order, agents_total)
+
+    def lookup(self, classes: IntArray, agents: IntArray) -> npt.NDArray[np.int64]:
+        """Row of each (class, agent) pair, or -1 if the class never gathered that agent."""
+        if not len(self._keys):
+            return np.full(len(classes), -1, dtype=np.int64)
+        wanted = classes.astype(np.int64) * max(self.agents_total, 1) + agents
+        pos = np.minimum(np.searchsorted(self._keys, wanted), len(self._keys) - 1)
+        found = self._keys[pos] == wanted
+        return np.where(found, self._key_order[pos], -1)
