@@ -43,24 +43,28 @@ def quality(seeds: int) -> tuple[list[Row], dict[str, Any]]:
         for seed in range(seeds):
             work = synthetic.workload(agents, tasks, seed=seed, contention=0.75)
             exact = value(work, schedule(work.snapshot, work.tasks, Policy(strategy=Strategy.EXACT)).agent_of)
-            for name in ratios:
+            for name in ratios:  # noqa: PLC0206 - appends to each list in place
                 got = schedule(work.snapshot, work.tasks, Policy(strategy=Strategy(name))).agent_of
                 ratios[name].append(value(work, got) / exact)
         raw[str(tasks)] = ratios
         q = ratios["quantum"]
-        rows.append((
-            f"quality, {tasks} tasks / {agents} agents, {seeds} seeds: quantum ÷ exact optimum (mean / worst)",
-            f"{statistics.mean(q):.5f} / {min(q):.5f}",
-            "≥ 0.998 / ≥ 0.995",
-            "met" if statistics.mean(q) >= 0.998 and min(q) >= 0.995 else "MISSED",
-        ))
+        rows.append(
+            (
+                f"quality, {tasks} tasks / {agents} agents, {seeds} seeds: quantum ÷ exact optimum (mean / worst)",
+                f"{statistics.mean(q):.5f} / {min(q):.5f}",
+                "≥ 0.998 / ≥ 0.995",
+                "met" if statistics.mean(q) >= 0.998 and min(q) >= 0.995 else "MISSED",
+            )
+        )
         bf, plain = ratios["greedy"], ratios["least-loaded"]
-        rows.append((
-            f"baselines, {tasks} tasks: best-fit greedy / plain greedy (most free slots) ÷ exact, mean (worst)",
-            f"{statistics.mean(bf):.5f} ({min(bf):.5f}) / {statistics.mean(plain):.5f} ({min(plain):.5f})",
-            "quantum ≥ best-fit on every seed",
-            "met" if all(x >= y - 1e-12 for x, y in zip(q, bf, strict=True)) else "MISSED",
-        ))
+        rows.append(
+            (
+                f"baselines, {tasks} tasks: best-fit greedy / plain greedy (most free slots) ÷ exact, mean (worst)",
+                f"{statistics.mean(bf):.5f} ({min(bf):.5f}) / {statistics.mean(plain):.5f} ({min(plain):.5f})",
+                "quantum ≥ best-fit on every seed",
+                "met" if all(x >= y - 1e-12 for x, y in zip(q, bf, strict=True)) else "MISSED",
+            )
+        )
     return rows, raw
 
 
@@ -106,12 +110,14 @@ def speed() -> tuple[list[Row], dict[str, Any]]:
     linear_sum_assignment(matrix, maximize=True)
     lsa = time.perf_counter() - t0
     ratio = ours / lsa
-    return [(
-        f"speed: quantum cycle ÷ linear_sum_assignment solve, {len(work.tasks)} tasks × {slots} slots",
-        f"{ours * 1000:.0f} ms ÷ {lsa * 1000:.0f} ms = {ratio:.4f}",
-        "≤ 0.05",
-        "met" if ratio <= 0.05 else "MISSED",
-    )], {"ours_s": ours, "lsa_s": lsa, "slots": slots}
+    return [
+        (
+            f"speed: quantum cycle ÷ linear_sum_assignment solve, {len(work.tasks)} tasks × {slots} slots",
+            f"{ours * 1000:.0f} ms ÷ {lsa * 1000:.0f} ms = {ratio:.4f}",
+            "≤ 0.05",
+            "met" if ratio <= 0.05 else "MISSED",
+        )
+    ], {"ours_s": ours, "lsa_s": lsa, "slots": slots}
 
 
 def _full_scan(snapshot: Snapshot, tasks: TaskBatch) -> float:
@@ -147,8 +153,14 @@ def growth_child(agents: int, tasks: int) -> dict[str, float]:
         times.append(time.perf_counter() - t2)
     scan = _full_scan(snap, batch)
     rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    return {"build_s": build, "index_s": index_s, "batch_s": statistics.median(times), "scan_s": scan,
-            "rss_mib": rss, "assigned": result.assigned}
+    return {
+        "build_s": build,
+        "index_s": index_s,
+        "batch_s": statistics.median(times),
+        "scan_s": scan,
+        "rss_mib": rss,
+        "assigned": result.assigned,
+    }
 
 
 def growth(tasks: int, sizes: tuple[int, int]) -> tuple[list[Row], dict[str, Any]]:
@@ -157,7 +169,9 @@ def growth(tasks: int, sizes: tuple[int, int]) -> tuple[list[Row], dict[str, Any
     for agents in sizes:
         proc = subprocess.run(
             [sys.executable, __file__, "--growth-child", str(agents), str(tasks)],
-            capture_output=True, text=True, check=True,
+            capture_output=True,
+            text=True,
+            check=True,
         )
         out[agents] = json.loads(proc.stdout)
     small, big = out[sizes[0]], out[sizes[1]]
@@ -238,8 +252,14 @@ def determinism() -> list[Row]:
         a = schedule(work.snapshot, work.tasks, policy).agent_of
         b = schedule(work.snapshot, work.tasks, policy).agent_of
         same &= bool(np.array_equal(a, b))
-    return [("determinism: same input and seed twice, all 7 strategies", "identical" if same else "DIFFERENT",
-             "identical", "met" if same else "MISSED")]
+    return [
+        (
+            "determinism: same input and seed twice, all 7 strategies",
+            "identical" if same else "DIFFERENT",
+            "identical",
+            "met" if same else "MISSED",
+        )
+    ]
 
 
 def main() -> None:
@@ -264,17 +284,23 @@ def main() -> None:
     t_rows, raw["throughput"] = throughput(100_000, 20_000 if args.quick else 100_000, 10_000)
     rows += t_rows
     rows += determinism()
-    command = "`.venv/bin/python bench/scheduler.py" + (" --quick" if args.quick else "") + " --write docs/benchmarks.md`"
+    command = (
+        "`.venv/bin/python bench/scheduler.py" + (" --quick" if args.quick else "") + " --write docs/benchmarks.md`"
+    )
     table = ["| measure | measured | target | verdict |", "|---|---|---|---|"]
     table += [f"| {m} | {v} | {t} | {d} |" for m, v, t, d in rows]
-    text = "\n".join([
-        BEGIN,
-        f"Command: {command} ({time.strftime('%Y-%m-%d')}, {time.perf_counter() - started:.0f} s in all, "
-        "2 cores, numpy with its default BLAS threads).",
-        "",
-        *table,
-        END,
-    ])
+    text = "\n".join(
+        [
+            BEGIN,
+            (
+                f"Command: {command} ({time.strftime('%Y-%m-%d')}, {time.perf_counter() - started:.0f} s in all, "
+                "2 cores, numpy with its default BLAS threads)."
+            ),
+            "",
+            *table,
+            END,
+        ]
+    )
     print(text)
     if args.write:
         doc = args.write.read_text()

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import typer
 
-from qorch.cli import crds, dev
+from qorch.cli import crds, dev, schedule
 
 __all__ = ["app", "run"]
 
@@ -21,6 +21,7 @@ app = typer.Typer(
 )
 app.add_typer(dev.app, name="dev")
 app.add_typer(crds.app, name="crds")
+app.command("schedule")(schedule.command)
 
 
 def run() -> None:

@@ -48,7 +48,7 @@ class Entanglement:
         return j
 
     def bias(self, snapshot: Snapshot, rows: IntArray, group: IntArray, avoid: IntArray) -> FloatArray:
-        """eta * (J[g_t, g_a] - J[h_t, g_a]) per row (0 where a group is unset).
+        """Return eta * (J[g_t, g_a] - J[h_t, g_a]) per row (0 where a group is unset).
 
         `group` and `avoid` are the task class's affinity group and failure domain per row.
         """
@@ -93,4 +93,5 @@ def segment_born(logits: FloatArray, starts: IntArray) -> FloatArray:
     lengths = np.diff(np.append(starts, len(logits)))
     weights = np.exp(logits - np.repeat(peak, lengths))
     total = np.add.reduceat(weights, starts)
-    return weights / np.repeat(total, lengths)
+    out: FloatArray = weights / np.repeat(total, lengths)
+    return out

@@ -83,29 +83,7 @@ def augment(task: int, views: Sequence[ClassView], class_of: Sequence[int], ledg
     if root in ledger.dead_classes:
         return False
     while True:
-        parent: dict[int, tuple[int, int]] = {}
-        seen_classes = {root}
-        queue: deque[int] = deque()
-        dead = ledger.dead_agents
-        for a in views[root].ranked:
-            if a not in parent and a not in dead:
-                parent[a] = (task, -1)
-                queue.append(a)
-        found = -1
-        while queue:
-            a = queue.popleft()
-            if ledger.free[a] > 0:
-                found = a
-                break
-            for held in ledger.holders.get(a, ()):
-                c = class_of[held]
-                if c in seen_classes:
-                    continue
-                seen_classes.add(c)
-                for b in views[c].ranked:
-                    if b not in parent and b not in dead:
-                        parent[b] = (held, a)
-                        queue.append(b)
+        found, parent, seen_classes = _search(task, views, class_of, ledger)
         if found >= 0:
             _shift(found, parent, ledger)
             ledger.augmented += 1
@@ -117,6 +95,40 @@ def augment(task: int, views: Sequence[ClassView], class_of: Sequence[int], ledg
             return False
         for view in incomplete:  # the path may run through agents not gathered yet
             view.gather_all()
+
+
+def _search(
+    task: int, views: Sequence[ClassView], class_of: Sequence[int], ledger: Ledger
+) -> tuple[int, dict[int, tuple[int, int]], set[int]]:
+    """Breadth-first search over alternating paths from `task` to an agent with a free slot.
+
+    Returns (free agent or -1, parent links agent -> (task moved into it, agent it left),
+    classes whose candidates were expanded). A class is expanded once: its tasks share
+    candidates, so a second task of the same class reaches nothing new.
+    """
+    root = class_of[task]
+    parent: dict[int, tuple[int, int]] = {}
+    seen_classes = {root}
+    dead = ledger.dead_agents
+    queue: deque[int] = deque()
+    for a in views[root].ranked:
+        if a not in parent and a not in dead:
+            parent[a] = (task, -1)
+            queue.append(a)
+    while queue:
+        a = queue.popleft()
+        if ledger.free[a] > 0:
+            return a, parent, seen_classes
+        for held in ledger.holders.get(a, ()):
+            c = class_of[held]
+            if c in seen_classes:
+                continue
+            seen_classes.add(c)
+            for b in views[c].ranked:
+                if b not in parent and b not in dead:
+                    parent[b] = (held, a)
+                    queue.append(b)
+    return -1, parent, seen_classes
 
 
 def _shift(free_agent: int, parent: dict[int, tuple[int, int]], ledger: Ledger) -> None:

@@ -71,8 +71,12 @@ def schedule(snapshot: Snapshot, tasks: TaskBatch, policy: Policy, *, index: Cap
         urgency_s=urgency,
     )
     views = [ClassView(c, index.candidates(c), ranker) for c in tasks.classes]
-    first = [index.gather(v.cands, max(32, _INITIAL_SLOTS_PER_TASK * int(heads_per_class[v.task_class.id])))
-             if heads_per_class[v.task_class.id] else _EMPTY for v in views]
+    first = [
+        index.gather(v.cands, max(32, _INITIAL_SLOTS_PER_TASK * int(heads_per_class[v.task_class.id])))
+        if heads_per_class[v.task_class.id]
+        else _EMPTY
+        for v in views
+    ]
     ranker.rank(views, first)
 
     # 6. Collapse into a capacity-respecting assignment with the policy's strategy.
@@ -94,7 +98,7 @@ def schedule(snapshot: Snapshot, tasks: TaskBatch, policy: Policy, *, index: Cap
     agent_of = ledger.assignments()
 
     # 7. Observables, and the score, probability or reason of every task.
-    catalog = Catalog.of(views, len(snapshot), policy.temperature)
+    catalog = Catalog.of(ranker, len(views), len(snapshot), policy.temperature)
     measured = observables.measure(views, catalog, index, free, head_rank, agent_of, tasks.class_of)
     score = np.zeros(len(tasks))
     probability = np.zeros(len(tasks))

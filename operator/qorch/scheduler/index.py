@@ -23,7 +23,7 @@ if TYPE_CHECKING:
     from qorch.scheduler.snapshot import Snapshot
     from qorch.scheduler.tasks import TaskClass
 
-__all__ = ["WHOLE_POOL", "CapabilityIndex", "Candidates", "Reason"]
+__all__ = ["WHOLE_POOL", "CapabilityIndex", "Candidates", "Reason"]  # noqa: RUF022 - constant first
 
 IntArray = npt.NDArray[np.int32]
 
@@ -88,6 +88,7 @@ class CapabilityIndex:
         self._pool_sizes = np.diff(pbounds).astype(np.int64)
         self._pool_cache: dict[tuple[tuple[str, ...], int], IntArray] = {}
         self._profile_cache: dict[tuple[str, ...], IntArray] = {}
+        self._ordered_cache: dict[tuple[tuple[str, ...], int], tuple[IntArray, int]] = {}
         # Best fit first: least versatile profiles, then the best agent they pool.
         versatility = np.zeros(count, dtype=np.int64)
         for w in range(words):
@@ -127,12 +128,17 @@ class CapabilityIndex:
 
     def candidates(self, task_class: TaskClass) -> Candidates:
         """An empty candidate set for `task_class`, ready to `gather`."""
-        capable = self.capable_profiles(task_class.requires)
-        profiles = capable[self.profile_clearance[capable] >= task_class.classification]
-        profiles = profiles[np.argsort(self._preference[profiles], kind="stable")]
+        key = (task_class.requires, task_class.classification)
+        cached = self._ordered_cache.get(key)
+        if cached is None:
+            capable = self.capable_profiles(task_class.requires)
+            profiles = capable[self.profile_clearance[capable] >= task_class.classification]
+            profiles = profiles[np.argsort(self._preference[profiles], kind="stable")]
+            cached = self._ordered_cache[key] = (profiles, int(self._pool_sizes[profiles].sum()))
+        profiles, pooled = cached
         cands = Candidates(task_class, profiles, np.zeros(len(profiles), dtype=np.int64))
-        cands.remaining = int(self._pool_sizes[profiles].sum()) if len(profiles) else 0
-        cands.complete = cands.remaining == 0
+        cands.remaining = pooled
+        cands.complete = pooled == 0
         return cands
 
     def gather(self, cands: Candidates, want: int) -> IntArray:
@@ -171,19 +177,26 @@ class CapabilityIndex:
         got = 0
         j = cands.next_profile
         while got < want and j < len(cands.profiles):
-            pool = self._pools[cands.profiles[j]]
-            start = int(cands.positions[j])
-            chunk = pool[start : start + (want - got)]
-            cands.positions[j] = start + len(chunk)
-            cands.remaining -= len(chunk)
-            if cands.positions[j] >= len(pool):
-                j += 1
-            chunk = self._filter(cands.task_class, chunk)
+            raw: list[IntArray] = []
+            read = 0
+            while read < want - got and j < len(cands.profiles):  # read a round, then filter it once
+                pool = self._pools[cands.profiles[j]]
+                start = int(cands.positions[j])
+                chunk = pool[start : start + (want - got - read)]
+                cands.positions[j] = start + len(chunk)
+                cands.remaining -= len(chunk)
+                if cands.positions[j] >= len(pool):
+                    j += 1
+                raw.append(chunk)
+                read += len(chunk)
+            chunk = self._filter(cands.task_class, np.concatenate(raw) if len(raw) > 1 else raw[0])
             if len(chunk):
                 taken.append(chunk)
                 got += len(chunk)
         cands.next_profile = j
-        return np.concatenate(taken).astype(np.int32) if taken else np.zeros(0, dtype=np.int32)
+        if not taken:
+            return np.zeros(0, dtype=np.int32)
+        return (np.concatenate(taken) if len(taken) > 1 else taken[0]).astype(np.int32, copy=False)
 
     def _filter(self, task_class: TaskClass, rows: IntArray) -> IntArray:
         if task_class.selector:
@@ -222,7 +235,10 @@ class CapabilityIndex:
         snap = self.snapshot
         ready = snap.ready[rows] & (snap.breaker[rows] != BREAKER_OPEN)
         if not ready.any():
-            return Reason.NO_READY_AGENT, f"{len(rows)} agent(s) fit but none is ready (NotReady, cordoned or breaker open)"
+            return (
+                Reason.NO_READY_AGENT,
+                f"{len(rows)} agent(s) fit but none is ready (NotReady, cordoned or breaker open)",
+            )
         return Reason.CAPACITY_EXHAUSTED, (
             f"{int(ready.sum())} agent(s) fit but their free slots went to tasks of equal or higher priority"
         )

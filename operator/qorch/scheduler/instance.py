@@ -26,16 +26,45 @@ __all__ = ["Instance", "InstanceError", "parse"]
 _CLEARANCE = {c.value: c.rank for c in Clearance}
 _BREAKER = {"Closed": BREAKER_CLOSED, "HalfOpen": BREAKER_HALF_OPEN, "Open": BREAKER_OPEN}
 _AGENT_FIELDS = {
-    "name", "capabilities", "capacity", "activeTasks", "clearance", "ready", "cordoned", "successRate",
-    "costPerTask", "latencyMs", "labels", "entanglementGroup", "breaker",
+    "name",
+    "capabilities",
+    "capacity",
+    "activeTasks",
+    "clearance",
+    "ready",
+    "cordoned",
+    "successRate",
+    "costPerTask",
+    "latencyMs",
+    "labels",
+    "entanglementGroup",
+    "breaker",
 }
 _TASK_FIELDS = {
-    "name", "requires", "priority", "classification", "deadlineSeconds", "waitedSeconds", "namespace",
-    "agentSelector", "entanglementGroup", "avoidGroup", "maxCost", "key",
+    "name",
+    "requires",
+    "priority",
+    "classification",
+    "deadlineSeconds",
+    "waitedSeconds",
+    "namespace",
+    "agentSelector",
+    "entanglementGroup",
+    "avoidGroup",
+    "maxCost",
+    "key",
 }
 _POLICY_FIELDS = {
-    "strategy", "temperature", "seed", "sample", "weights", "batchSize", "namespaceWeights", "quotas",
-    "entanglementStrength", "couplings",
+    "strategy",
+    "temperature",
+    "seed",
+    "sample",
+    "weights",
+    "batchSize",
+    "namespaceWeights",
+    "quotas",
+    "entanglementStrength",
+    "couplings",
 }
 
 
@@ -82,7 +111,7 @@ class _Item:
             raise self.fail(field, f"must be a number >= {low:g}" + (f" and <= {high:g}" if high < math.inf else ""))
         return float(value)
 
-    def boolean(self, field: str, default: bool) -> bool:
+    def boolean(self, field: str, *, default: bool) -> bool:
         value = self.raw.get(field, default)
         if not isinstance(value, bool):
             raise self.fail(field, "must be true or false")
@@ -132,29 +161,20 @@ def _policy(raw: object) -> Policy:
         raise InstanceError(f"policy: unknown field '{unknown[0]}' (allowed: {', '.join(sorted(_POLICY_FIELDS))})")
     strategy = raw.get("strategy", "quantum")
     if strategy not in {s.value for s in Strategy}:
-        raise InstanceError(f"policy: 'strategy' must be one of {', '.join(s.value for s in Strategy)}, got {strategy!r}")
+        raise InstanceError(
+            f"policy: 'strategy' must be one of {', '.join(s.value for s in Strategy)}, got {strategy!r}"
+        )
     item = _Item("policy", {"name": "policy", **raw}, _POLICY_FIELDS | {"name"})
-    weights = dict(DEFAULT_WEIGHTS)
-    for key, value in (raw.get("weights") or {}).items():
-        if key not in REGISTRY:
-            raise InstanceError(f"policy: 'weights' has unknown scorer {key!r} (known: {', '.join(sorted(REGISTRY))})")
-        if isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0:
-            raise InstanceError(f"policy: 'weights.{key}' must be a number >= 0, got {value!r}")
-        weights[key] = float(value)
     batch = raw.get("batchSize")
     if batch is not None and (isinstance(batch, bool) or not isinstance(batch, int) or batch < 1):
         raise InstanceError(f"policy: 'batchSize' must be an integer >= 1, got {batch!r}")
-    couplings: dict[tuple[str, str], float] = {}
-    for entry in raw.get("couplings") or []:
-        ok = isinstance(entry, list) and len(entry) == 3  # noqa: PLR2004 - [groupA, groupB, strength]
-        if not ok or not isinstance(entry[2], (int, float)) or not 0 <= entry[2] <= 1:
-            raise InstanceError(f"policy: each of 'couplings' must be [groupA, groupB, strength 0..1], got {entry!r}")
-        couplings[(str(entry[0]), str(entry[1]))] = float(entry[2])
+    weights = _weights(raw.get("weights") or {})
+    couplings = _couplings(raw.get("couplings") or [])
     return Policy(
         strategy=Strategy(strategy),
         temperature=item.number("temperature", 0.05, 0.0, 10.0),
         seed=item.integer("seed", 0, 0, 2**63 - 1),
-        sample=item.boolean("sample", False),
+        sample=item.boolean("sample", default=False),
         weights=weights,
         batch_size=batch,
         namespace_weights={str(k): float(v) for k, v in (raw.get("namespaceWeights") or {}).items()},
@@ -162,6 +182,27 @@ def _policy(raw: object) -> Policy:
         entanglement_strength=item.number("entanglementStrength", 1.0, 0.0, 10.0),
         couplings=couplings,
     )
+
+
+def _weights(raw: dict[str, Any]) -> dict[str, float]:
+    weights = dict(DEFAULT_WEIGHTS)
+    for key, value in raw.items():
+        if key not in REGISTRY:
+            raise InstanceError(f"policy: 'weights' has unknown scorer {key!r} (known: {', '.join(sorted(REGISTRY))})")
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0:
+            raise InstanceError(f"policy: 'weights.{key}' must be a number >= 0, got {value!r}")
+        weights[key] = float(value)
+    return weights
+
+
+def _couplings(raw: list[Any]) -> dict[tuple[str, str], float]:
+    couplings: dict[tuple[str, str], float] = {}
+    for entry in raw:
+        ok = isinstance(entry, list) and len(entry) == 3  # noqa: PLR2004 - [groupA, groupB, strength]
+        if not ok or not isinstance(entry[2], (int, float)) or not 0 <= entry[2] <= 1:
+            raise InstanceError(f"policy: each of 'couplings' must be [groupA, groupB, strength 0..1], got {entry!r}")
+        couplings[(str(entry[0]), str(entry[1]))] = float(entry[2])
+    return couplings
 
 
 def _list(doc: dict[str, Any], key: str) -> list[Any]:
@@ -186,15 +227,14 @@ def parse(doc: object) -> Instance:
     def col(items: list[_Item], fn: Callable[[_Item], Any]) -> list[Any]:
         return [fn(item) for item in items]
 
-    breaker_of: Callable[[_Item], int] = lambda a: _breaker(a)  # noqa: E731
     snapshot = Snapshot.build(
         names=col(agents, lambda a: a.raw["name"]),
         capabilities=col(agents, lambda a: a.names("capabilities")),
         capacity=col(agents, lambda a: a.integer("capacity", 1, 1, 100_000)),
         active=col(agents, lambda a: a.integer("activeTasks", 0, 0, 10_000_000)),
         clearance=col(agents, lambda a: a.level("clearance")),
-        ready=col(agents, lambda a: a.boolean("ready", True) and not a.boolean("cordoned", False)),
-        breaker=col(agents, breaker_of),
+        ready=col(agents, lambda a: a.boolean("ready", default=True) and not a.boolean("cordoned", default=False)),
+        breaker=col(agents, _breaker),
         success_rate=col(agents, lambda a: a.number("successRate", 1.0, 0.0, 1.0)),
         cost=col(agents, lambda a: a.number("costPerTask", 0.0, 0.0)),
         latency_ms=col(agents, lambda a: a.number("latencyMs", 0.0, 0.0)),

@@ -45,7 +45,10 @@ class ScoreContext:
 class Scorer(Protocol):
     """Scores candidate agents for one task class. Must return values in [0, 1]."""
 
-    name: str
+    @property
+    def name(self) -> str:
+        """The registry name, which is also the policy's weight key."""
+        ...
 
     def __call__(self, ctx: ScoreContext) -> FloatArray:
         """One score per row of `ctx.rows`."""

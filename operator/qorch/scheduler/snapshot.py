@@ -11,7 +11,7 @@ collapse works on its own copy of the free-slot column.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import numpy.typing as npt
@@ -92,7 +92,7 @@ class Snapshot:
     @property
     def free(self) -> IntArray:
         """Slots an agent can take this cycle (0 for agents that cannot take work)."""
-        free = np.maximum(self.capacity - self.active, 0).astype(np.int32)
+        free: IntArray = np.maximum(self.capacity - self.active, 0).astype(np.int32)
         free[~self.ready | (self.breaker == BREAKER_OPEN)] = 0
         half = self.breaker == BREAKER_HALF_OPEN
         free[half] = np.minimum(free[half], 1)  # a half-open breaker lets one probe through
@@ -112,14 +112,14 @@ class Snapshot:
         *,
         names: Sequence[str],
         capabilities: Sequence[Sequence[str]],
-        capacity: Sequence[int] | IntArray,
-        active: Sequence[int] | IntArray | None = None,
-        clearance: Sequence[int] | npt.NDArray[np.int8] | None = None,
-        ready: Sequence[bool] | BoolArray | None = None,
-        breaker: Sequence[int] | npt.NDArray[np.int8] | None = None,
-        success_rate: Sequence[float] | FloatArray | None = None,
-        cost: Sequence[float] | FloatArray | None = None,
-        latency_ms: Sequence[float] | FloatArray | None = None,
+        capacity: npt.ArrayLike,
+        active: npt.ArrayLike | None = None,
+        clearance: npt.ArrayLike | None = None,
+        ready: npt.ArrayLike | None = None,
+        breaker: npt.ArrayLike | None = None,
+        success_rate: npt.ArrayLike | None = None,
+        cost: npt.ArrayLike | None = None,
+        latency_ms: npt.ArrayLike | None = None,
         groups: Sequence[str] | None = None,
         labels: Sequence[Mapping[str, str]] | None = None,
         capability_vocab: Vocabulary | None = None,
@@ -127,56 +127,61 @@ class Snapshot:
         """Build columns from per-agent values; omitted columns take the CRD defaults."""
         n = len(names)
         vocab = capability_vocab or Vocabulary()
-        # Intern every distinct capability set once; agents usually share a few hundred profiles.
-        distinct: dict[tuple[str, ...], int] = {}
-        row_profile = np.empty(n, dtype=np.int32)
-        for i, caps in enumerate(capabilities):
-            key = tuple(sorted(caps))
-            found = distinct.get(key)
-            if found is None:
-                for cap in key:
-                    vocab.id(cap)
-                found = distinct[key] = len(distinct)
-            row_profile[i] = found
-        words = vocab.words()
-        table = np.zeros((max(len(distinct), 1), words), dtype=np.uint64)
-        for key, pid in distinct.items():
-            table[pid] = vocab.bitset(key, words)
         group_vocab = Vocabulary()
         group = np.full(n, -1, dtype=np.int32)
-        if groups is not None:
-            for i, g in enumerate(groups):
-                if g:
-                    group[i] = group_vocab.id(g)
+        for i, g in enumerate(groups or ()):
+            if g:
+                group[i] = group_vocab.id(g)
         label_vocab = Vocabulary()
-        label_cols: dict[str, IntArray] = {}
-        if labels is not None:
-            for i, agent_labels in enumerate(labels):
-                for key, value in agent_labels.items():
-                    col = label_cols.get(key)
-                    if col is None:
-                        col = label_cols[key] = np.full(n, -1, dtype=np.int32)
-                    col[i] = label_vocab.id(value)
 
-        def col(values: object, dtype: type, default: object) -> npt.NDArray[np.generic]:
-            if values is None:
-                return np.full(n, default, dtype=dtype)
-            return np.asarray(values, dtype=dtype)
+        def column(values: npt.ArrayLike | None, dtype: npt.DTypeLike, default: object) -> npt.NDArray[Any]:
+            return np.full(n, default, dtype=dtype) if values is None else np.asarray(values, dtype=dtype)
 
         return cls(
             names=list(names),
-            capacity=col(capacity, np.int32, 1),  # type: ignore[arg-type]
-            active=col(active, np.int32, 0),  # type: ignore[arg-type]
-            capabilities=table[row_profile] if n else np.zeros((0, words), dtype=np.uint64),
-            clearance=col(clearance, np.int8, 1),  # type: ignore[arg-type]
-            ready=col(ready, np.bool_, True),  # type: ignore[arg-type]
-            breaker=col(breaker, np.int8, BREAKER_CLOSED),  # type: ignore[arg-type]
-            success_rate=col(success_rate, np.float64, 1.0),  # type: ignore[arg-type]
-            cost=col(cost, np.float64, 0.0),  # type: ignore[arg-type]
-            latency_ms=col(latency_ms, np.float64, 0.0),  # type: ignore[arg-type]
+            capacity=column(capacity, np.int32, 1),
+            active=column(active, np.int32, 0),
+            capabilities=_bitsets(capabilities, vocab),
+            clearance=column(clearance, np.int8, 1),
+            ready=column(ready, np.bool_, True),  # noqa: FBT003 - a fill value, not a flag
+            breaker=column(breaker, np.int8, BREAKER_CLOSED),
+            success_rate=column(success_rate, np.float64, 1.0),
+            cost=column(cost, np.float64, 0.0),
+            latency_ms=column(latency_ms, np.float64, 0.0),
             group=group,
-            labels=label_cols,
+            labels=_label_columns(labels or (), n, label_vocab),
             capability_vocab=vocab,
             group_vocab=group_vocab,
             label_vocab=label_vocab,
         )
+
+
+def _bitsets(capabilities: Sequence[Sequence[str]], vocab: Vocabulary) -> WordArray:
+    """One bitset row per agent; each distinct set is encoded once (agents share profiles)."""
+    distinct: dict[tuple[str, ...], int] = {}
+    row_profile = np.empty(len(capabilities), dtype=np.int32)
+    for i, caps in enumerate(capabilities):
+        key = tuple(sorted(caps))
+        found = distinct.get(key)
+        if found is None:
+            for cap in key:
+                vocab.id(cap)
+            found = distinct[key] = len(distinct)
+        row_profile[i] = found
+    words = vocab.words()
+    table = np.zeros((max(len(distinct), 1), words), dtype=np.uint64)
+    for key, pid in distinct.items():
+        table[pid] = vocab.bitset(key, words)
+    return table[row_profile] if len(capabilities) else np.zeros((0, words), dtype=np.uint64)
+
+
+def _label_columns(labels: Sequence[Mapping[str, str]], n: int, vocab: Vocabulary) -> dict[str, IntArray]:
+    """Label key -> value id per agent (-1 where the agent lacks the label)."""
+    columns: dict[str, IntArray] = {}
+    for i, agent_labels in enumerate(labels):
+        for key, value in agent_labels.items():
+            col = columns.get(key)
+            if col is None:
+                col = columns[key] = np.full(n, -1, dtype=np.int32)
+            col[i] = vocab.id(value)
+    return columns

@@ -53,7 +53,7 @@ class CollapseInput:
 
 def _quantum(inp: CollapseInput) -> collapse.Ledger:
     ledger = collapse.Ledger.start(inp.free, len(inp.tasks))
-    samples = None
+    samples: dict[int, int] | None = None
     if inp.sample:
         samples = {}
         for view in inp.views:
@@ -145,9 +145,7 @@ def _consistent_hash(inp: CollapseInput) -> collapse.Ledger:
     def choose(t: int, view: ClassView, agents: IntArray, free: IntArray) -> int:
         hashes = agent_hash.get(view.task_class.id)
         if hashes is None or len(hashes) != len(agents):
-            hashes = agent_hash[view.task_class.id] = np.array(
-                [_hash64(names[a]) for a in agents], dtype=np.uint64
-            )
+            hashes = agent_hash[view.task_class.id] = np.array([_hash64(names[a]) for a in agents], dtype=np.uint64)
         mixed = _splitmix(hashes ^ np.uint64(_hash64(inp.tasks.key[t])))
         mixed[free[agents] <= 0] = 0
         i = int(np.argmax(mixed))
@@ -165,7 +163,7 @@ def _splitmix(x: npt.NDArray[np.uint64]) -> npt.NDArray[np.uint64]:
 
 
 def _exact(inp: CollapseInput) -> collapse.Ledger:
-    """scipy's linear_sum_assignment on expanded slots: priority first, score second."""
+    """Solve with scipy's linear_sum_assignment on expanded slots: priority first, score second."""
     from scipy.optimize import linear_sum_assignment  # noqa: PLC0415 - optional heavy import
 
     for view in inp.views:

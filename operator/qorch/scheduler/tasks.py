@@ -126,10 +126,10 @@ class TaskBatch:
         *,
         names: Sequence[str],
         requires: Sequence[Sequence[str]] | None = None,
-        priority: Sequence[int] | IntArray | None = None,
+        priority: npt.ArrayLike | None = None,
         classification: Sequence[int] | None = None,
-        deadline_s: Sequence[float] | FloatArray | None = None,
-        waited_s: Sequence[float] | FloatArray | None = None,
+        deadline_s: npt.ArrayLike | None = None,
+        waited_s: npt.ArrayLike | None = None,
         namespaces: Sequence[str] | None = None,
         selectors: Sequence[Mapping[str, object] | None] | None = None,
         groups: Sequence[str] | None = None,
@@ -164,7 +164,8 @@ class TaskBatch:
             grp = snapshot.group_vocab.get(groups[i]) if groups is not None and groups[i] else None
             group_id = -2 if (groups is not None and groups[i] and grp is None) else (grp if grp is not None else -1)
             avoid = snapshot.group_vocab.get(avoid_groups[i]) if avoid_groups is not None and avoid_groups[i] else None
-            budget = max_cost[i] if max_cost is not None and max_cost[i] is not None else float("inf")
+            raw_budget = max_cost[i] if max_cost is not None else None
+            budget = float("inf") if raw_budget is None else float(raw_budget)
             key = (req, clearance, sel, group_id, -1 if avoid is None else avoid, budget)
             cid = class_ids.get(key)
             if cid is None:
@@ -199,8 +200,16 @@ class TaskBatch:
             if len(members):
                 new_id[c.id] = len(classes)
                 classes.append(
-                    TaskClass(len(classes), c.requires, c.classification, c.selector, c.group, c.avoid_group,
-                              c.max_cost, np.sort(members))
+                    TaskClass(
+                        len(classes),
+                        c.requires,
+                        c.classification,
+                        c.selector,
+                        c.group,
+                        c.avoid_group,
+                        c.max_cost,
+                        np.sort(members),
+                    )
                 )
         return TaskBatch(
             names=[self.names[i] for i in rows.tolist()],

@@ -45,6 +45,7 @@ class Ranker:
     capability_count: IntArray
     ranking: Ranking
     urgency_s: FloatArray  # per class id
+    ranked_rows: list[tuple[IntArray, IntArray, FloatArray, FloatArray]] = field(default_factory=list)
 
     def logits(self, scores: FloatArray, biases: FloatArray) -> FloatArray:
         """s/T + 2*bias; at T = 0 only each class's top scores stay finite."""
@@ -77,19 +78,20 @@ class Ranker:
         score = scorers.combined(ctx, self.weights)
         bias = self.entanglement.bias(self.index.snapshot, all_rows, group, avoid)
         if self.ranking == "probability":
-            keys: tuple[npt.NDArray[np.generic], ...]
-            if self.temperature > 0:
-                keys = (-self.logits(score, bias), seg)
-            else:
-                keys = (-bias, -score, seg)
+            keys: tuple[npt.NDArray[np.generic], ...] = (
+                (-self.logits(score, bias), seg) if self.temperature > 0 else (-bias, -score, seg)
+            )
             order = np.lexsort(keys)
         elif self.ranking == "best-fit":
             order = np.lexsort((-score, self.capability_count[all_rows], seg))
         else:
             order = np.argsort(seg, kind="stable")
-        r_sorted = all_rows[order].tolist()
-        s_sorted = score[order].tolist()
-        b_sorted = bias[order].tolist()
+        class_ids = np.fromiter((c.id for c in classes), dtype=np.int32, count=len(keep))
+        rows_sorted, score_sorted, bias_sorted = all_rows[order], score[order], bias[order]
+        self.ranked_rows.append((class_ids[seg[order]], rows_sorted, score_sorted, bias_sorted))
+        r_sorted = rows_sorted.tolist()
+        s_sorted = score_sorted.tolist()
+        b_sorted = bias_sorted.tolist()
         bounds = np.concatenate([[0], np.cumsum(lengths)]).tolist()
         for i, (view, _) in enumerate(keep):
             a, b = bounds[i], bounds[i + 1]
@@ -163,13 +165,20 @@ class Catalog:
     agents_total: int
 
     @classmethod
-    def of(cls, views: Sequence[ClassView], agents_total: int, temperature: float) -> Catalog:
-        """Collect all views' candidates (one pass, vectorised softmax per class)."""
-        lengths = np.fromiter((len(v.ranked) for v in views), dtype=np.int64, count=len(views))
-        klass = np.repeat(np.arange(len(views), dtype=np.int32), lengths)
-        agent = np.fromiter((a for v in views for a in v.ranked), dtype=np.int32, count=int(lengths.sum()))
-        score = np.fromiter((s for v in views for s in v.scores), dtype=np.float64, count=len(agent))
-        bias = np.fromiter((b for v in views for b in v.biases), dtype=np.float64, count=len(agent))
+    def of(cls, ranker: Ranker, classes: int, agents_total: int, temperature: float) -> Catalog:
+        """Collect every ranked (class, agent) row (one pass, vectorised softmax per class)."""
+        parts = ranker.ranked_rows
+        if parts:
+            klass = np.concatenate([p[0] for p in parts])
+            agent = np.concatenate([p[1] for p in parts])
+            score = np.concatenate([p[2] for p in parts])
+            bias = np.concatenate([p[3] for p in parts])
+            by_class = np.argsort(klass, kind="stable")
+            klass, agent, score, bias = klass[by_class], agent[by_class], score[by_class], bias[by_class]
+        else:
+            klass, agent = np.zeros(0, dtype=np.int32), np.zeros(0, dtype=np.int32)
+            score, bias = np.zeros(0), np.zeros(0)
+        lengths = np.bincount(klass, minlength=classes).astype(np.int64)
         nonempty = np.flatnonzero(lengths)
         seg_starts = np.concatenate([[0], np.cumsum(lengths)])[:-1][nonempty]
         if temperature > 0:
@@ -180,8 +189,8 @@ class Catalog:
         p = amplitudes.segment_born(logits, seg_starts.astype(np.int32)) if len(agent) else np.zeros(0)
         order = np.lexsort((-p, klass))
         klass, agent, score, p = klass[order], agent[order], score[order], p[order]
-        starts = np.searchsorted(klass, np.arange(len(views)), side="left").astype(np.int32)
-        ends = np.searchsorted(klass, np.arange(len(views)), side="right").astype(np.int32)
+        starts = np.searchsorted(klass, np.arange(classes), side="left").astype(np.int32)
+        ends = np.searchsorted(klass, np.arange(classes), side="right").astype(np.int32)
         keys = klass.astype(np.int64) * max(agents_total, 1) + agent
         key_order = np.argsort(keys, kind="stable")
         return cls(klass, agent, score, p, starts, ends, keys[key_order], key_order, agents_total)
