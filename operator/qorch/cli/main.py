@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import typer
 
-from qorch.cli import crds, dev, schedule
+from qorch.cli import crds, dev, operator, schedule
 
 __all__ = ["app", "run"]
 
@@ -22,6 +22,7 @@ app = typer.Typer(
 app.add_typer(dev.app, name="dev")
 app.add_typer(crds.app, name="crds")
 app.command("schedule")(schedule.command)
+app.add_typer(operator.app, name="operator")
 
 
 def run() -> None:

@@ -1,0 +1,56 @@
+"""`qorch operator run`: start one operator replica."""
+
+from __future__ import annotations
+
+import dataclasses
+import sys
+
+import typer
+
+from qorch.controller import OperatorSettings, run
+from qorch.controller.leader import LeaseTimings
+
+__all__ = ["app"]
+
+app = typer.Typer(help="The qorch operator.", no_args_is_help=True)
+
+
+@app.command("run")
+def run_command(
+    kubeconfig: str | None = typer.Option(None, envvar="KUBECONFIG", help="Kubeconfig; in-cluster config if unset."),
+    namespace: list[str] = typer.Option(
+        [],
+        "--namespace",
+        "-n",
+        envvar="QORCH_NAMESPACES",
+        help="Watch only these namespaces (repeatable); default: all.",
+    ),
+    metrics_port: int = typer.Option(8080, envvar="QORCH_METRICS_PORT", help="Prometheus port; 0 turns it off."),
+    health_port: int = typer.Option(8081, envvar="QORCH_HEALTH_PORT", help="/healthz and /readyz port; 0: off."),
+    identity: str | None = typer.Option(None, envvar="QORCH_IDENTITY", help="Leader-election identity."),
+    lease_duration: float = typer.Option(15.0, envvar="QORCH_LEASE_DURATION", help="Seconds a lease is valid."),
+    renew_deadline: float = typer.Option(
+        10.0, envvar="QORCH_RENEW_DEADLINE", help="Seconds to renew before giving up."
+    ),
+    retry_period: float = typer.Option(2.0, envvar="QORCH_RETRY_PERIOD", help="Seconds between lease attempts."),
+    lease_name: str = typer.Option("qorch-operator", envvar="QORCH_LEASE_NAME", help="Leader Lease name."),
+    lease_namespace: str = typer.Option("qorch-system", envvar="QORCH_LEASE_NAMESPACE", help="Leader Lease namespace."),
+) -> None:
+    """Watch Agents and Tasks and, while holding the leader Lease, schedule them."""
+    try:
+        timings = LeaseTimings(lease_duration, renew_deadline, retry_period)
+    except ValueError as exc:
+        sys.stderr.write(f"error: {exc}\n")
+        raise typer.Exit(2) from None
+    settings = OperatorSettings(
+        kubeconfig=kubeconfig,
+        namespaces=tuple(namespace),
+        metrics_port=metrics_port,
+        health_port=health_port,
+        lease_name=lease_name,
+        lease_namespace=lease_namespace,
+        timings=timings,
+    )
+    if identity:
+        settings = dataclasses.replace(settings, identity=identity)
+    raise typer.Exit(run(settings))

@@ -1,0 +1,409 @@
+"""The central scheduling loop: one loop for the whole cluster, woken by events and a tick.
+
+No per-object handlers, timers or daemons: watch events only update the
+indexes (`state`) and poke this loop. Only the leader runs cycles. A cycle:
+
+1. gate: tasks waiting for an approval or for dependencies get their phase;
+2. liveness: agents whose Lease went stale become NotReady, and their tasks
+   that had not started go back to the queue (running ones count as a failed
+   attempt);
+3. schedule: queued tasks (not already being written) go through one
+   scheduler-core cycle against a snapshot of ready agents;
+4. write: assignments and reasons to Task status, phases and load to Agent
+   status, all compare-and-set on the version the decision was made on.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import datetime as dt
+import logging
+import time
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from qorch.api.enums import AgentPhase, Strategy, TaskPhase
+from qorch.controller import metrics
+from qorch.controller.state import ACTIVE_PHASES
+from qorch.controller.writer import Outcome
+from qorch.scheduler import Policy, Snapshot, TaskBatch, schedule
+
+if TYPE_CHECKING:
+    from qorch.controller.leader import LeaderElector
+    from qorch.controller.state import AgentRecord, ClusterState, Key, TaskRecord
+    from qorch.controller.writer import StatusWriter
+
+__all__ = ["NAMESPACE_LABEL", "SchedulingLoop"]
+
+log = logging.getLogger(__name__)
+NAMESPACE_LABEL = "qorch.io/namespace"  # synthetic: tasks only run on agents of their own namespace
+TASKS, AGENTS = "tasks", "agents"
+_GATED = frozenset(
+    {None, TaskPhase.PENDING.value, TaskPhase.BLOCKED.value, TaskPhase.AWAITING_APPROVAL.value, TaskPhase.QUEUED.value}
+)
+_FAILED_DEPENDENCY = frozenset({TaskPhase.FAILED.value, TaskPhase.DEAD_LETTERED.value, TaskPhase.CANCELLED.value})
+
+
+def _stamp(when: dt.datetime) -> str:
+    return when.strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def _condition(status: str, reason: str, message: str, when: dt.datetime, generation: int) -> dict[str, Any]:
+    return {
+        "type": "Scheduled",
+        "status": status,
+        "reason": reason,
+        "message": message[:1024],
+        "lastTransitionTime": _stamp(when),
+        "observedGeneration": generation,
+    }
+
+
+@dataclass(slots=True)
+class _Write:
+    plural: str
+    key: Key
+    resource_version: str
+    status: dict[str, Any]
+    assigned_to: Key | None = None
+    created: dt.datetime | None = None
+
+
+@dataclass(slots=True)
+class SchedulingLoop:
+    """Decides and writes; everything it knows comes from `state`."""
+
+    state: ClusterState
+    writer: StatusWriter
+    elector: LeaderElector
+    tick: float = 1.0
+    wake: asyncio.Event = field(default_factory=asyncio.Event)
+    pending: dict[Key, tuple[str, Key]] = field(default_factory=dict)  # task -> (rv decided on, agent)
+    cycles: int = 0
+
+    def poke(self) -> None:
+        """Something changed: run a cycle soon."""
+        self.wake.set()
+
+    async def run(self) -> None:
+        """Cycle whenever poked (and on every tick), while leading."""
+        while True:
+            with contextlib.suppress(asyncio.TimeoutError):
+                await asyncio.wait_for(self.wake.wait(), self.tick)
+            self.wake.clear()
+            if not self.elector.leading.is_set():
+                continue
+            started = time.perf_counter()
+            try:
+                await self.cycle()
+            except Exception:  # a bad cycle must not kill the loop; the next one re-reads
+                log.exception("scheduling cycle failed")
+            metrics.CYCLE_SECONDS.observe(time.perf_counter() - started)
+
+    async def cycle(self) -> None:
+        """One pass of steps 1-4."""
+        now = dt.datetime.now(dt.UTC)
+        state = self.state
+        self._forget_settled()
+        writes: list[_Write] = []
+
+        # 1. Gate: approvals and dependencies decide whether a task may be queued.
+        queued: list[TaskRecord] = []
+        for task in state.tasks.values():
+            if task.phase not in _GATED or self._busy(task):
+                continue
+            phase, reason, message = self._gate(task)
+            if phase == TaskPhase.QUEUED.value:
+                queued.append(task)  # step 3 writes Assigned, or Queued with the reason
+            elif task.phase != phase or task.scheduled_reason != reason:
+                writes.append(
+                    _Write(
+                        TASKS,
+                        task.key,
+                        task.resource_version,
+                        {
+                            "phase": phase,
+                            "observedGeneration": task.generation,
+                            "conditions": [_condition("False", reason, message, now, task.generation)],
+                        },
+                    )
+                )
+
+        # 2. Liveness: who can take work, who lost theirs.
+        ready = {key: self._ready(agent, now) for key, agent in state.agents.items()}
+        active: dict[Key, int] = {}
+        for task in state.tasks.values():
+            if task.phase in ACTIVE_PHASES and task.agent:
+                agent_key = (task.namespace, task.agent)
+                if not ready.get(agent_key, False) and not self._busy(task):
+                    writes.append(self._requeue_write(task, now))
+                    continue
+                active[agent_key] = active.get(agent_key, 0) + 1
+        for _, agent_key in self.pending.values():
+            active[agent_key] = active.get(agent_key, 0) + 1
+
+        # 3. Schedule the queued tasks against ready agents.
+        if queued and state.agents:
+            writes += self._decide(queued, ready, active, now)
+
+        # 4. Write: tasks first (they carry the decisions), then agents' phases and load.
+        writes += self._agent_writes(ready, active, now)
+        await self._flush(writes, now)
+        self._publish_phase_gauges()
+        self.cycles += 1
+
+    # ------------------------------------------------------------------ steps
+    def _gate(self, task: TaskRecord) -> tuple[str, str, str]:
+        if task.approval_required:
+            decision = self.state.approvals.get(task.key)
+            if decision == "Reject":
+                return TaskPhase.CANCELLED.value, "ApprovalRejected", "an Approval rejected this task"
+            if decision != "Approve":
+                return (
+                    TaskPhase.AWAITING_APPROVAL.value,
+                    "AwaitingApproval",
+                    (f"create an Approval with taskRef {task.name} to let it run"),
+                )
+        for dep in task.depends_on:
+            other = self.state.tasks.get((task.namespace, dep))
+            if other is None:
+                return TaskPhase.BLOCKED.value, "DependencyPending", f"waiting for task {dep} to exist"
+            if other.phase in _FAILED_DEPENDENCY:
+                return TaskPhase.BLOCKED.value, "DependencyFailed", f"dependency {dep} ended {other.phase}"
+            if other.phase != TaskPhase.SUCCEEDED.value:
+                return TaskPhase.BLOCKED.value, "DependencyPending", f"waiting for {dep} to succeed"
+        return TaskPhase.QUEUED.value, "", ""
+
+    def _ready(self, agent: AgentRecord, now: dt.datetime) -> bool:
+        beat = self.state.heartbeats.get((agent.namespace, agent.name))
+        grace = self.state.policy.agent_grace_seconds
+        return not agent.cordoned and beat is not None and (now - beat).total_seconds() <= grace
+
+    def _decide(
+        self, queued: list[TaskRecord], ready: dict[Key, bool], active: dict[Key, int], now: dt.datetime
+    ) -> list[_Write]:
+        agents = list(self.state.agents.values())
+        snapshot = Snapshot.build(
+            names=[f"{a.namespace}/{a.name}" for a in agents],
+            capabilities=[a.capabilities for a in agents],
+            capacity=[a.capacity for a in agents],
+            active=[active.get((a.namespace, a.name), 0) for a in agents],
+            clearance=[a.clearance for a in agents],
+            ready=[ready[(a.namespace, a.name)] for a in agents],
+            success_rate=[a.success_rate for a in agents],
+            cost=[a.cost for a in agents],
+            latency_ms=[a.latency_ms for a in agents],
+            groups=[a.group for a in agents],
+            labels=[{**dict(a.labels), NAMESPACE_LABEL: a.namespace} for a in agents],
+        )
+        policy_record = self.state.policy
+        batch = TaskBatch.build(
+            snapshot,
+            names=[f"{t.namespace}/{t.name}" for t in queued],
+            requires=[t.requires for t in queued],
+            priority=[t.priority for t in queued],
+            classification=[t.classification for t in queued],
+            deadline_s=[(t.deadline - now).total_seconds() if t.deadline else np.inf for t in queued],
+            waited_s=[(now - t.created).total_seconds() for t in queued],
+            namespaces=[t.namespace for t in queued],
+            selectors=[_scoped_selector(t) for t in queued],
+            groups=[t.group for t in queued],
+            max_cost=[t.max_cost for t in queued],
+        )
+        policy = Policy(
+            strategy=Strategy(policy_record.strategy),
+            temperature=policy_record.temperature,
+            seed=policy_record.seed + self.cycles,
+            batch_size=policy_record.batch_size,
+            weights={**Policy().weights, **policy_record.weights},
+        )
+        result = schedule(snapshot, batch, policy)
+        for name, value in (
+            ("entropy", result.observables.entropy),
+            ("coherence", result.observables.coherence),
+            ("fidelity", result.observables.fidelity),
+        ):
+            metrics.OBSERVABLE.labels(name).set(value)
+        writes: list[_Write] = []
+        for i, task in enumerate(queued):
+            agent_row = int(result.agent_of[i])
+            explanation = result.explain(i)
+            candidates = [
+                {"agent": c.agent.split("/", 1)[1], "score": round(c.score, 4), "probability": round(c.probability, 4)}
+                for c in explanation.candidates
+            ]
+            if agent_row >= 0:
+                agent = agents[agent_row]
+                writes.append(
+                    _Write(
+                        TASKS,
+                        task.key,
+                        task.resource_version,
+                        {
+                            "phase": TaskPhase.ASSIGNED.value,
+                            "assignment": {
+                                "agent": agent.name,
+                                "epoch": self.elector.epoch,
+                                "assignedAt": _stamp(now),
+                                "score": round(float(result.score[i]), 4),
+                                "probability": round(float(result.probability[i]), 4),
+                                "strategy": result.strategy,
+                            },
+                            "explanation": {
+                                "summary": explanation.summary.replace(f"{agent.namespace}/", ""),
+                                "candidates": candidates,
+                            },
+                            "conditions": [
+                                _condition("True", "Scheduled", f"assigned to {agent.name}", now, task.generation)
+                            ],
+                            "observedGeneration": task.generation,
+                        },
+                        assigned_to=(agent.namespace, agent.name),
+                        created=task.created,
+                    )
+                )
+                continue
+            reason = result.reason(i) or ("CapacityExhausted", "")
+            if task.scheduled_reason != reason[0] or task.phase != TaskPhase.QUEUED.value:
+                writes.append(
+                    _Write(
+                        TASKS,
+                        task.key,
+                        task.resource_version,
+                        {
+                            "phase": TaskPhase.QUEUED.value,
+                            "explanation": {"summary": f"{reason[0]}: {reason[1]}"[:1024], "candidates": candidates},
+                            "conditions": [_condition("False", reason[0], reason[1], now, task.generation)],
+                            "observedGeneration": task.generation,
+                        },
+                    )
+                )
+        return writes
+
+    def _requeue_write(self, task: TaskRecord, now: dt.datetime) -> _Write:
+        if task.phase == TaskPhase.RUNNING.value:  # a started attempt is lost: it counts as failed
+            attempts = task.attempts + 1
+            final = attempts >= task.max_attempts
+            return _Write(
+                TASKS,
+                task.key,
+                task.resource_version,
+                {
+                    "phase": TaskPhase.FAILED.value if final else TaskPhase.QUEUED.value,
+                    "attempts": attempts,
+                    "assignment": None,
+                    "conditions": [
+                        _condition(
+                            "False",
+                            "AgentLost",
+                            f"agent {task.agent} stopped renewing its Lease while the task ran",
+                            now,
+                            task.generation,
+                        )
+                    ],
+                },
+            )
+        return _Write(
+            TASKS,
+            task.key,
+            task.resource_version,
+            {
+                "phase": TaskPhase.QUEUED.value,
+                "assignment": None,
+                "conditions": [
+                    _condition(
+                        "False",
+                        "AgentNotReady",
+                        f"agent {task.agent} became NotReady before starting the task",
+                        now,
+                        task.generation,
+                    )
+                ],
+            },
+        )
+
+    def _agent_writes(self, ready: dict[Key, bool], active: dict[Key, int], now: dt.datetime) -> list[_Write]:
+        writes = []
+        for key, agent in self.state.agents.items():
+            if self.writer.busy(AGENTS, key, agent.resource_version):
+                continue
+            phase = (
+                AgentPhase.CORDONED if agent.cordoned else AgentPhase.READY if ready[key] else AgentPhase.NOT_READY
+            ).value
+            load = active.get(key, 0)
+            if agent.phase == phase and agent.active_tasks == load and agent.observed_generation == agent.generation:
+                continue
+            beat = self.state.heartbeats.get(key)
+            status: dict[str, Any] = {
+                "phase": phase,
+                "activeTasks": load,
+                "observedGeneration": agent.generation,
+                "conditions": [
+                    {
+                        "type": "Ready",
+                        "status": "True" if phase == "Ready" else "False",
+                        "reason": phase if beat else "NoHeartbeat",
+                        "message": "" if beat else "no Lease qorch-agent-" + agent.name + " yet",
+                        "lastTransitionTime": _stamp(now),
+                        "observedGeneration": agent.generation,
+                    }
+                ],
+            }
+            if beat is not None:
+                status["lastHeartbeat"] = _stamp(beat)
+            writes.append(_Write(AGENTS, key, agent.resource_version, status))
+        return writes
+
+    # ------------------------------------------------------------------ writing
+    def _busy(self, task: TaskRecord) -> bool:
+        return task.key in self.pending or self.writer.busy(TASKS, task.key, task.resource_version)
+
+    def _forget_settled(self) -> None:
+        """Drop pending assignments whose write came back through the watch (or was overtaken)."""
+        for key, (rv, _) in list(self.pending.items()):
+            task = self.state.tasks.get(key)
+            if task is None or task.resource_version != rv:
+                del self.pending[key]
+        for key, task in self.state.tasks.items():
+            self.writer.settle(TASKS, key, task.resource_version)
+        for key, agent in self.state.agents.items():
+            self.writer.settle(AGENTS, key, agent.resource_version)
+
+    async def _flush(self, writes: list[_Write], now: dt.datetime) -> None:
+        for w in writes:
+            if w.assigned_to is not None:
+                self.pending[w.key] = (w.resource_version, w.assigned_to)
+        outcomes = await asyncio.gather(
+            *(self.writer.patch(w.plural, w.key, w.resource_version, w.status) for w in writes)
+        )
+        done = dt.datetime.now(dt.UTC)
+        for w, outcome in zip(writes, outcomes, strict=True):
+            if w.assigned_to is None:
+                continue
+            if outcome is Outcome.WRITTEN:
+                metrics.ASSIGNMENTS.inc()
+                if w.created is not None:
+                    metrics.CREATE_TO_ASSIGNED_SECONDS.observe(max(0.0, (done - w.created).total_seconds()))
+            else:
+                self.pending.pop(w.key, None)  # void: the next cycle decides again on fresh state
+        if any(o is not Outcome.WRITTEN for o in outcomes):
+            self.poke()
+        del now
+
+    def _publish_phase_gauges(self) -> None:
+        counts: dict[str, int] = dict.fromkeys((p.value for p in TaskPhase), 0)
+        for task in self.state.tasks.values():
+            counts[task.phase or TaskPhase.PENDING.value] = counts.get(task.phase or TaskPhase.PENDING.value, 0) + 1
+        for phase, count in counts.items():
+            metrics.TASKS.labels(phase).set(count)
+
+
+def _scoped_selector(task: TaskRecord) -> dict[str, Any]:
+    """The task's own agentSelector plus 'same namespace'."""
+    selector = dict(task.selector or {})
+    selector["matchLabels"] = {**(selector.get("matchLabels") or {}), NAMESPACE_LABEL: task.namespace}
+    selector.setdefault("matchExpressions", [])
+    return selector
