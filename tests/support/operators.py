@@ -1,0 +1,87 @@
+"""Real operator processes for e2e tests: start, read metrics, kill."""
+
+from __future__ import annotations
+
+import contextlib
+import re
+import signal
+import subprocess
+import sys
+import urllib.request
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from qorch.devcluster import _ports
+
+
+@dataclass
+class OperatorProcess:
+    """One `qorch operator run` replica."""
+
+    identity: str
+    popen: subprocess.Popen[bytes]
+    log: Path
+    metrics_port: int
+
+    def metric(self, name: str) -> float:
+        """Sum of a Prometheus metric's samples (0 if absent or unreachable)."""
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{self.metrics_port}/metrics", timeout=3) as resp:
+                text = resp.read().decode()
+        except OSError:
+            return 0.0
+        return sum(float(m) for m in re.findall(rf"^{re.escape(name)}(?:{{[^}}]*}})? (\S+)$", text, re.MULTILINE))
+
+    def kill(self, sig: signal.Signals = signal.SIGKILL) -> None:
+        """Send `sig` and reap the process."""
+        if self.popen.poll() is None:
+            self.popen.send_signal(sig)
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            self.popen.wait(timeout=20)
+
+    def tail(self, lines: int = 30) -> str:
+        """The end of its log, for assertion messages."""
+        return "\n".join(self.log.read_text(errors="replace").splitlines()[-lines:])
+
+
+@dataclass
+class OperatorFleet:
+    """Starts replicas and stops them all at teardown."""
+
+    kubeconfig: Path
+    workdir: Path
+    namespace: str
+    started: list[OperatorProcess] = field(default_factory=list)
+
+    def start(
+        self, identity: str, *, lease_name: str = "qorch-operator", timings: tuple[float, float, float] = (15, 10, 2)
+    ) -> OperatorProcess:
+        """Start one replica watching only the test's namespace."""
+        port = _ports.free_port()
+        log = self.workdir / f"operator-{identity}.log"
+        argv = [
+            sys.executable,
+            "-m",
+            "qorch.cli",
+            "operator",
+            "run",
+            f"--kubeconfig={self.kubeconfig}",
+            f"--namespace={self.namespace}",
+            f"--metrics-port={port}",
+            "--health-port=0",
+            f"--identity={identity}",
+            f"--lease-name={lease_name}",
+            f"--lease-duration={timings[0]}",
+            f"--renew-deadline={timings[1]}",
+            f"--retry-period={timings[2]}",
+        ]
+        with log.open("wb") as out:
+            popen = subprocess.Popen(argv, stdout=out, stderr=subprocess.STDOUT)
+        proc = OperatorProcess(identity, popen, log, port)
+        self.started.append(proc)
+        return proc
+
+    def stop_all(self) -> None:
+        """Terminate every replica still running."""
+        for proc in self.started:
+            proc.kill(signal.SIGTERM)
