@@ -24,21 +24,20 @@ ZONES = ["eu", "us"]
 def fleet(n_agents: int, n_tasks: int, seed: int = 7) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
     """Agents with ample capacity, tasks of which a known few cannot be placed."""
     rnd = random.Random(seed)
-    agents = []
-    for i in range(n_agents):
-        agents.append(
-            {
-                "apiVersion": "qorch.io/v1alpha1",
-                "kind": "Agent",
-                "metadata": {"name": f"agent-{i}", "labels": {"zone": ZONES[i % 2]}},
-                "spec": {
-                    "capabilities": rnd.sample(SKILLS, rnd.randint(2, 4)),
-                    "capacity": rnd.randint(12, 20),
-                    "clearance": LEVELS[1 + i % 3],
-                    "cordoned": i % 50 == 49,
-                },
-            }
-        )
+    agents = [
+        {
+            "apiVersion": "qorch.io/v1alpha1",
+            "kind": "Agent",
+            "metadata": {"name": f"agent-{i}", "labels": {"zone": ZONES[i % 2]}},
+            "spec": {
+                "capabilities": rnd.sample(SKILLS, rnd.randint(2, 4)),
+                "capacity": rnd.randint(12, 20),
+                "clearance": LEVELS[1 + i % 3],
+                "cordoned": i % 50 == 49,
+            },
+        }
+        for i in range(n_agents)
+    ]
     tasks = []
     for i in range(n_tasks):
         spec: dict[str, Any] = {
