@@ -7,6 +7,8 @@ import re
 import signal
 import subprocess
 import sys
+import threading
+import time
 import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -16,12 +18,29 @@ from qorch.devcluster import _ports
 
 @dataclass
 class OperatorProcess:
-    """One `qorch operator run` replica."""
+    """One `qorch operator run` replica; with a supervisor, restarted like a Deployment's pod."""
 
     identity: str
     popen: subprocess.Popen[bytes]
     log: Path
     metrics_port: int
+    argv: list[str] = field(default_factory=list)
+    restarts: int = 0
+    exit_codes: list[int] = field(default_factory=list)
+    supervised: bool = False
+    _stopping: bool = False
+
+    def supervise(self) -> None:
+        """Restart the process whenever it exits, as a Deployment would (call from a thread)."""
+        while not self._stopping:
+            code = self.popen.wait()
+            if self._stopping:
+                return
+            self.exit_codes.append(code)
+            time.sleep(1.0)  # kubelet-style back-off, first step
+            with self.log.open("ab") as out:
+                self.popen = subprocess.Popen(self.argv, stdout=out, stderr=subprocess.STDOUT)
+            self.restarts += 1
 
     def metric(self, name: str) -> float:
         """Sum of a Prometheus metric's samples (0 if absent or unreachable)."""
@@ -33,7 +52,8 @@ class OperatorProcess:
         return sum(float(m) for m in re.findall(rf"^{re.escape(name)}(?:{{[^}}]*}})? (\S+)$", text, re.MULTILINE))
 
     def kill(self, sig: signal.Signals = signal.SIGKILL) -> None:
-        """Send `sig` and reap the process."""
+        """Send `sig` and reap the process (and stop supervising it)."""
+        self._stopping = True
         if self.popen.poll() is None:
             self.popen.send_signal(sig)
         with contextlib.suppress(subprocess.TimeoutExpired):
@@ -54,9 +74,14 @@ class OperatorFleet:
     started: list[OperatorProcess] = field(default_factory=list)
 
     def start(
-        self, identity: str, *, lease_name: str = "qorch-operator", timings: tuple[float, float, float] = (15, 10, 2)
+        self,
+        identity: str,
+        *,
+        lease_name: str = "qorch-operator",
+        timings: tuple[float, float, float] = (15, 10, 2),
+        supervised: bool = False,
     ) -> OperatorProcess:
-        """Start one replica watching only the test's namespace."""
+        """Start one replica watching only the test's namespace (restarted on exit if supervised)."""
         port = _ports.free_port()
         log = self.workdir / f"operator-{identity}.log"
         argv = [
@@ -77,7 +102,9 @@ class OperatorFleet:
         ]
         with log.open("wb") as out:
             popen = subprocess.Popen(argv, stdout=out, stderr=subprocess.STDOUT)
-        proc = OperatorProcess(identity, popen, log, port)
+        proc = OperatorProcess(identity, popen, log, port, argv=argv, supervised=supervised)
+        if supervised:
+            threading.Thread(target=proc.supervise, daemon=True).start()
         self.started.append(proc)
         return proc
 

@@ -68,6 +68,26 @@ async def _probes(port: int, ready: asyncio.Event) -> web.AppRunner | None:
     return runner
 
 
+async def _wait_until_served(api: client.ApiClient, settings: OperatorSettings, stop: asyncio.Event) -> None:
+    """Block until the qorch kinds and Leases are served (fresh apiservers serve CRDs late).
+
+    kopf resolves resources once at start; a resource missing from discovery then
+    stays unwatched, so the operator must not start watching a half-started apiserver.
+    """
+    objects = client.CustomObjectsApi(api)
+    leases = client.CoordinationV1Api(api)
+    while not stop.is_set():
+        try:
+            for plural in ("agents", "tasks", "approvals", "schedulingpolicies"):
+                await objects.list_cluster_custom_object(constants.GROUP, constants.VERSION, plural, limit=1)
+            await leases.list_namespaced_lease(settings.lease_namespace, limit=1)
+        except (TimeoutError, client.exceptions.ApiException, OSError) as exc:
+            log.info("waiting for the API to serve qorch resources: %s", getattr(exc, "reason", exc))
+            await asyncio.sleep(1.0)
+        else:
+            return
+
+
 async def _main(settings: OperatorSettings) -> int:
     if settings.kubeconfig:
         os.environ["KUBECONFIG"] = settings.kubeconfig
@@ -102,6 +122,7 @@ async def _main(settings: OperatorSettings) -> int:
     if settings.metrics_port > 0:
         start_http_server(settings.metrics_port)
     probes = await _probes(settings.health_port, ready)
+    await _wait_until_served(api, settings, stop)
 
     kopf_task = asyncio.create_task(
         kopf.operator(

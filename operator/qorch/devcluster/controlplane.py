@@ -120,6 +120,7 @@ class _State:
     server: str
     etcd_url: str
     processes: list[_Process] = field(default_factory=list)
+    apiserver_argv: list[str] = field(default_factory=list)
 
 
 class ControlPlane:
@@ -320,29 +321,27 @@ class ControlPlane:
         )
         self._wait(etcd, f"{state.etcd_url}/health", context=None)
 
-        apiserver = self._spawn(
-            "kube-apiserver",
-            [
-                str(binaries.kube_apiserver),
-                f"--etcd-servers={state.etcd_url}",
-                f"--cert-dir={pki}",
-                f"--tls-cert-file={pki / 'apiserver.crt'}",
-                f"--tls-private-key-file={pki / 'apiserver.key'}",
-                f"--secure-port={api_port}",
-                "--bind-address=127.0.0.1",
-                "--advertise-address=127.0.0.1",
-                "--service-cluster-ip-range=10.0.0.0/24",
-                "--allow-privileged=true",
-                "--authorization-mode=RBAC",
-                f"--client-ca-file={pki / 'ca.crt'}",
-                f"--service-account-issuer={state.server}/",
-                f"--service-account-key-file={pki / 'sa.pub'}",
-                f"--service-account-signing-key-file={pki / 'sa.key'}",
-                "--disable-admission-plugins=ServiceAccount",
-                "--endpoint-reconciler-type=none",
-                "--profiling=false",
-            ],
-        )
+        state.apiserver_argv = [
+            str(binaries.kube_apiserver),
+            f"--etcd-servers={state.etcd_url}",
+            f"--cert-dir={pki}",
+            f"--tls-cert-file={pki / 'apiserver.crt'}",
+            f"--tls-private-key-file={pki / 'apiserver.key'}",
+            f"--secure-port={api_port}",
+            "--bind-address=127.0.0.1",
+            "--advertise-address=127.0.0.1",
+            "--service-cluster-ip-range=10.0.0.0/24",
+            "--allow-privileged=true",
+            "--authorization-mode=RBAC",
+            f"--client-ca-file={pki / 'ca.crt'}",
+            f"--service-account-issuer={state.server}/",
+            f"--service-account-key-file={pki / 'sa.pub'}",
+            f"--service-account-signing-key-file={pki / 'sa.key'}",
+            "--disable-admission-plugins=ServiceAccount",
+            "--endpoint-reconciler-type=none",
+            "--profiling=false",
+        ]
+        apiserver = self._spawn("kube-apiserver", state.apiserver_argv)
         admin = state.ca.client(ADMIN_USER, ["system:masters"])
         (pki / "admin.crt").write_bytes(admin.cert_pem)
         (pki / "admin.key").write_bytes(admin.key_pem)
@@ -353,9 +352,31 @@ class ControlPlane:
             user=ADMIN_USER,
             creds=admin,
         )
+        self._wait_ready(apiserver)
+
+    def restart_apiserver(self, downtime: float = 0.0) -> None:
+        """Stop kube-apiserver, wait `downtime` seconds, start it again on the same port and etcd.
+
+        For fault tests: clients see connection errors, then the same cluster again.
+        """
+        state = self._require()
+        old = next(p for p in state.processes if p.name == "kube-apiserver")
+        old.popen.terminate()
+        try:
+            old.popen.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            old.popen.kill()
+            old.popen.wait(timeout=10)
+        state.processes.remove(old)
+        time.sleep(downtime)
+        self._wait_ready(self._spawn("kube-apiserver", state.apiserver_argv))
+
+    def _wait_ready(self, apiserver: _Process) -> None:
+        state = self._require()
+        pki = state.workdir / "pki"
         ctx = ssl.create_default_context(cafile=str(pki / "ca.crt"))
         ctx.load_cert_chain(str(pki / "admin.crt"), str(pki / "admin.key"))
-        self._wait(apiserver, f"{state.server}/healthz", context=ctx)
+        self._wait(apiserver, f"{state.server}/readyz", context=ctx)
         self._wait(apiserver, f"{state.server}/api/v1/namespaces/default", context=ctx)
 
     def _wait(self, proc: _Process, url: str, *, context: ssl.SSLContext | None) -> None:
