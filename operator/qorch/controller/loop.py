@@ -4,12 +4,14 @@ No per-object handlers, timers or daemons: watch events only update the
 indexes (`state`) and poke this loop. Only the leader runs cycles. A cycle:
 
 1. gate: tasks waiting for an approval or for dependencies get their phase;
-2. liveness: agents whose Lease went stale become NotReady, and their tasks
+2. progress: the execution an agent reported moves its task to Running,
+   Succeeded or Failed (or back to the queue for another attempt);
+3. liveness: agents whose Lease went stale become NotReady, and their tasks
    that had not started go back to the queue (running ones count as a failed
    attempt);
-3. schedule: queued tasks (not already being written) go through one
+4. schedule: queued tasks (not already being written) go through one
    scheduler-core cycle against a snapshot of ready agents;
-4. write: assignments and reasons to Task status, phases and load to Agent
+5. write: assignments and reasons to Task status, phases and load to Agent
    status, all compare-and-set on the version the decision was made on.
 """
 
@@ -32,6 +34,7 @@ from qorch.controller.writer import Outcome
 from qorch.scheduler import Policy, Snapshot, TaskBatch, schedule
 
 if TYPE_CHECKING:
+    from qorch.controller.events import EventRecorder
     from qorch.controller.leader import LeaderElector
     from qorch.controller.state import AgentRecord, ClusterState, Key, TaskRecord
     from qorch.controller.writer import StatusWriter
@@ -70,6 +73,7 @@ class _Write:
     status: dict[str, Any]
     assigned_to: Key | None = None
     created: dt.datetime | None = None
+    event: tuple[TaskRecord, bool, str, str] | None = None  # (task, warning, reason, message) once written
 
 
 @dataclass(slots=True)
@@ -79,6 +83,7 @@ class SchedulingLoop:
     state: ClusterState
     writer: StatusWriter
     elector: LeaderElector
+    events: EventRecorder | None = None
     tick: float = 1.0
     wake: asyncio.Event = field(default_factory=asyncio.Event)
     pending: dict[Key, tuple[str, Key]] = field(default_factory=dict)  # task -> (rv decided on, agent)
@@ -104,20 +109,35 @@ class SchedulingLoop:
             metrics.CYCLE_SECONDS.observe(time.perf_counter() - started)
 
     async def cycle(self) -> None:
-        """One pass of steps 1-4."""
+        """One pass of the numbered steps."""
         now = dt.datetime.now(dt.UTC)
-        state = self.state
         self._forget_settled()
-        writes: list[_Write] = []
-
         # 1. Gate: approvals and dependencies decide whether a task may be queued.
+        queued, writes = self._gate_all(now)
+        # 2. Progress: what agents reported (execution) moves Assigned/Running tasks on.
+        writes += self._progress_all(now)
+        # 3. Liveness: who can take work, who lost theirs, and every agent's load.
+        ready = {key: self._ready(agent, now) for key, agent in self.state.agents.items()}
+        active, lost = self._liveness(ready, {w.key for w in writes}, now)
+        writes += lost
+        # 4. Schedule the queued tasks against ready agents with the scheduler core.
+        if queued and self.state.agents:
+            writes += self._decide(queued, ready, active, now)
+        # 5. Write: tasks first (they carry the decisions), then agents' phases and load.
+        writes += self._agent_writes(ready, active, now)
+        await self._flush(writes)
+        self._publish_phase_gauges()
+        self.cycles += 1
+
+    def _gate_all(self, now: dt.datetime) -> tuple[list[TaskRecord], list[_Write]]:
         queued: list[TaskRecord] = []
-        for task in state.tasks.values():
+        writes: list[_Write] = []
+        for task in self.state.tasks.values():
             if task.phase not in _GATED or self._busy(task):
                 continue
             phase, reason, message = self._gate(task)
             if phase == TaskPhase.QUEUED.value:
-                queued.append(task)  # step 3 writes Assigned, or Queued with the reason
+                queued.append(task)  # step 4 writes Assigned, or Queued with the reason
             elif task.phase != phase or task.scheduled_reason != reason:
                 writes.append(
                     _Write(
@@ -131,12 +151,24 @@ class SchedulingLoop:
                         },
                     )
                 )
+        return queued, writes
 
-        # 2. Liveness: who can take work, who lost theirs.
-        ready = {key: self._ready(agent, now) for key, agent in state.agents.items()}
+    def _progress_all(self, now: dt.datetime) -> list[_Write]:
+        writes = []
+        for task in self.state.tasks.values():
+            if task.phase in ACTIVE_PHASES and not self._busy(task):
+                progressed = self._progress(task, now)
+                if progressed is not None:
+                    writes.append(progressed)
+        return writes
+
+    def _liveness(
+        self, ready: dict[Key, bool], moving: set[Key], now: dt.datetime
+    ) -> tuple[dict[Key, int], list[_Write]]:
         active: dict[Key, int] = {}
-        for task in state.tasks.values():
-            if task.phase in ACTIVE_PHASES and task.agent:
+        writes = []
+        for task in self.state.tasks.values():
+            if task.phase in ACTIVE_PHASES and task.agent and task.key not in moving:
                 agent_key = (task.namespace, task.agent)
                 if not ready.get(agent_key, False) and not self._busy(task):
                     writes.append(self._requeue_write(task, now))
@@ -144,16 +176,7 @@ class SchedulingLoop:
                 active[agent_key] = active.get(agent_key, 0) + 1
         for _, agent_key in self.pending.values():
             active[agent_key] = active.get(agent_key, 0) + 1
-
-        # 3. Schedule the queued tasks against ready agents.
-        if queued and state.agents:
-            writes += self._decide(queued, ready, active, now)
-
-        # 4. Write: tasks first (they carry the decisions), then agents' phases and load.
-        writes += self._agent_writes(ready, active, now)
-        await self._flush(writes, now)
-        self._publish_phase_gauges()
-        self.cycles += 1
+        return active, writes
 
     # ------------------------------------------------------------------ steps
     def _gate(self, task: TaskRecord) -> tuple[str, str, str]:
@@ -176,6 +199,38 @@ class SchedulingLoop:
             if other.phase != TaskPhase.SUCCEEDED.value:
                 return TaskPhase.BLOCKED.value, "DependencyPending", f"waiting for {dep} to succeed"
         return TaskPhase.QUEUED.value, "", ""
+
+    def _progress(self, task: TaskRecord, now: dt.datetime) -> _Write | None:
+        started, finished = task.current_execution()
+        if finished:
+            attempts = max(task.attempts, 1)
+            if not task.exec_error:
+                phase, reason, message = TaskPhase.SUCCEEDED.value, "Succeeded", f"completed by {task.agent}"
+            elif attempts < task.max_attempts:
+                phase, reason, message = TaskPhase.QUEUED.value, "AttemptFailed", task.exec_error
+            else:
+                phase, reason, message = TaskPhase.FAILED.value, "AttemptsExhausted", task.exec_error
+            status: dict[str, Any] = {
+                "phase": phase,
+                "attempts": attempts,
+                "conditions": [
+                    _condition("False" if phase != "Succeeded" else "True", reason, message, now, task.generation)
+                ],
+            }
+            if phase == TaskPhase.QUEUED.value:
+                status["assignment"] = None  # retried from scratch; backoff belongs to the workflow layer
+            return _Write(TASKS, task.key, task.resource_version, status)
+        if started and task.phase == TaskPhase.ASSIGNED.value:
+            return _Write(
+                TASKS,
+                task.key,
+                task.resource_version,
+                {
+                    "phase": TaskPhase.RUNNING.value,
+                    "attempts": task.attempts + 1,
+                },
+            )
+        return None
 
     def _ready(self, agent: AgentRecord, now: dt.datetime) -> bool:
         beat = self.state.heartbeats.get((agent.namespace, agent.name))
@@ -372,7 +427,7 @@ class SchedulingLoop:
         for key, agent in self.state.agents.items():
             self.writer.settle(AGENTS, key, agent.resource_version)
 
-    async def _flush(self, writes: list[_Write], now: dt.datetime) -> None:
+    async def _flush(self, writes: list[_Write]) -> None:
         for w in writes:
             if w.assigned_to is not None:
                 self.pending[w.key] = (w.resource_version, w.assigned_to)
@@ -380,7 +435,11 @@ class SchedulingLoop:
             *(self.writer.patch(w.plural, w.key, w.resource_version, w.status) for w in writes)
         )
         done = dt.datetime.now(dt.UTC)
+        events = []
         for w, outcome in zip(writes, outcomes, strict=True):
+            if w.event is not None and outcome is Outcome.WRITTEN and self.events is not None:
+                task, warning, reason, message = w.event
+                events.append(self.events.task(task, warning=warning, reason=reason, message=message))
             if w.assigned_to is None:
                 continue
             if outcome is Outcome.WRITTEN:
@@ -389,9 +448,10 @@ class SchedulingLoop:
                     metrics.CREATE_TO_ASSIGNED_SECONDS.observe(max(0.0, (done - w.created).total_seconds()))
             else:
                 self.pending.pop(w.key, None)  # void: the next cycle decides again on fresh state
+        if events:
+            await asyncio.gather(*events)
         if any(o is not Outcome.WRITTEN for o in outcomes):
             self.poke()
-        del now
 
     def _publish_phase_gauges(self) -> None:
         counts: dict[str, int] = dict.fromkeys((p.value for p in TaskPhase), 0)

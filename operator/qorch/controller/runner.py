@@ -22,6 +22,7 @@ from prometheus_client import start_http_server
 
 from qorch.api import constants
 from qorch.controller import handlers, metrics
+from qorch.controller.events import EventRecorder
 from qorch.controller.leader import LeaderElector, LeaseTimings
 from qorch.controller.loop import SchedulingLoop
 from qorch.controller.state import ClusterState
@@ -108,7 +109,8 @@ async def _main(settings: OperatorSettings) -> int:
         timings=settings.timings,
     )
     writer = StatusWriter(client.CustomObjectsApi(api), concurrency=settings.write_concurrency)
-    loop = SchedulingLoop(state, writer, elector, tick=settings.tick_seconds)
+    recorder = EventRecorder(client.CoreV1Api(api), settings.identity)
+    loop = SchedulingLoop(state, writer, elector, events=recorder, tick=settings.tick_seconds)
 
     registry = kopf.OperatorRegistry()
     handlers.register(registry, state, loop.poke, handlers.connection_of(api.configuration))

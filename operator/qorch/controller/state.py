@@ -92,6 +92,7 @@ class TaskRecord:
 
     namespace: str
     name: str
+    uid: str
     resource_version: str
     generation: int
     created: dt.datetime
@@ -110,6 +111,10 @@ class TaskRecord:
     scheduled_reason: str  # reason of the Scheduled condition, as last written
     observed_generation: int | None
     max_attempts: int = 3
+    assigned_at: dt.datetime | None = None
+    exec_started: dt.datetime | None = None
+    exec_finished: dt.datetime | None = None
+    exec_error: str = ""
 
     @property
     def key(self) -> Key:
@@ -130,6 +135,7 @@ class TaskRecord:
         return cls(
             namespace=meta["namespace"],
             name=meta["name"],
+            uid=str(meta.get("uid", "")),
             resource_version=meta["resourceVersion"],
             generation=int(meta.get("generation", 0)),
             created=created,
@@ -148,7 +154,17 @@ class TaskRecord:
             scheduled_reason=str(scheduled.get("reason", "")),
             observed_generation=status.get("observedGeneration"),
             max_attempts=int((spec.get("retry") or {}).get("maxAttempts", 3)),
+            assigned_at=_time((status.get("assignment") or {}).get("assignedAt")),
+            exec_started=_time((status.get("execution") or {}).get("startedAt")),
+            exec_finished=_time((status.get("execution") or {}).get("finishedAt")),
+            exec_error=str((status.get("execution") or {}).get("error", "")),
         )
+
+    def current_execution(self) -> tuple[bool, bool]:
+        """(started, finished) of the attempt of the current assignment (older reports are ignored)."""
+        if self.assigned_at is None or self.exec_started is None or self.exec_started < self.assigned_at:
+            return False, False
+        return True, self.exec_finished is not None and self.exec_finished >= self.exec_started
 
 
 @dataclass(slots=True)
