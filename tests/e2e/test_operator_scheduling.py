@@ -180,3 +180,79 @@ def test_every_feasible_task_is_assigned_exactly_once(kubectl: Kubectl, operator
                 if entry["manager"] == "qorch-operator":
                     assert entry.get("subresource") == "status", (meta["name"], entry)
                     assert set(entry["fieldsV1"]) == {"f:status"}, (meta["name"], entry["fieldsV1"].keys())
+
+
+def test_events_and_the_workflow_run_to_completion(kubectl: Kubectl, operators: OperatorFleet) -> None:
+    """With a simulated pool executing, a DAG completes in order; Tasks get Scheduled/Unschedulable Events."""
+    import subprocess  # noqa: PLC0415
+    import sys  # noqa: PLC0415
+
+    kubectl.apply(POLICY)
+    agents = [
+        {
+            "apiVersion": "qorch.io/v1alpha1",
+            "kind": "Agent",
+            "metadata": {"name": "worker"},
+            "spec": {"capabilities": ["code"], "capacity": 2},
+        },
+    ]
+    kubectl.apply(yaml.safe_dump_all(agents))
+    tasks = [
+        {
+            "apiVersion": "qorch.io/v1alpha1",
+            "kind": "Task",
+            "metadata": {"name": "first"},
+            "spec": {"goal": "one", "requires": ["code"]},
+        },
+        {
+            "apiVersion": "qorch.io/v1alpha1",
+            "kind": "Task",
+            "metadata": {"name": "second"},
+            "spec": {"goal": "two", "requires": ["code"], "dependsOn": ["first"]},
+        },
+        {
+            "apiVersion": "qorch.io/v1alpha1",
+            "kind": "Task",
+            "metadata": {"name": "impossible"},
+            "spec": {"goal": "three", "requires": ["gpu"]},
+        },
+    ]
+    kubectl.apply(yaml.safe_dump_all(tasks))
+    operators.start("op-w")
+    pool = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "qorch.cli",
+            "dev",
+            "agents",
+            f"--namespace={kubectl.namespace}",
+            f"--kubeconfig={kubectl.kubeconfig}",
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        deadline = time.monotonic() + 60
+        phases: dict[str, str] = {}
+        while time.monotonic() < deadline:
+            phases = {
+                t["metadata"]["name"]: (t.get("status") or {}).get("phase", "")
+                for t in kubectl.json("get", "qtask")["items"]
+            }
+            if phases.get("second") == "Succeeded":
+                break
+            time.sleep(1)
+    finally:
+        pool.terminate()
+        pool.wait(timeout=10)
+    assert phases == {"first": "Succeeded", "second": "Succeeded", "impossible": "Queued"}
+    first = kubectl.json("get", "qtask", "first")["status"]
+    second = kubectl.json("get", "qtask", "second")["status"]
+    assert first["execution"]["finishedAt"] <= second["execution"]["startedAt"]  # the DAG order held
+    assert first["attempts"] == 1
+    events = kubectl.json("get", "events")["items"]
+    seen = {(e["involvedObject"]["name"], e["reason"], e["type"]) for e in events}
+    assert ("first", "Scheduled", "Normal") in seen
+    assert ("impossible", "Unschedulable", "Warning") in seen
+    assert "NoCapableAgent" in kubectl("describe", "qtask", "impossible")

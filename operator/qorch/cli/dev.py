@@ -8,6 +8,7 @@ from pathlib import Path
 
 import typer
 
+from qorch.agent import simulated
 from qorch.devcluster import AssetsNotFoundError, ControlPlaneError, background, build_binaries, stack
 
 __all__ = ["app"]
@@ -25,14 +26,17 @@ def _fail(message: str, code: int = 1) -> typer.Exit:
 @app.command("up")
 def dev_up(
     examples: Path = typer.Option(Path("examples"), help="Folder of manifests to apply into the demo namespace."),
+    policies: Path = typer.Option(Path("manifests/policies"), help="Admission policies to install (kustomize)."),
 ) -> None:
-    """Start the demo stack in the background: control plane, CRDs, policy and examples."""
+    """Start the demo stack in the background: control plane, CRDs, operators, agent pool, examples."""
     try:
-        started = stack.up(examples)
+        started = stack.up(examples, policies)
     except (AssetsNotFoundError, ControlPlaneError, RuntimeError) as exc:
         raise _fail(str(exc)) from None
     typer.echo(started.overview)
     typer.echo(f"control plane: {started.server}")
+    for url in started.metrics:
+        typer.echo(f"operator metrics: {url}")
     typer.echo(f"export KUBECONFIG={started.kubeconfig}")
     typer.echo(f"export PATH={started.kubectl.parent}:$PATH   # kubectl {started.kubectl}")
     typer.echo("stop it with: qorch dev down (or make down)")
@@ -42,6 +46,16 @@ def dev_up(
 def dev_down() -> None:
     """Stop everything `qorch dev up` started."""
     typer.echo("stopped" if stack.down() else "was not running")
+
+
+@app.command("agents")
+def dev_agents(
+    namespace: str = typer.Option("qorch-demo", "--namespace", "-n", help="Namespace whose Agents to simulate."),
+    kubeconfig: str | None = typer.Option(None, envvar="KUBECONFIG", help="Kubeconfig of the cluster."),
+    failure_rate: float = typer.Option(0.0, min=0.0, max=1.0, help="Share of attempts that fail."),
+) -> None:
+    """Run a simulated agent pool: Leases renewed, assigned tasks started and finished."""
+    simulated.run(simulated.PoolSettings(namespace=namespace, kubeconfig=kubeconfig, failure_rate=failure_rate))
 
 
 @cluster.command("build")

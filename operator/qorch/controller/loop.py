@@ -292,6 +292,7 @@ class SchedulingLoop:
             ]
             if agent_row >= 0:
                 agent = agents[agent_row]
+                summary = explanation.summary.replace(f"{agent.namespace}/", "")
                 writes.append(
                     _Write(
                         TASKS,
@@ -308,7 +309,7 @@ class SchedulingLoop:
                                 "strategy": result.strategy,
                             },
                             "explanation": {
-                                "summary": explanation.summary.replace(f"{agent.namespace}/", ""),
+                                "summary": summary,
                                 "candidates": candidates,
                             },
                             "conditions": [
@@ -318,6 +319,7 @@ class SchedulingLoop:
                         },
                         assigned_to=(agent.namespace, agent.name),
                         created=task.created,
+                        event=(task, False, "Scheduled", summary),
                     )
                 )
                 continue
@@ -334,6 +336,7 @@ class SchedulingLoop:
                             "conditions": [_condition("False", reason[0], reason[1], now, task.generation)],
                             "observedGeneration": task.generation,
                         },
+                        event=(task, True, "Unschedulable", f"{reason[0]}: {reason[1]}"),
                     )
                 )
         return writes

@@ -1,19 +1,26 @@
 """The demo stack behind `qorch dev up` (`make demo`): everything a newcomer needs to look at.
 
-Today: the background control plane, the CRDs, the default SchedulingPolicy
-and the examples in namespace `qorch-demo`. The operator replicas and the demo
-agent pool join it as they land. Every step is idempotent, so `up` twice is
-harmless.
+The background control plane, the CRDs, the admission policies, the examples
+in namespace `qorch-demo` (with the default SchedulingPolicy), two operator
+replicas (one leads, one waits) and a simulated agent pool that keeps the demo
+agents alive and runs their tasks. Every step is idempotent, so `up` twice is
+harmless; `down` stops every process `up` started, then the control plane.
 """
 
 from __future__ import annotations
 
+import contextlib
+import json
+import os
+import signal
 import subprocess
-from dataclasses import dataclass
+import sys
+import time
+from dataclasses import dataclass, field
 from pathlib import Path
 
-from qorch.api import crd
-from qorch.devcluster import _assets, background
+from qorch.api import constants, crd
+from qorch.devcluster import _assets, _ports, background
 
 __all__ = ["DEMO_NAMESPACE", "Stack", "down", "up"]
 
@@ -28,6 +35,7 @@ class Stack:
     kubeconfig: Path
     kubectl: Path
     overview: str
+    metrics: list[str] = field(default_factory=list)
 
 
 def _kubectl(binaries: _assets.Binaries, kubeconfig: Path, *args: str, stdin: str | None = None) -> str:
@@ -44,7 +52,80 @@ def _kubectl(binaries: _assets.Binaries, kubeconfig: Path, *args: str, stdin: st
     return done.stdout
 
 
-def up(examples: Path | None = None) -> Stack:
+def _processes_file() -> Path:
+    return background.state_dir() / "processes.json"
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    return True
+
+
+def _start_processes(kubeconfig: Path) -> dict[str, dict[str, int | str]]:
+    """Two operator replicas and the simulated pool, detached, logging into the state dir."""
+    recorded: dict[str, dict[str, int | str]] = {}
+    with contextlib.suppress(OSError, ValueError):
+        recorded = json.loads(_processes_file().read_text())
+    if recorded and all(_alive(int(p["pid"])) for p in recorded.values()):
+        return recorded
+    _stop_processes()
+    logs = background.state_dir()
+    started: dict[str, dict[str, int | str]] = {}
+    commands = {}
+    for replica in ("operator-1", "operator-2"):
+        metrics, health = _ports.free_port(), _ports.free_port()
+        commands[replica] = (
+            [
+                "operator",
+                "run",
+                f"--kubeconfig={kubeconfig}",
+                f"--metrics-port={metrics}",
+                f"--health-port={health}",
+                f"--identity=dev-{replica}",
+            ],
+            metrics,
+        )
+    commands["agent-pool"] = (["dev", "agents", "--namespace", DEMO_NAMESPACE, f"--kubeconfig={kubeconfig}"], 0)
+    for name, (args, metrics) in commands.items():
+        with (logs / f"{name}.log").open("ab") as out:
+            proc = subprocess.Popen(
+                [sys.executable, "-m", "qorch.cli", *args],
+                stdin=subprocess.DEVNULL,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
+        started[name] = {"pid": proc.pid, "metrics": metrics}
+    _processes_file().write_text(json.dumps(started))
+    return started
+
+
+def _stop_processes() -> bool:
+    try:
+        recorded = json.loads(_processes_file().read_text())
+    except (OSError, ValueError):
+        return False
+    pids = [int(p["pid"]) for p in recorded.values()]
+    for pid in pids:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGTERM)
+    deadline = time.monotonic() + 15
+    while any(_alive(p) for p in pids) and time.monotonic() < deadline:
+        time.sleep(0.1)
+        for pid in pids:  # reap our own children, if we started them in this process
+            with contextlib.suppress(ChildProcessError, OSError):
+                os.waitpid(pid, os.WNOHANG)
+    for pid in pids:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
+    _processes_file().unlink(missing_ok=True)
+    return bool(pids)
+
+
+def up(examples: Path | None = None, policies: Path | None = None) -> Stack:
     """Bring the demo stack up (idempotent) and return how to reach it."""
     binaries = _assets.build()
     state = background.up()
@@ -60,12 +141,24 @@ def up(examples: Path | None = None) -> Stack:
     )
     namespace = _kubectl(binaries, kubeconfig, "create", "namespace", DEMO_NAMESPACE, "--dry-run=client", "-o", "yaml")
     _kubectl(binaries, kubeconfig, "apply", "-f", "-", stdin=namespace)
+    system = _kubectl(
+        binaries, kubeconfig, "create", "namespace", constants.OPERATOR_NAMESPACE, "--dry-run=client", "-o", "yaml"
+    )
+    _kubectl(binaries, kubeconfig, "apply", "-f", "-", stdin=system)
+    if policies is not None and policies.is_dir():
+        _kubectl(binaries, kubeconfig, "apply", "-k", str(policies))
     if examples is not None and examples.is_dir():
         _kubectl(binaries, kubeconfig, "apply", "-n", DEMO_NAMESPACE, "-f", str(examples))
+    processes = _start_processes(kubeconfig)
+    time.sleep(3)  # let the leader take its first decisions before showing the overview
     overview = _kubectl(binaries, kubeconfig, "get", "qorch", "-A")
-    return Stack(server=str(state.server), kubeconfig=kubeconfig, kubectl=binaries.kubectl, overview=overview)
+    metrics = [f"http://127.0.0.1:{p['metrics']}/metrics" for p in processes.values() if int(p["metrics"])]
+    return Stack(
+        server=str(state.server), kubeconfig=kubeconfig, kubectl=binaries.kubectl, overview=overview, metrics=metrics
+    )
 
 
 def down() -> bool:
     """Stop everything `up` started; return whether anything was running."""
-    return background.down()
+    stopped = _stop_processes()
+    return background.down() or stopped
