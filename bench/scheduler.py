@@ -43,9 +43,9 @@ def quality(seeds: int) -> tuple[list[Row], dict[str, Any]]:
         for seed in range(seeds):
             work = synthetic.workload(agents, tasks, seed=seed, contention=0.75)
             exact = value(work, schedule(work.snapshot, work.tasks, Policy(strategy=Strategy.EXACT)).agent_of)
-            for name in ratios:  # noqa: PLC0206 - appends to each list in place
+            for name, series in ratios.items():
                 got = schedule(work.snapshot, work.tasks, Policy(strategy=Strategy(name))).agent_of
-                ratios[name].append(value(work, got) / exact)
+                series.append(value(work, got) / exact)
         raw[str(tasks)] = ratios
         q = ratios["quantum"]
         rows.append(

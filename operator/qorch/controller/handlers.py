@@ -7,6 +7,7 @@ or finalizers onto user objects (a test checks this after a full run).
 
 from __future__ import annotations
 
+import time
 from typing import TYPE_CHECKING, Any
 
 import kopf
@@ -37,6 +38,7 @@ def register(
     def handler(apply: Callable[[str, Any], None]) -> Callable[..., None]:
         def on_event(event: dict[str, Any], body: kopf.Body, **_: object) -> None:
             apply(str(event.get("type") or "ADDED"), body)
+            state.last_event = time.monotonic()
             poke()
 
         return on_event

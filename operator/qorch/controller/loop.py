@@ -88,18 +88,29 @@ class SchedulingLoop:
     wake: asyncio.Event = field(default_factory=asyncio.Event)
     pending: dict[Key, tuple[str, Key]] = field(default_factory=dict)  # task -> (rv decided on, agent)
     cycles: int = 0
+    deciding: float = 0.0  # seconds the last cycle spent deciding (before its writes)
 
     def poke(self) -> None:
         """Something changed: run a cycle soon."""
         self.wake.set()
 
     async def run(self) -> None:
-        """Cycle whenever poked (and on every tick), while leading."""
+        """Cycle whenever poked (and on every tick), while leading.
+
+        Cycles are paced: after one that took d seconds the next waits at least 2d. Events
+        arriving meanwhile are batched into that next cycle, and the watch handlers (which
+        share this process) always get at least two thirds of its time, so the indexes
+        never fall behind the operator's own writes.
+        """
+        pause = 0.0
         while True:
-            with contextlib.suppress(asyncio.TimeoutError):
+            if pause:
+                await asyncio.sleep(pause)
+            with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self.wake.wait(), self.tick)
             self.wake.clear()
             if not self.elector.leading.is_set():
+                pause = 0.0
                 continue
             started = time.perf_counter()
             try:
@@ -107,9 +118,11 @@ class SchedulingLoop:
             except Exception:  # a bad cycle must not kill the loop; the next one re-reads
                 log.exception("scheduling cycle failed")
             metrics.CYCLE_SECONDS.observe(time.perf_counter() - started)
+            pause = min(2.0 * self.deciding, 5.0)  # pace by CPU spent deciding, not by time waiting on writes
 
     async def cycle(self) -> None:
         """One pass of the numbered steps."""
+        started = time.perf_counter()
         now = dt.datetime.now(dt.UTC)
         self._forget_settled()
         # 1. Gate: approvals and dependencies decide whether a task may be queued.
@@ -122,9 +135,14 @@ class SchedulingLoop:
         writes += lost
         # 4. Schedule the queued tasks against ready agents with the scheduler core.
         if queued and self.state.agents:
-            writes += self._decide(queued, ready, active, now)
+            # CPU-bound: run it off the event loop so watch events keep flowing meanwhile. The
+            # records are replaced, never mutated, by watch events, so a list of them is a
+            # consistent view for the worker thread.
+            agents = list(self.state.agents.values())
+            writes += await asyncio.to_thread(self._decide, queued, agents, ready, active, now)
         # 5. Write: tasks first (they carry the decisions), then agents' phases and load.
         writes += self._agent_writes(ready, active, now)
+        self.deciding = time.perf_counter() - started
         await self._flush(writes)
         self._publish_phase_gauges()
         self.cycles += 1
@@ -238,16 +256,20 @@ class SchedulingLoop:
         return not agent.cordoned and beat is not None and (now - beat).total_seconds() <= grace
 
     def _decide(
-        self, queued: list[TaskRecord], ready: dict[Key, bool], active: dict[Key, int], now: dt.datetime
+        self,
+        queued: list[TaskRecord],
+        agents: list[AgentRecord],
+        ready: dict[Key, bool],
+        active: dict[Key, int],
+        now: dt.datetime,
     ) -> list[_Write]:
-        agents = list(self.state.agents.values())
         snapshot = Snapshot.build(
             names=[f"{a.namespace}/{a.name}" for a in agents],
             capabilities=[a.capabilities for a in agents],
             capacity=[a.capacity for a in agents],
             active=[active.get((a.namespace, a.name), 0) for a in agents],
             clearance=[a.clearance for a in agents],
-            ready=[ready[(a.namespace, a.name)] for a in agents],
+            ready=[ready.get((a.namespace, a.name), False) for a in agents],  # may have joined since
             success_rate=[a.success_rate for a in agents],
             cost=[a.cost for a in agents],
             latency_ms=[a.latency_ms for a in agents],
@@ -283,16 +305,28 @@ class SchedulingLoop:
         ):
             metrics.OBSERVABLE.labels(name).set(value)
         writes: list[_Write] = []
+        by_class: dict[int, list[dict[str, Any]]] = {}  # candidates are the same for a whole task class
         for i, task in enumerate(queued):
+            if result.heads[i] < 0:
+                continue  # not in this cycle's batch: leave it alone, a later cycle decides it
             agent_row = int(result.agent_of[i])
-            explanation = result.explain(i)
-            candidates = [
-                {"agent": c.agent.split("/", 1)[1], "score": round(c.score, 4), "probability": round(c.probability, 4)}
-                for c in explanation.candidates
-            ]
+            class_id = int(batch.class_of[i])
+            candidates = by_class.get(class_id)
+            if candidates is None:
+                candidates = by_class[class_id] = [
+                    {
+                        "agent": c.agent.split("/", 1)[1],
+                        "score": round(c.score, 4),
+                        "probability": round(c.probability, 4),
+                    }
+                    for c in result.explain(i).candidates
+                ]
             if agent_row >= 0:
                 agent = agents[agent_row]
-                summary = explanation.summary.replace(f"{agent.namespace}/", "")
+                summary = (
+                    f"assigned to {agent.name} (score {result.score[i]:.3f}, probability "
+                    f"{result.probability[i]:.3f}) by {result.strategy} among the candidates listed"
+                )
                 writes.append(
                     _Write(
                         TASKS,

@@ -13,6 +13,7 @@ import logging
 import os
 import signal
 import socket
+import time
 from dataclasses import dataclass, field
 
 import kopf
@@ -89,6 +90,19 @@ async def _wait_until_served(api: client.ApiClient, settings: OperatorSettings, 
             return
 
 
+async def _settle(state: ClusterState, quiet: float = 1.0, limit: float = 120.0) -> None:
+    """Wait until the initial watch lists have landed: no event for `quiet` seconds.
+
+    Deciding on half-loaded indexes (agents without their heartbeats yet) would write
+    thousands of wrong reasons only to correct them a second later.
+    """
+    started = time.monotonic()
+    while time.monotonic() - started < limit:
+        if state.last_event and time.monotonic() - state.last_event >= quiet:
+            return
+        await asyncio.sleep(0.2)
+
+
 async def _main(settings: OperatorSettings) -> int:
     if settings.kubeconfig:
         os.environ["KUBECONFIG"] = settings.kubeconfig
@@ -137,7 +151,8 @@ async def _main(settings: OperatorSettings) -> int:
             ready_flag=ready,
         )
     )
-    await ready.wait()  # indexes are warm before anyone may lead
+    await ready.wait()
+    await _settle(state)  # the initial lists are in the indexes before anyone may lead
     tasks = [asyncio.create_task(elector.run()), asyncio.create_task(loop.run())]
     lost = asyncio.create_task(elector.lost.wait())
     stopped = asyncio.create_task(stop.wait())

@@ -201,6 +201,7 @@ class ClusterState:
     approvals: dict[Key, str] = field(default_factory=dict)  # (namespace, task) -> Approve | Reject
     heartbeats: dict[Key, dt.datetime] = field(default_factory=dict)  # (namespace, agent) -> renewTime
     policy: PolicyRecord = field(default_factory=PolicyRecord)
+    last_event: float = 0.0  # monotonic time of the latest watch event (for start-up settling)
 
     def apply_agent(self, event_type: str, body: Mapping[str, Any]) -> None:
         """Record an Agent watch event."""
