@@ -287,7 +287,7 @@ async def latency_run(api: client.ApiClient, ns: str, rate: float, seconds: floa
     return [seen[n] - sent[n] for n in sent if n in seen]
 
 
-async def run(quick: bool) -> list[Row]:
+async def run(quick: bool, stages: set[str]) -> list[Row]:
     rows: list[Row] = []
     backlog = 2_000 if quick else 10_000
     mem_agents, mem_tasks = (1_000, 10_000) if quick else (10_000, 100_000)
@@ -331,88 +331,114 @@ async def run(quick: bool) -> list[Row]:
         )
 
         # 1. Backlog and throughput against a raw client.
-        progress("seeding the backlog")
-        await seed(api, "backlog", agents=500, capacity=40, tasks=backlog)
-        progress("seeding the raw client's tasks")
-        await seed(api, "rawns", agents=1, capacity=1, tasks=backlog, prefix="raw")
-        port = _ports.free_port()
-        started = time.monotonic()
-        started_wall = time.time()
-        op = start_operator(plane.admin_kubeconfig, work, port, "backlog")
-        progress("operator started on the backlog")
-        _first, last, count = wait_assigned(port, backlog, timeout=300)
-        backlog_s = time.monotonic() - started if last >= 0 else float("nan")
-        led = leader_after(work / f"operator-{port}.log", started_wall)
-        progress(f"backlog: {count:.0f} assigned, leader after {led:.1f}s, last write {last:.1f}s")
-        op.terminate()
-        op.wait(timeout=30)
-        raw_s = await raw_patches(api, "rawns", backlog, "raw")
-        progress(f"raw client: {raw_s:.1f}s")
-        ours_rate = backlog / (last - led) if last > led else float("nan")  # from winning the Lease
-        raw_rate = backlog / raw_s
-        ratio = ours_rate / raw_rate
-        rows.append(
-            (
-                f"assignment throughput ÷ raw client, same {backlog:,} CAS status patches at concurrency {CONCURRENCY}",
-                f"{ours_rate:,.0f}/s ÷ {raw_rate:,.0f}/s = {ratio:.2f}",
-                "≥ 0.8",
-                "met" if ratio >= 0.8 else "MISSED",
-            )
-        )
-        rows.append(
-            (
-                (
-                    f"time until a {backlog:,}-task backlog is fully assigned (operator start → last write, "
-                    f"{int(count):,} written; it led after {led:.1f} s)"
-                ),
-                f"{backlog_s:.1f} s",
-                "reported",
-                "—",
-            )
-        )
-
+        if "backlog" in stages:
+            rows += await backlog_stage(api, plane, work, backlog)
         # 2. Latency at 50 tasks/s offered.
-        await seed(api, "live", agents=200, capacity=50, tasks=0)
-        port = _ports.free_port()
-        op = start_operator(plane.admin_kubeconfig, work, port, "live")
-        await asyncio.sleep(8)  # leader elected, caches synced
-        progress("offering tasks at 50/s")
-        latencies = await latency_run(api, "live", rate=50, seconds=10 if quick else 20)
-        op.terminate()
-        op.wait(timeout=30)
-        p50 = statistics.median(latencies) * 1000
-        p95 = sorted(latencies)[int(0.95 * (len(latencies) - 1))] * 1000
-        rows.append(
-            (
-                f"create→assigned at 50 tasks/s offered ({len(latencies)} tasks, client clock via watch)",
-                f"p50 {p50:.0f} ms, p95 {p95:.0f} ms",
-                "p95 ≤ 100 ms",
-                "met" if p95 <= 100 else "MISSED",
-            )
-        )
-
+        if "latency" in stages:
+            rows += await latency_stage(api, plane, work, quick)
         # 3. Memory with many agents and tasks.
-        progress(f"seeding {mem_agents} agents and {mem_tasks} tasks")
-        await seed(api, "big", agents=mem_agents, capacity=20, tasks=mem_tasks)
-        progress("operator on the big namespace")
-        port = _ports.free_port()
-        op = start_operator(plane.admin_kubeconfig, work, port, "big")
-        _, last_big, count_big = wait_assigned(port, mem_tasks, timeout=1800)
-        rss = peak_rss_mib(op.pid)
-        op.terminate()
-        op.wait(timeout=30)
-        rows.append(
-            (
-                (
-                    f"operator peak RSS with {mem_agents:,} Agents and {mem_tasks:,} Tasks (VmHWM; "
-                    f"{int(count_big):,} assigned in {last_big:.0f} s)"
-                ),
-                f"{rss:.0f} MiB",
-                "≤ 500 MiB",
-                "met" if rss <= 500 else "MISSED",
-            )
-        )
+        if "memory" in stages:
+            rows += await memory_stage(api, plane, work, mem_agents, mem_tasks)
         await api.close()
+    return rows
+
+
+async def backlog_stage(api: client.ApiClient, plane: ControlPlane, work: Path, backlog: int) -> list[Row]:
+    """Backlog time and throughput ÷ raw client."""
+    rows: list[Row] = []
+    progress("seeding the backlog")
+    await seed(api, "backlog", agents=500, capacity=40, tasks=backlog)
+    progress("seeding the raw client's tasks")
+    await seed(api, "rawns", agents=1, capacity=1, tasks=backlog, prefix="raw")
+    port = _ports.free_port()
+    started = time.monotonic()
+    started_wall = time.time()
+    op = start_operator(plane.admin_kubeconfig, work, port, "backlog")
+    progress("operator started on the backlog")
+    _first, last, count = wait_assigned(port, backlog, timeout=300)
+    backlog_s = time.monotonic() - started if last >= 0 else float("nan")
+    led = leader_after(work / f"operator-{port}.log", started_wall)
+    progress(f"backlog: {count:.0f} assigned, leader after {led:.1f}s, last write {last:.1f}s")
+    op.terminate()
+    op.wait(timeout=30)
+    raw_s = await raw_patches(api, "rawns", backlog, "raw")
+    progress(f"raw client: {raw_s:.1f}s")
+    ours_rate = backlog / (last - led) if last > led else float("nan")  # from winning the Lease
+    raw_rate = backlog / raw_s
+    ratio = ours_rate / raw_rate
+    rows.append(
+        (
+            f"assignment throughput ÷ raw client, same {backlog:,} CAS status patches at concurrency {CONCURRENCY}",
+            f"{ours_rate:,.0f}/s ÷ {raw_rate:,.0f}/s = {ratio:.2f}",
+            "≥ 0.8",
+            "met" if ratio >= 0.8 else "MISSED",
+        )
+    )
+    rows.append(
+        (
+            (
+                f"time until a {backlog:,}-task backlog is fully assigned (operator start → last write, "
+                f"{int(count):,} written; it led after {led:.1f} s)"
+            ),
+            f"{backlog_s:.1f} s",
+            "reported",
+            "—",
+        )
+    )
+
+    return rows
+
+
+async def latency_stage(api: client.ApiClient, plane: ControlPlane, work: Path, quick: bool) -> list[Row]:
+    """create→assigned latency at 50 tasks/s offered."""
+    rows: list[Row] = []
+    await seed(api, "live", agents=200, capacity=50, tasks=0)
+    port = _ports.free_port()
+    op = start_operator(plane.admin_kubeconfig, work, port, "live")
+    await asyncio.sleep(8)  # leader elected, caches synced
+    progress("offering tasks at 50/s")
+    latencies = await latency_run(api, "live", rate=50, seconds=10 if quick else 20)
+    op.terminate()
+    op.wait(timeout=30)
+    p50 = statistics.median(latencies) * 1000
+    p95 = sorted(latencies)[int(0.95 * (len(latencies) - 1))] * 1000
+    rows.append(
+        (
+            f"create→assigned at 50 tasks/s offered ({len(latencies)} tasks, client clock via watch)",
+            f"p50 {p50:.0f} ms, p95 {p95:.0f} ms",
+            "p95 ≤ 100 ms",
+            "met" if p95 <= 100 else "MISSED",
+        )
+    )
+
+    return rows
+
+
+async def memory_stage(
+    api: client.ApiClient, plane: ControlPlane, work: Path, mem_agents: int, mem_tasks: int
+) -> list[Row]:
+    """Peak operator RSS with many agents and tasks."""
+    rows: list[Row] = []
+    progress(f"seeding {mem_agents} agents and {mem_tasks} tasks")
+    await seed(api, "big", agents=mem_agents, capacity=20, tasks=mem_tasks)
+    progress("operator on the big namespace")
+    port = _ports.free_port()
+    op = start_operator(plane.admin_kubeconfig, work, port, "big")
+    _, last_big, count_big = wait_assigned(port, mem_tasks, timeout=1800)
+    rss = peak_rss_mib(op.pid)
+    op.terminate()
+    op.wait(timeout=30)
+    rows.append(
+        (
+            (
+                f"operator peak RSS with {mem_agents:,} Agents and {mem_tasks:,} Tasks (VmHWM; "
+                f"{int(count_big):,} assigned in {last_big:.0f} s)"
+            ),
+            f"{rss:.0f} MiB",
+            "≤ 500 MiB",
+            "met" if rss <= 500 else "MISSED",
+        )
+    )
     return rows
 
 
@@ -421,9 +447,10 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--quick", action="store_true")
     parser.add_argument("--write", type=Path)
+    parser.add_argument("--stages", default="backlog,latency,memory", help="comma-separated subset to run")
     args = parser.parse_args()
     started = time.perf_counter()
-    rows = asyncio.run(run(args.quick))
+    rows = asyncio.run(run(args.quick, set(args.stages.split(","))))
     command = f"`.venv/bin/python bench/e2e.py{' --quick' if args.quick else ''} --write docs/benchmarks.md`"
     text = "\n".join(
         [

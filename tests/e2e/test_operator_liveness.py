@@ -105,3 +105,86 @@ def test_tasks_of_an_agent_that_stops_renewing_move_to_a_live_one(kubectl: Kubec
     assert cheap["phase"] == "NotReady"
     assert cheap["activeTasks"] == 0
     assert kubectl.json("get", "qagent", "spare")["status"]["activeTasks"] == 6
+
+
+@pytest.mark.parametrize(("max_attempts", "final_phase"), [(1, "Failed"), (3, "Queued")], ids=["last", "retry"])
+def test_a_running_task_of_a_lost_agent_counts_as_a_failed_attempt(
+    kubectl: Kubectl, operators: OperatorFleet, max_attempts: int, final_phase: str
+) -> None:
+    """The attempt in progress is lost: attempts goes up, then Failed (none left) or Queued (retry)."""
+    kubectl.apply(
+        yaml.safe_dump(
+            {
+                "apiVersion": "qorch.io/v1alpha1",
+                "kind": "SchedulingPolicy",
+                "metadata": {"name": "default"},
+                "spec": {"agentGraceSeconds": 3},
+            }
+        )
+    )
+    kubectl.apply(
+        yaml.safe_dump(
+            {
+                "apiVersion": "qorch.io/v1alpha1",
+                "kind": "Agent",
+                "metadata": {"name": "solo"},
+                "spec": {"capabilities": ["code"]},
+            }
+        )
+    )
+    stop = threading.Event()
+
+    def renew() -> None:
+        while not stop.is_set():
+            kubectl.run("apply", "-f", "-", stdin=lease("solo"), check=False)
+            stop.wait(0.5)
+
+    renewer = threading.Thread(target=renew, daemon=True)
+    renewer.start()
+    operators.start("op-run")
+    kubectl.apply(
+        yaml.safe_dump(
+            {
+                "apiVersion": "qorch.io/v1alpha1",
+                "kind": "Task",
+                "metadata": {"name": "long"},
+                "spec": {"goal": "long job", "requires": ["code"], "retry": {"maxAttempts": max_attempts}},
+            }
+        )
+    )
+    try:
+        deadline = time.monotonic() + 60
+        status: dict = {}
+        while time.monotonic() < deadline:
+            status = kubectl.json("get", "qtask", "long").get("status") or {}
+            if status.get("phase") == "Assigned":
+                break
+            time.sleep(0.5)
+        started = dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+        kubectl(
+            "patch",
+            "qtask",
+            "long",
+            "--subresource=status",
+            "--type=merge",  # what the runtime reports
+            "-p",
+            '{"status":{"execution":{"startedAt":"' + started + '"}}}',
+        )
+        while time.monotonic() < deadline and status.get("phase") != "Running":
+            status = kubectl.json("get", "qtask", "long")["status"]
+            time.sleep(0.5)
+        assert status["phase"] == "Running"
+        assert status["attempts"] == 1
+    finally:
+        stop.set()
+        renewer.join(timeout=10)
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline and status.get("phase") == "Running":
+        status = kubectl.json("get", "qtask", "long")["status"]
+        time.sleep(0.5)
+    scheduled = next(c for c in status["conditions"] if c["type"] == "Scheduled")
+    # A retry may already carry the next cycle's reason: its only agent is gone.
+    assert scheduled["reason"] in ({"AgentLost"} if final_phase == "Failed" else {"AgentLost", "NoReadyAgent"})
+    assert status["phase"] == final_phase
+    assert status["attempts"] == 1
+    assert "assignment" not in status

@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 import time
+import urllib.request
 from pathlib import Path
 
 import pytest
@@ -88,7 +90,34 @@ def test_dev_up_installs_crds_policy_and_examples(tmp_path: Path, qorch_control_
         assert f"export KUBECONFIG={tmp_path / 'dev' / 'kubeconfig'}" in up.stdout
         again = _qorch(env, "dev", "up", "--examples", str(examples))
         assert again.returncode == 0, again.stderr
+        urls = re.findall(r"operator metrics: (\S+)", up.stdout)
+        assert len(urls) == 2
+        deadline = time.monotonic() + 60
+        leaders = 0.0
+        while time.monotonic() < deadline and leaders != 1:
+            leaders = sum(_metric(url, "qorch_leader") for url in urls)
+            time.sleep(1)
+        assert leaders == 1  # two replicas, one leads
+        pids = [p["pid"] for p in json.loads((tmp_path / "dev" / "processes.json").read_text()).values()]
     finally:
         down = _qorch(env, "dev", "down")
     assert down.stdout.strip() == "stopped"
     assert _qorch(env, "dev", "cluster", "status").returncode == 1
+    assert not [p for p in pids if _running(p)]
+
+
+def _metric(url: str, name: str) -> float:
+    try:
+        with urllib.request.urlopen(url, timeout=3) as resp:  # noqa: S310 - an http URL qorch printed
+            text = resp.read().decode()
+    except OSError:
+        return 0.0
+    return sum(float(v) for v in re.findall(rf"^{name} (\S+)$", text, re.MULTILINE))
+
+
+def _running(pid: int) -> bool:
+    """Alive and not a zombie waiting to be reaped."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False

@@ -139,7 +139,11 @@ class SchedulingLoop:
             # records are replaced, never mutated, by watch events, so a list of them is a
             # consistent view for the worker thread.
             agents = list(self.state.agents.values())
-            writes += await asyncio.to_thread(self._decide, queued, agents, ready, active, now)
+            decided = await asyncio.to_thread(self._decide, queued, agents, ready, active, now)
+            for w in decided:  # the agents' reported load includes this cycle's new assignments
+                if w.assigned_to is not None:
+                    active[w.assigned_to] = active.get(w.assigned_to, 0) + 1
+            writes += decided
         # 5. Write: tasks first (they carry the decisions), then agents' phases and load.
         writes += self._agent_writes(ready, active, now)
         self.deciding = time.perf_counter() - started
@@ -377,7 +381,7 @@ class SchedulingLoop:
 
     def _requeue_write(self, task: TaskRecord, now: dt.datetime) -> _Write:
         if task.phase == TaskPhase.RUNNING.value:  # a started attempt is lost: it counts as failed
-            attempts = task.attempts + 1
+            attempts = max(task.attempts, 1)  # counted when it started; losing it adds no second attempt
             final = attempts >= task.max_attempts
             return _Write(
                 TASKS,

@@ -15,6 +15,7 @@ import signal
 import socket
 import time
 from dataclasses import dataclass, field
+from typing import Any
 
 import kopf
 from aiohttp import web
@@ -90,17 +91,33 @@ async def _wait_until_served(api: client.ApiClient, settings: OperatorSettings, 
             return
 
 
-async def _settle(state: ClusterState, quiet: float = 1.0, limit: float = 120.0) -> None:
-    """Wait until the initial watch lists have landed: no event for `quiet` seconds.
+async def _settle(api: client.ApiClient, state: ClusterState, settings: OperatorSettings) -> None:
+    """Wait until the initial watch lists have landed in the indexes (at most 120 s).
 
-    Deciding on half-loaded indexes (agents without their heartbeats yet) would write
-    thousands of wrong reasons only to correct them a second later.
+    A LIST with limit=1 tells how many Agents and Tasks exist; once the indexes hold at
+    least that many, one more second lets the heartbeats catch up. Deciding on
+    half-loaded indexes (agents without heartbeats yet) would write thousands of wrong
+    reasons only to correct them a moment later. A quiet-period rule would not do:
+    a live fleet renews Leases all the time.
     """
-    started = time.monotonic()
-    while time.monotonic() - started < limit:
-        if state.last_event and time.monotonic() - state.last_event >= quiet:
-            return
+    objects: Any = client.CustomObjectsApi(api)
+    totals: dict[str, int] = {}
+    for plural in ("agents", "tasks"):
+        total = 0
+        for namespace in settings.namespaces or (None,):
+            if namespace is None:
+                page = await objects.list_cluster_custom_object(constants.GROUP, constants.VERSION, plural, limit=1)
+            else:
+                page = await objects.list_namespaced_custom_object(
+                    constants.GROUP, constants.VERSION, namespace, plural, limit=1
+                )
+            total += len(page["items"]) + int(page["metadata"].get("remainingItemCount") or 0)
+        totals[plural] = total
+    deadline = time.monotonic() + 120
+    loaded = lambda: len(state.agents) >= totals["agents"] and len(state.tasks) >= totals["tasks"]  # noqa: E731
+    while time.monotonic() < deadline and not loaded():  # noqa: ASYNC110 - the watch fills the indexes
         await asyncio.sleep(0.2)
+    await asyncio.sleep(1.0)
 
 
 async def _main(settings: OperatorSettings) -> int:
@@ -152,7 +169,7 @@ async def _main(settings: OperatorSettings) -> int:
         )
     )
     await ready.wait()
-    await _settle(state)  # the initial lists are in the indexes before anyone may lead
+    await _settle(api, state, settings)  # the initial lists are in the indexes before anyone may lead
     tasks = [asyncio.create_task(elector.run()), asyncio.create_task(loop.run())]
     lost = asyncio.create_task(elector.lost.wait())
     stopped = asyncio.create_task(stop.wait())
