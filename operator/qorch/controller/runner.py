@@ -114,7 +114,10 @@ async def _settle(api: client.ApiClient, state: ClusterState, settings: Operator
             total += len(page["items"]) + int(page["metadata"].get("remainingItemCount") or 0)
         totals[plural] = total
     deadline = time.monotonic() + 120
-    loaded = lambda: len(state.agents) >= totals["agents"] and len(state.tasks) >= totals["tasks"]  # noqa: E731
+
+    def loaded() -> bool:
+        return len(state.agents) >= totals["agents"] and len(state.tasks) >= totals["tasks"]
+
     while time.monotonic() < deadline and not loaded():  # noqa: ASYNC110 - the watch fills the indexes
         await asyncio.sleep(0.2)
     await asyncio.sleep(1.0)
