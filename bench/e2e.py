@@ -28,6 +28,7 @@ from typing import Any
 
 from kubernetes_asyncio import client, config, watch
 
+import report
 from qorch.api import crd
 from qorch.devcluster import ControlPlane, _ports
 
@@ -468,12 +469,7 @@ def main() -> None:
     )
     print(text)
     if args.write:
-        doc = args.write.read_text()
-        if BEGIN in doc:
-            doc = doc[: doc.index(BEGIN)] + text + doc[doc.index(END) + len(END) :]
-        else:
-            doc = doc.rstrip() + "\n\n## Operator (issue: the operator)\n" + text + "\n"
-        args.write.write_text(doc)
+        report.write_section(args.write, BEGIN, END, "Operator (issue: the operator)", text)
 
 
 if __name__ == "__main__":

@@ -19,6 +19,7 @@ from typing import Any
 import numpy as np
 from scipy.optimize import linear_sum_assignment
 
+import report
 from qorch.api.enums import Strategy
 from qorch.scheduler import Policy, schedule, synthetic
 from qorch.scheduler.index import CapabilityIndex
@@ -303,12 +304,7 @@ def main() -> None:
     )
     print(text)
     if args.write:
-        doc = args.write.read_text()
-        if BEGIN in doc:
-            doc = doc[: doc.index(BEGIN)] + text + doc[doc.index(END) + len(END) :]
-        else:
-            doc = doc.rstrip() + "\n\n## Scheduler core (issue: the scheduler core)\n" + text + "\n"
-        args.write.write_text(doc)
+        report.write_section(args.write, BEGIN, END, "Scheduler core (issue: the scheduler core)", text)
 
 
 if __name__ == "__main__":

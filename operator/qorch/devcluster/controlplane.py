@@ -105,6 +105,16 @@ class _Process:
     popen: subprocess.Popen[bytes]
     log_path: Path
 
+    def stop(self, grace: float = 10.0) -> None:
+        """SIGTERM, then SIGKILL after `grace` seconds; always reaped."""
+        if self.popen.poll() is None:
+            self.popen.terminate()
+        try:
+            self.popen.wait(timeout=grace)
+        except subprocess.TimeoutExpired:
+            self.popen.kill()
+            self.popen.wait(timeout=grace)
+
     def tail(self, lines: int = 15) -> str:
         try:
             text = self.log_path.read_text(errors="replace")
@@ -229,13 +239,7 @@ class ControlPlane:
         atexit.unregister(self.stop)
         # One at a time, apiserver first: an apiserver whose etcd is gone hangs in shutdown.
         for proc in reversed(state.processes):
-            if proc.popen.poll() is None:
-                proc.popen.terminate()
-            try:
-                proc.popen.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                proc.popen.kill()
-                proc.popen.wait(timeout=10)
+            proc.stop()
         shutil.rmtree(state.workdir, ignore_errors=True)
 
     def __enter__(self) -> Self:
@@ -361,12 +365,7 @@ class ControlPlane:
         """
         state = self._require()
         old = next(p for p in state.processes if p.name == "kube-apiserver")
-        old.popen.terminate()
-        try:
-            old.popen.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            old.popen.kill()
-            old.popen.wait(timeout=10)
+        old.stop()
         state.processes.remove(old)
         time.sleep(downtime)
         self._wait_ready(self._spawn("kube-apiserver", state.apiserver_argv))
