@@ -117,17 +117,22 @@ async def create_tasks(api: client.ApiClient, ns: str, count: int, prefix: str) 
                 VERSION,
                 ns,
                 "tasks",
-                {
-                    "apiVersion": f"{GROUP}/{VERSION}",
-                    "kind": "Task",
-                    "metadata": {"name": f"{prefix}-{i}"},
-                    "spec": {"goal": f"task {i}", "requires": [skills[i % 4]], "priority": (i * 37) % 1000},
-                },
+                task_body(f"{prefix}-{i}", f"task {i}", skills[i % 4], (i * 37) % 1000),
             )
             for i in range(count)
         ],
         32,
     )
+
+
+def task_body(name: str, goal: str, skill: str, priority: int) -> dict[str, Any]:
+    """A schedulable Task needing one skill."""
+    return {
+        "apiVersion": f"{GROUP}/{VERSION}",
+        "kind": "Task",
+        "metadata": {"name": name},
+        "spec": {"goal": goal, "requires": [skill], "priority": priority},
+    }
 
 
 def metric(port: int, name: str) -> float:
@@ -272,12 +277,7 @@ async def latency_run(api: client.ApiClient, ns: str, rate: float, seconds: floa
                 VERSION,
                 ns,
                 "tasks",
-                {
-                    "apiVersion": f"{GROUP}/{VERSION}",
-                    "kind": "Task",
-                    "metadata": {"name": name},
-                    "spec": {"goal": "live", "requires": ["code"], "priority": 500},
-                },
+                task_body(name, "live", "code", 500),
             )
         )
         await asyncio.sleep(1.0 / rate)
@@ -452,20 +452,14 @@ def main() -> None:
     args = parser.parse_args()
     started = time.perf_counter()
     rows = asyncio.run(run(args.quick, set(args.stages.split(","))))
-    command = f"`.venv/bin/python bench/e2e.py{' --quick' if args.quick else ''} --write docs/benchmarks.md`"
-    text = "\n".join(
-        [
-            BEGIN,
-            (
-                f"Command: {command} ({time.strftime('%Y-%m-%d')}, {time.perf_counter() - started:.0f} s in all, "
-                "one local kube-apiserver + etcd on the same 2 cores as the operator)."
-            ),
-            "",
-            "| measure | measured | target | verdict |",
-            "|---|---|---|---|",
-            *[f"| {m} | {v} | {t} | {d} |" for m, v, t, d in rows],
-            END,
-        ]
+    stages = "" if args.stages == "backlog,latency,memory" else f" --stages {args.stages}"
+    command = f"`.venv/bin/python bench/e2e.py{' --quick' if args.quick else ''}{stages} --write docs/benchmarks.md`"
+    text = report.render(
+        BEGIN,
+        END,
+        f"Command: {command} ({time.strftime('%Y-%m-%d')}, {time.perf_counter() - started:.0f} s in all, "
+        "one local kube-apiserver + etcd on the same 2 cores as the operator).",
+        rows,
     )
     print(text)
     if args.write:

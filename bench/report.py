@@ -5,7 +5,15 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
+    from collections.abc import Sequence
     from pathlib import Path
+
+
+def render(begin: str, end: str, caption: str, rows: Sequence[tuple[str, str, str, str]]) -> str:
+    """A marked markdown section: the caption (command, date, machine), then the results table."""
+    lines = [begin, caption, "", "| measure | measured | target | verdict |", "|---|---|---|---|"]
+    lines += [f"| {m} | {v} | {t} | {d} |" for m, v, t, d in rows]
+    return "\n".join([*lines, end])
 
 
 def write_section(path: Path, begin: str, end: str, heading: str, text: str) -> None:

@@ -288,19 +288,12 @@ def main() -> None:
     command = (
         "`.venv/bin/python bench/scheduler.py" + (" --quick" if args.quick else "") + " --write docs/benchmarks.md`"
     )
-    table = ["| measure | measured | target | verdict |", "|---|---|---|---|"]
-    table += [f"| {m} | {v} | {t} | {d} |" for m, v, t, d in rows]
-    text = "\n".join(
-        [
-            BEGIN,
-            (
-                f"Command: {command} ({time.strftime('%Y-%m-%d')}, {time.perf_counter() - started:.0f} s in all, "
-                "2 cores, numpy with its default BLAS threads)."
-            ),
-            "",
-            *table,
-            END,
-        ]
+    text = report.render(
+        BEGIN,
+        END,
+        f"Command: {command} ({time.strftime('%Y-%m-%d')}, {time.perf_counter() - started:.0f} s in all, "
+        "2 cores, numpy with its default BLAS threads).",
+        rows,
     )
     print(text)
     if args.write:

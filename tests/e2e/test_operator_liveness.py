@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import threading
 import time
+from collections.abc import Iterator
 
 import pytest
 import yaml
@@ -28,18 +30,39 @@ def lease(agent: str) -> str:
     )
 
 
+SHORT_GRACE_POLICY = yaml.safe_dump(
+    {
+        "apiVersion": "qorch.io/v1alpha1",
+        "kind": "SchedulingPolicy",
+        "metadata": {"name": "default"},
+        "spec": {"agentGraceSeconds": 3},
+    }
+)
+
+
+@contextlib.contextmanager
+def heartbeats(kubectl: Kubectl, alive: set[str]) -> Iterator[None]:
+    """Renew the Leases of the agents in `alive` every 0.5 s; the test may change the set meanwhile."""
+    stop = threading.Event()
+
+    def renew() -> None:
+        while not stop.is_set():
+            for name in sorted(alive):  # a copy: the test thread edits `alive`
+                kubectl.run("apply", "-f", "-", stdin=lease(name), check=False)
+            stop.wait(0.5)
+
+    renewer = threading.Thread(target=renew, daemon=True)
+    renewer.start()
+    try:
+        yield
+    finally:
+        stop.set()
+        renewer.join(timeout=10)
+
+
 def test_tasks_of_an_agent_that_stops_renewing_move_to_a_live_one(kubectl: Kubectl, operators: OperatorFleet) -> None:
     """cheap takes all six tasks; when its Lease goes stale they are requeued onto spare."""
-    kubectl.apply(
-        yaml.safe_dump(
-            {
-                "apiVersion": "qorch.io/v1alpha1",
-                "kind": "SchedulingPolicy",
-                "metadata": {"name": "default"},
-                "spec": {"agentGraceSeconds": 3},
-            }
-        )
-    )
+    kubectl.apply(SHORT_GRACE_POLICY)
     agents = [
         {
             "apiVersion": "qorch.io/v1alpha1",
@@ -56,17 +79,7 @@ def test_tasks_of_an_agent_that_stops_renewing_move_to_a_live_one(kubectl: Kubec
     ]
     kubectl.apply(yaml.safe_dump_all(agents))
     alive = {"cheap", "spare"}
-    stop = threading.Event()
-
-    def renew() -> None:
-        while not stop.is_set():
-            for name in sorted(alive):  # a copy: the test thread edits `alive`
-                kubectl.run("apply", "-f", "-", stdin=lease(name), check=False)
-            stop.wait(0.5)
-
-    renewer = threading.Thread(target=renew, daemon=True)
-    renewer.start()
-    try:
+    with heartbeats(kubectl, alive):
         operators.start("op-l")
         kubectl.apply(
             yaml.safe_dump_all(
@@ -97,9 +110,6 @@ def test_tasks_of_an_agent_that_stops_renewing_move_to_a_live_one(kubectl: Kubec
         deadline = time.monotonic() + 60
         while set(placement().values()) != {"spare"} and time.monotonic() < deadline:
             time.sleep(0.5)
-    finally:
-        stop.set()
-        renewer.join(timeout=10)
     assert set(placement().values()) == {"spare"}
     cheap = kubectl.json("get", "qagent", "cheap")["status"]
     assert cheap["phase"] == "NotReady"
@@ -112,16 +122,7 @@ def test_a_running_task_of_a_lost_agent_counts_as_a_failed_attempt(
     kubectl: Kubectl, operators: OperatorFleet, max_attempts: int, final_phase: str
 ) -> None:
     """The attempt in progress is lost: attempts goes up, then Failed (none left) or Queued (retry)."""
-    kubectl.apply(
-        yaml.safe_dump(
-            {
-                "apiVersion": "qorch.io/v1alpha1",
-                "kind": "SchedulingPolicy",
-                "metadata": {"name": "default"},
-                "spec": {"agentGraceSeconds": 3},
-            }
-        )
-    )
+    kubectl.apply(SHORT_GRACE_POLICY)
     kubectl.apply(
         yaml.safe_dump(
             {
@@ -132,27 +133,18 @@ def test_a_running_task_of_a_lost_agent_counts_as_a_failed_attempt(
             }
         )
     )
-    stop = threading.Event()
-
-    def renew() -> None:
-        while not stop.is_set():
-            kubectl.run("apply", "-f", "-", stdin=lease("solo"), check=False)
-            stop.wait(0.5)
-
-    renewer = threading.Thread(target=renew, daemon=True)
-    renewer.start()
-    operators.start("op-run")
-    kubectl.apply(
-        yaml.safe_dump(
-            {
-                "apiVersion": "qorch.io/v1alpha1",
-                "kind": "Task",
-                "metadata": {"name": "long"},
-                "spec": {"goal": "long job", "requires": ["code"], "retry": {"maxAttempts": max_attempts}},
-            }
+    with heartbeats(kubectl, {"solo"}):
+        operators.start("op-run")
+        kubectl.apply(
+            yaml.safe_dump(
+                {
+                    "apiVersion": "qorch.io/v1alpha1",
+                    "kind": "Task",
+                    "metadata": {"name": "long"},
+                    "spec": {"goal": "long job", "requires": ["code"], "retry": {"maxAttempts": max_attempts}},
+                }
+            )
         )
-    )
-    try:
         deadline = time.monotonic() + 60
         status: dict = {}
         while time.monotonic() < deadline:
@@ -175,9 +167,6 @@ def test_a_running_task_of_a_lost_agent_counts_as_a_failed_attempt(
             time.sleep(0.5)
         assert status["phase"] == "Running"
         assert status["attempts"] == 1
-    finally:
-        stop.set()
-        renewer.join(timeout=10)
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline and status.get("phase") == "Running":
         status = kubectl.json("get", "qtask", "long")["status"]
