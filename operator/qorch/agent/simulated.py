@@ -1,32 +1,49 @@
-"""A simulated agent pool: keeps every Agent of a namespace alive and "runs" their tasks.
+"""A simulated agent pool: keeps Agents of a namespace alive and "runs" their tasks, by the protocol.
 
-For demos and tests only. Each Agent gets its Lease `qorch-agent-<name>` renewed;
-each Task assigned to one of them is started (execution.startedAt) and, after a
-duration derived from its name, finished (execution.finishedAt, result), or
-failed with probability `failure_rate`. It writes nothing but Leases and
-`status.execution`, as the real runtime must.
+For demos, tests and load benchmarks; named as such. It follows the agent
+protocol (docs/protocol.md) exactly as the runtime does: it renews each
+agent's Lease, claims an attempt only with compare-and-set and only if the
+assignment names the agent, never runs more than an agent's capacity (a claim
+over capacity is refused), and reports the end of an attempt only while that
+attempt is current. Work takes a time derived from the attempt's identity and
+fails with probability `failure_rate`.
+
+With `record`, every claim, refusal and finish is appended to a JSON-lines
+file, so a test can prove that each attempt ran once and no agent ever ran
+more than its capacity.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import datetime as dt
 import hashlib
+import json
 import logging
 import signal
-from dataclasses import dataclass
-from typing import Any
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 from kubernetes_asyncio import client, config
-from kubernetes_asyncio.client.exceptions import ApiException
 
-from qorch.api import constants
+from qorch.agent.attempts import TASKS, Attempts, Claim
+from qorch.api import constants, protocol
+from qorch.controller.kube import ApiError, KubeApi, KubeError, Resource
 
-__all__ = ["PoolSettings", "run"]
+if TYPE_CHECKING:
+    from collections.abc import Awaitable, Callable
+
+    from qorch.api.protocol import AttemptId
+
+__all__ = ["PoolSettings", "SimulatedPool", "run"]
 
 log = logging.getLogger(__name__)
+AGENTS = Resource(constants.GROUP, constants.VERSION, "agents")
+LEASES = Resource("coordination.k8s.io", "v1", "leases")
 _NOT_FOUND = 404
+_CONCURRENCY = 16
 
 
 @dataclass(frozen=True, slots=True)
@@ -35,14 +52,14 @@ class PoolSettings:
 
     namespace: str
     kubeconfig: str | None = None
-    renew_seconds: float = 5.0
-    poll_seconds: float = 0.5
+    selector: str = ""  # label selector: which Agents of the namespace this pool serves
+    renew_seconds: float = 2.0
+    lease_seconds: int = 10
+    poll_seconds: float = 0.25
     work_seconds: tuple[float, float] = (1.0, 4.0)
     failure_rate: float = 0.0
-
-
-def _now() -> str:
-    return dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    claim_delay: float = 0.0  # pause between reading an assignment and claiming it (to race requeues)
+    record: str = ""  # JSON-lines file of claims, refusals and finishes
 
 
 def _fraction(text: str) -> float:
@@ -50,73 +67,152 @@ def _fraction(text: str) -> float:
     return int.from_bytes(hashlib.blake2b(text.encode(), digest_size=4).digest(), "little") / 2**32
 
 
-class SimulatedPool:
-    """Renews Leases and executes assigned tasks for every Agent in one namespace."""
+@dataclass(slots=True)
+class _Run:
+    claim: Claim
+    due: float
+    fails: bool
 
-    def __init__(self, api: client.ApiClient, settings: PoolSettings) -> None:
-        """Bind to an API client."""
-        self._objects: Any = client.CustomObjectsApi(api)
-        self._leases: Any = client.CoordinationV1Api(api)
-        self._settings = settings
-        self._started: dict[str, float] = {}  # task -> loop time its attempt started
+
+@dataclass(slots=True)
+class SimulatedPool:
+    """Renews Leases and executes assigned attempts for the Agents it serves."""
+
+    api: KubeApi
+    settings: PoolSettings
+    capacity: dict[str, int] = field(default_factory=dict)  # agent -> capacity
+    running: dict[AttemptId, _Run] = field(default_factory=dict)
+    recovered: bool = False
+    _attempts: Attempts | None = None
+    _gate: asyncio.Semaphore = field(default_factory=lambda: asyncio.Semaphore(_CONCURRENCY))
+
+    @property
+    def attempts(self) -> Attempts:
+        """The protocol client."""
+        if self._attempts is None:
+            self._attempts = Attempts(self.api, self.settings.namespace)
+        return self._attempts
+
+    def _record(self, event: str, attempt: AttemptId, agent: str, task: str, **extra: object) -> None:
+        if not self.settings.record:
+            return
+        line = {
+            "event": event,
+            "uid": attempt.task_uid,
+            "attempt": attempt.attempt,
+            "agent": agent,
+            "task": task,
+            "time": time.time(),
+            **extra,
+        }
+        with Path(self.settings.record).open("a") as out:
+            out.write(json.dumps(line) + "\n")
+
+    def load(self, agent: str) -> int:
+        """Attempts this pool runs for `agent` right now."""
+        return sum(1 for run in self.running.values() if run.claim.agent == agent)
 
     async def renew(self) -> None:
-        """Create or renew the Lease of every Agent in the namespace."""
-        ns = self._settings.namespace
-        agents = await self._objects.list_namespaced_custom_object(constants.GROUP, constants.VERSION, ns, "agents")
-        for agent in agents["items"]:
-            name = constants.AGENT_LEASE_PREFIX + agent["metadata"]["name"]
-            spec = {"holderIdentity": agent["metadata"]["name"], "leaseDurationSeconds": 30, "renewTime": _now()}
+        """Read the served Agents and renew their Leases."""
+        ns = self.settings.namespace
+        agents = await self.api.call("GET", AGENTS.path(ns), query={"labelSelector": self.settings.selector or None})
+        self.capacity = {a["metadata"]["name"]: int(a["spec"].get("capacity", 1)) for a in agents.get("items") or ()}
+        for name in self.capacity:
+            lease = constants.AGENT_LEASE_PREFIX + name
+            spec = {
+                "holderIdentity": name,
+                "leaseDurationSeconds": self.settings.lease_seconds,
+                "renewTime": protocol.timestamp(),
+            }
             try:
-                await self._leases.patch_namespaced_lease(name, ns, {"spec": spec})
-            except ApiException as exc:
+                await self.api.call(
+                    "PATCH", LEASES.path(ns, lease), body={"spec": spec}, content_type="application/merge-patch+json"
+                )
+            except ApiError as exc:
                 if exc.status != _NOT_FOUND:
                     raise
-                await self._leases.create_namespaced_lease(ns, {"metadata": {"name": name}, "spec": spec})
+                await self.api.call("POST", LEASES.path(ns), body={"metadata": {"name": lease}, "spec": spec})
+
+    async def _tasks(self, phase: str) -> list[dict[str, Any]]:
+        page = await self.api.call(
+            "GET", TASKS.path(self.settings.namespace), query={"fieldSelector": f"status.phase={phase}"}
+        )
+        return [
+            t for t in page.get("items") or () if (t["status"].get("assignment") or {}).get("agent") in self.capacity
+        ]
+
+    async def recover(self) -> None:
+        """After a restart: attempts claimed by our agents that nobody here runs any more have failed."""
+        for task in await self._tasks("Running") + await self._tasks("Assigned"):
+            execution = task["status"].get("execution") or {}
+            agent = str(execution.get("agent", ""))
+            attempt = protocol.current(task, agent)
+            if attempt is None or attempt in self.running or execution.get("finishedAt") or execution.get("refused"):
+                continue
+            if int(execution.get("attempt") or 0) != attempt.attempt or not execution.get("startedAt"):
+                continue
+            claim = Claim(attempt, agent, task["metadata"]["name"], str(execution["startedAt"]))
+            if await self.attempts.finish(claim, error="the agent restarted while running this attempt"):
+                self._record("finish", attempt, agent, claim.task, ok=False, recovered=True)
+        self.recovered = True
 
     async def work(self) -> None:
-        """Start assigned tasks and finish the ones whose time has come."""
-        ns, loop = self._settings.namespace, asyncio.get_running_loop()
-        for phase in ("Assigned", "Running"):
-            tasks = await self._objects.list_namespaced_custom_object(
-                constants.GROUP, constants.VERSION, ns, "tasks", field_selector=f"status.phase={phase}"
-            )
-            for task in tasks["items"]:
-                name = task["metadata"]["name"]
-                status = task.get("status") or {}
-                assigned_at = (status.get("assignment") or {}).get("assignedAt", "")
-                execution = status.get("execution") or {}
-                key = f"{name}@{assigned_at}"
-                if phase == "Assigned" and execution.get("startedAt", "") < assigned_at:
-                    await self._report(name, {"startedAt": _now(), "finishedAt": None, "result": "", "error": ""})
-                    self._started[key] = loop.time()
-                elif phase == "Running" and not execution.get("finishedAt"):
-                    started = self._started.setdefault(key, loop.time())
-                    low, high = self._settings.work_seconds
-                    if loop.time() - started >= low + (high - low) * _fraction(key):
-                        failed = _fraction("fail" + key) < self._settings.failure_rate
-                        await self._report(
-                            name,
-                            {
-                                "finishedAt": _now(),
-                                "result": "" if failed else f"simulated: {task['spec']['goal'][:200]}",
-                                "error": "simulated failure" if failed else "",
-                            },
-                        )
-                        self._started.pop(key, None)
+        """Claim what is assigned to our agents (up to capacity) and finish what is due."""
+        assigned = await self._tasks("Assigned")
+        await asyncio.gather(*(self._take(task) for task in assigned))
+        now = asyncio.get_running_loop().time()
+        due = [run for run in self.running.values() if run.due <= now]
+        await asyncio.gather(*(self._finish(run) for run in due))
 
-    async def _report(self, task: str, execution: dict[str, Any]) -> None:
-        with contextlib.suppress(ApiException):
-            await self._objects.patch_namespaced_custom_object_status(
-                constants.GROUP,
-                constants.VERSION,
-                self._settings.namespace,
-                "tasks",
-                task,
-                {"status": {"execution": execution}},
-                field_manager=constants.AGENT_FIELD_MANAGER,
-                _content_type="application/merge-patch+json",
+    async def _take(self, task: dict[str, Any]) -> None:
+        agent = str(task["status"]["assignment"]["agent"])
+        attempt = protocol.claimable(task, agent)
+        if attempt is None or attempt in self.running:
+            return
+        async with self._gate:
+            if self.settings.claim_delay:
+                await asyncio.sleep(self.settings.claim_delay)
+            if self.load(agent) >= self.capacity.get(agent, 0):
+                message = f"{agent} already runs {self.load(agent)} of {self.capacity.get(agent, 0)} attempts"
+                if await self.attempts.refuse(task, agent, reason=protocol.OVER_CAPACITY, message=message):
+                    self._record("refuse", attempt, agent, task["metadata"]["name"])
+                return
+            claim = await self.attempts.claim(task, agent)
+            if claim is None:
+                return
+            low, high = self.settings.work_seconds
+            key = str(claim.attempt)
+            self.running[claim.attempt] = _Run(
+                claim,
+                asyncio.get_running_loop().time() + low + (high - low) * _fraction(key),
+                _fraction("fail" + key) < self.settings.failure_rate,
             )
+            self._record("claim", claim.attempt, agent, claim.task)
+
+    async def _finish(self, run: _Run) -> None:
+        claim = run.claim
+        async with self._gate:
+            try:
+                if run.fails:
+                    landed = await self.attempts.finish(claim, error="simulated failure")
+                else:
+                    landed = await self.attempts.finish(claim, result=f"simulated: attempt {claim.attempt.attempt}")
+            except KubeError as exc:
+                log.warning("finish of %s failed, will retry: %s", claim.attempt, exc)
+                return
+            self.running.pop(claim.attempt, None)
+            self._record("finish" if landed else "abandon", claim.attempt, claim.agent, claim.task, ok=not run.fails)
+
+
+async def _every(seconds: float, stop: asyncio.Event, step: Callable[[], Awaitable[None]]) -> None:
+    """Run `step` every `seconds` until `stop`; an API failure is logged and the next round tries again."""
+    while not stop.is_set():
+        try:
+            await step()
+        except KubeError as exc:
+            log.warning("simulated pool: %s", exc)
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(stop.wait(), seconds)
 
 
 async def _main(settings: PoolSettings) -> None:
@@ -127,20 +223,21 @@ async def _main(settings: PoolSettings) -> None:
     stop = asyncio.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         asyncio.get_running_loop().add_signal_handler(sig, stop.set)
-    async with client.ApiClient() as api:
-        pool = SimulatedPool(api, settings)
-        last_renew = -1e9
-        while not stop.is_set():
-            loop_time = asyncio.get_running_loop().time()
-            try:
-                if loop_time - last_renew >= settings.renew_seconds:
-                    await pool.renew()
-                    last_renew = loop_time
-                await pool.work()
-            except (ApiException, OSError, TimeoutError) as exc:
-                log.warning("simulated pool: %s", exc)
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(stop.wait(), settings.poll_seconds)
+    async with client.ApiClient() as api_client:
+        pool = SimulatedPool(KubeApi(api_client), settings)
+
+        async def work() -> None:
+            if not pool.capacity:
+                return
+            if not pool.recovered:
+                await pool.recover()
+            await pool.work()
+
+        # Leases are renewed on their own cadence, never behind a slow round of work.
+        await asyncio.gather(
+            _every(settings.renew_seconds, stop, pool.renew),
+            _every(settings.poll_seconds, stop, work),
+        )
 
 
 def run(settings: PoolSettings) -> None:

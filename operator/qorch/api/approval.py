@@ -6,16 +6,27 @@ from typing import Annotated
 
 from pydantic import Field
 
-from qorch.api.common import ObjectName, SpecModel
+from qorch.api.common import ApiModel, ObjectName, SpecModel
 from qorch.api.enums import ApprovalDecision
 
-__all__ = ["ApprovalSpec"]
+__all__ = ["ApprovalSpec", "ApprovalStatus"]
 
 
 class ApprovalSpec(SpecModel):
     """Who approves or rejects which task, and why. Immutable once created."""
 
     task_ref: Annotated[ObjectName, Field(description="Name of the Task (same namespace) this decides.")]
+    task_uid: Annotated[
+        str,
+        Field(
+            alias="taskUID",
+            max_length=128,
+            description=(
+                "The uid of that Task, to decide on exactly this incarnation of it (`qorch approve` fills it). "
+                "When empty, the operator binds the Approval to the Task that exists when it first sees both."
+            ),
+        ),
+    ] = ""
     decision: Annotated[ApprovalDecision, Field(description="Approve or Reject.")]
     approver: Annotated[
         str,
@@ -26,3 +37,11 @@ class ApprovalSpec(SpecModel):
         ),
     ]
     reason: Annotated[str, Field(max_length=1024, description="Why; shown in the task's history.")] = ""
+
+
+class ApprovalStatus(ApiModel):
+    """Which Task incarnation the Approval was bound to. Written only by the operator."""
+
+    task_uid: Annotated[
+        str, Field(alias="taskUID", max_length=128, description="The uid of the Task this Approval decides.")
+    ] = ""

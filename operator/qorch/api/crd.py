@@ -18,7 +18,7 @@ import yaml
 
 from qorch.api import constants
 from qorch.api.agent import AgentSpec, AgentStatus
-from qorch.api.approval import ApprovalSpec
+from qorch.api.approval import ApprovalSpec, ApprovalStatus
 from qorch.api.common import cel
 from qorch.api.policy import SchedulingPolicySpec
 from qorch.api.task import TaskSpec, TaskStatus
@@ -328,13 +328,14 @@ APPROVAL = KindDefinition(
     scope="Namespaced",
     description="A person's decision on a Task that requires approval. Immutable once created.",
     spec=ApprovalSpec,
-    status=None,
+    status=ApprovalStatus,
     columns=(
         Column("Task", ".spec.taskRef"),
         Column("Decision", ".spec.decision"),
         Column("Approver", ".spec.approver"),
         AGE,
         Column("Reason", ".spec.reason", priority=1),
+        Column("Task-UID", ".status.taskUID", priority=1),
     ),
     selectable=(".spec.taskRef",),
     spec_rules=(

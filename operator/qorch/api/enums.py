@@ -9,7 +9,7 @@ __all__ = [
     "ApprovalDecision",
     "BreakerState",
     "Clearance",
-    "SchedulingReason",
+    "Reason",
     "Strategy",
     "TaskPhase",
 ]
@@ -27,10 +27,21 @@ class Clearance(StrEnum):
     @property
     def rank(self) -> int:
         """0 for public up to 4 for topsecret."""
-        return _CLEARANCE_ORDER.index(self)
+        return _CLEARANCE_RANK[self.value]
+
+    @classmethod
+    def rank_of(cls, value: str, default: int = 1) -> int:
+        """The rank of a level's name (`default`, internal, for a missing or unknown name)."""
+        return _CLEARANCE_RANK.get(value, default)
+
+    @classmethod
+    def at(cls, rank: int) -> Clearance:
+        """The level of a rank."""
+        return _CLEARANCE_ORDER[rank]
 
 
 _CLEARANCE_ORDER = list(Clearance)
+_CLEARANCE_RANK = {level.value: i for i, level in enumerate(_CLEARANCE_ORDER)}
 
 
 class TaskPhase(StrEnum):
@@ -84,17 +95,35 @@ class Strategy(StrEnum):
     EXACT = "exact"
 
 
-class SchedulingReason(StrEnum):
-    """Why a task is not (yet) assigned; travels to the `Scheduled` condition's reason."""
+class Reason(StrEnum):
+    """Every reason qorch writes: the `Scheduled` condition, history entries and Events.
 
+    One enum for the scheduler core, the lifecycle rules and the agent protocol, so
+    a reason a user reads in `kubectl describe` is always one of these words.
+    """
+
+    # Placement (the scheduler core and the scheduling queue).
     SCHEDULED = "Scheduled"
     NO_CAPABLE_AGENT = "NoCapableAgent"
     CLEARANCE_TOO_LOW = "ClearanceTooLow"
     SELECTOR_MISMATCH = "SelectorMismatch"
+    OVER_BUDGET = "OverBudget"
     NO_READY_AGENT = "NoReadyAgent"
     CAPACITY_EXHAUSTED = "CapacityExhausted"
-    DEPENDENCY_FAILED = "DependencyFailed"
-    DEPENDENCY_PENDING = "DependencyPending"
-    AWAITING_APPROVAL = "AwaitingApproval"
+    NOT_IN_BATCH = "NotInBatch"
     OVER_QUOTA = "OverQuota"
-    OVER_BUDGET = "OverBudget"
+    # The gate (approvals and dependencies).
+    AWAITING_APPROVAL = "AwaitingApproval"
+    APPROVAL_REJECTED = "ApprovalRejected"
+    DEPENDENCY_PENDING = "DependencyPending"
+    DEPENDENCY_FAILED = "DependencyFailed"
+    # Attempts (the agent protocol and liveness).
+    STARTED = "Started"
+    SUCCEEDED = "Succeeded"
+    ATTEMPT_FAILED = "AttemptFailed"
+    ATTEMPTS_EXHAUSTED = "AttemptsExhausted"
+    BACKING_OFF = "BackingOff"
+    AGENT_NOT_READY = "AgentNotReady"
+    AGENT_LOST = "AgentLost"
+    AGENT_REFUSED = "AgentRefused"
+    REPORT_IGNORED = "ReportIgnored"

@@ -104,6 +104,14 @@ class TaskSpec(SpecModel):
                     field_path=".classification",
                 ),
                 cel(
+                    "!has(oldSelf.approval) || !oldSelf.approval.required || (has(self.approval) && "
+                    "self.approval == oldSelf.approval && self.goal == oldSelf.goal && "
+                    "has(self.input) == has(oldSelf.input) && (!has(self.input) || self.input == oldSelf.input))",
+                    "goal, input and approval cannot change on a task that requires approval, because the approver "
+                    "decided on them: delete and recreate the task to change them",
+                    field_path=".goal",
+                ),
+                cel(
                     "!(has(self.deadline) && has(self.timeoutSeconds))",
                     "set either deadline or timeoutSeconds, not both",
                     field_path=".timeoutSeconds",
@@ -164,9 +172,17 @@ class TaskSpec(SpecModel):
 
 
 class Assignment(ApiModel):
-    """Where the scheduler placed the task, and why it was confident."""
+    """Where the scheduler placed the task, and why it was confident.
+
+    `attempt` with the task's uid is the attempt identity of the agent protocol
+    (docs/protocol.md): the agent claims and reports exactly that attempt.
+    """
 
     agent: Annotated[str, Field(max_length=253, description="The Agent's name.")]
+    attempt: Annotated[
+        int,
+        Field(ge=1, le=1_000_000, description="The attempt this assignment is for; the agent reports against it."),
+    ] = 1
     epoch: Annotated[int, Field(ge=0, description="The operator's lease epoch (leaseTransitions) when decided.")] = 0
     assigned_at: Annotated[dt.datetime | None, Field(description="When the decision was written.")] = None
     score: Annotated[float, Field(description="Weighted score of the chosen agent, 0..1.")] = 0.0
@@ -190,8 +206,21 @@ class Explanation(ApiModel):
 
 
 class Execution(ApiModel):
-    """What the agent runtime reports about the current attempt. Written only by the agent."""
+    """What the agent runtime reports about one attempt. Written only by the agent, compare-and-set.
 
+    A report counts only when `attempt` and `agent` equal the current assignment's
+    (docs/protocol.md); anything else is ignored and recorded as `ReportIgnored`.
+    """
+
+    attempt: Annotated[int, Field(ge=0, le=1_000_000, description="The attempt this report is about.")] = 0
+    agent: Annotated[str, Field(max_length=253, description="The Agent reporting.")] = ""
+    refused: Annotated[
+        str,
+        Field(
+            max_length=128,
+            description="Set when the agent declined the attempt without running it (e.g. OverCapacity).",
+        ),
+    ] = ""
     started_at: Annotated[dt.datetime | None, Field(description="When the handler started.")] = None
     finished_at: Annotated[dt.datetime | None, Field(description="When the handler finished.")] = None
     result: Annotated[str, Field(max_length=32_768, description="The handler's result (text or JSON).")] = ""
@@ -204,6 +233,7 @@ class HistoryEntry(ApiModel):
     time: Annotated[dt.datetime, Field(description="When it happened.")]
     phase: Annotated[TaskPhase, Field(description="The phase entered.")]
     agent: Annotated[str, Field(max_length=253, description="The agent involved, if any.")] = ""
+    attempt: Annotated[int, Field(ge=0, le=1_000_000, description="The attempt involved, if any.")] = 0
     reason: Annotated[str, Field(max_length=128, description="A CamelCase reason.")] = ""
     message: Annotated[str, Field(max_length=1024, description="Details.")] = ""
 

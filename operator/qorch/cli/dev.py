@@ -52,10 +52,36 @@ def dev_down() -> None:
 def dev_agents(
     namespace: str = typer.Option("qorch-demo", "--namespace", "-n", help="Namespace whose Agents to simulate."),
     kubeconfig: str | None = typer.Option(None, envvar="KUBECONFIG", help="Kubeconfig of the cluster."),
+    selector: str = typer.Option("", "--selector", "-l", help="Serve only the Agents matching this label selector."),
     failure_rate: float = typer.Option(0.0, min=0.0, max=1.0, help="Share of attempts that fail."),
+    work_seconds: str = typer.Option("1,4", help="MIN,MAX seconds an attempt takes."),
+    lease_seconds: int = typer.Option(10, min=1, help="leaseDurationSeconds written on the agents' Leases."),
+    renew_seconds: float = typer.Option(2.0, min=0.05, help="Seconds between Lease renewals."),
+    poll_seconds: float = typer.Option(0.25, min=0.01, help="Seconds between looks for assigned attempts."),
+    claim_delay: float = typer.Option(0.0, min=0.0, help="Pause before claiming an attempt (to race requeues)."),
+    record: str = typer.Option("", help="Append every claim, refusal and finish to this JSON-lines file."),
 ) -> None:
-    """Run a simulated agent pool: Leases renewed, assigned tasks started and finished."""
-    simulated.run(simulated.PoolSettings(namespace=namespace, kubeconfig=kubeconfig, failure_rate=failure_rate))
+    """Run a simulated agent pool (for demos, tests and load benchmarks) that follows the agent protocol."""
+    try:
+        low, high = (float(v) for v in work_seconds.split(","))
+    except ValueError:
+        raise _fail(f"--work-seconds must be MIN,MAX in seconds, got {work_seconds!r}", 2) from None
+    if not 0 <= low <= high:
+        raise _fail(f"--work-seconds must satisfy 0 <= MIN <= MAX, got {work_seconds!r}", 2)
+    simulated.run(
+        simulated.PoolSettings(
+            namespace=namespace,
+            kubeconfig=kubeconfig,
+            selector=selector,
+            failure_rate=failure_rate,
+            work_seconds=(low, high),
+            lease_seconds=lease_seconds,
+            renew_seconds=renew_seconds,
+            poll_seconds=poll_seconds,
+            claim_delay=claim_delay,
+            record=record,
+        )
+    )
 
 
 @cluster.command("build")

@@ -7,8 +7,8 @@ import sys
 
 import typer
 
-from qorch.controller import OperatorSettings, run
 from qorch.controller.leader import LeaseTimings
+from qorch.controller.runner import OperatorSettings, run
 
 __all__ = ["app"]
 

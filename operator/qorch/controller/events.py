@@ -1,8 +1,10 @@
-"""Kubernetes Events on Tasks: Scheduled (Normal) and Unschedulable (Warning), on transitions only.
+"""Kubernetes Events about Tasks and Agents, posted in the background, best effort.
 
-Best effort by design: an Event that cannot be posted is dropped, never retried
-in a way that could slow scheduling, and never posted again for the same
-transition. Concurrency is bounded separately from status writes.
+The loop hands an Event over and moves on: it never waits for one. Events
+go through a bounded queue and a few workers; when the queue is full the
+newest are dropped and counted (`qorch_events_dropped_total`), so a slow
+apiserver can cost Events but never scheduling. An Event that fails is not
+retried.
 """
 
 from __future__ import annotations
@@ -10,44 +12,47 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import datetime as dt
+import logging
 import uuid
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from kubernetes_asyncio.client.exceptions import ApiException
-
 from qorch.api import constants
+from qorch.controller import metrics
+from qorch.controller.kube import KubeError, Resource
 
 if TYPE_CHECKING:
-    from qorch.controller.state import TaskRecord
+    from qorch.controller.kube import KubeApi
 
 __all__ = ["EventRecorder"]
+
+log = logging.getLogger(__name__)
+_EVENTS = Resource("", "v1", "events")
 
 
 @dataclass(slots=True)
 class EventRecorder:
-    """Posts core/v1 Events about Tasks."""
+    """Posts core/v1 Events from a bounded queue."""
 
-    api: Any  # a CoreV1Api
+    api: KubeApi
     identity: str
-    concurrency: int = 8
-    _gate: asyncio.Semaphore | None = field(default=None)
+    workers: int = 4
+    capacity: int = 10_000
+    _queue: asyncio.Queue[dict[str, Any]] = field(default_factory=lambda: asyncio.Queue(10_000))
 
-    async def task(self, task: TaskRecord, *, warning: bool, reason: str, message: str) -> None:
-        """Post one Event about `task`; failures are swallowed (Events are advisory)."""
-        if self._gate is None:
-            self._gate = asyncio.Semaphore(self.concurrency)
+    def post(self, *, kind: str, namespace: str, name: str, uid: str, warning: bool, reason: str, message: str) -> None:
+        """Queue one Event about an object; never blocks, never raises."""
         now = dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
         body = {
             "apiVersion": "v1",
             "kind": "Event",
-            "metadata": {"name": f"{task.name}.{uuid.uuid4().hex[:10]}", "namespace": task.namespace},
+            "metadata": {"name": f"{name[:200]}.{uuid.uuid4().hex[:12]}", "namespace": namespace},
             "involvedObject": {
                 "apiVersion": constants.API_VERSION,
-                "kind": "Task",
-                "name": task.name,
-                "namespace": task.namespace,
-                "uid": task.uid,
+                "kind": kind,
+                "name": name,
+                "namespace": namespace,
+                "uid": uid,
             },
             "reason": reason,
             "message": message[:1024],
@@ -59,6 +64,27 @@ class EventRecorder:
             "lastTimestamp": now,
             "count": 1,
         }
-        async with self._gate:
-            with contextlib.suppress(ApiException, OSError, TimeoutError):
-                await self.api.create_namespaced_event(task.namespace, body)
+        try:
+            self._queue.put_nowait(body)
+        except asyncio.QueueFull:
+            metrics.EVENTS_DROPPED.inc()
+
+    async def run(self) -> None:
+        """Post queued Events until cancelled."""
+        tasks = [asyncio.create_task(self._worker()) for _ in range(self.workers)]
+        try:
+            await asyncio.gather(*tasks)
+        finally:
+            for task in tasks:
+                task.cancel()
+            with contextlib.suppress(BaseException):
+                await asyncio.gather(*tasks, return_exceptions=True)
+
+    async def _worker(self) -> None:
+        while True:
+            body = await self._queue.get()
+            try:
+                await self.api.call("POST", _EVENTS.path(body["metadata"]["namespace"]), body=body, timeout=5.0)
+            except KubeError as exc:
+                metrics.EVENTS_DROPPED.inc()
+                log.debug("event not posted: %s", exc)

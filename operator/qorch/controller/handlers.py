@@ -1,31 +1,44 @@
-"""kopf wiring: watch events update the indexes and poke the loop; nothing else.
+"""kopf wiring for the human-rate kinds: Approvals and the SchedulingPolicy.
 
-Only `on.event` handlers are registered. They store no progress, no diff-base
-and no finalizers, so kopf has no reason to write annotations, `status.kopf`
-or finalizers onto user objects (a test checks this after a full run).
+kopf remains the operator framework for the kinds people write by hand. Its
+handlers here are `async`, so kopf runs them on the event loop, never on a
+thread next to the store; they only feed the store and poke the loop. No
+progress storage, diff-base or finalizers are used, so kopf writes nothing
+onto user objects. Tasks, Agents and Leases, where kopf's per-object machinery
+would be the cost, come through `informer` instead.
+
+kopf's watcher emits no DELETED for objects removed while it re-lists, so
+`sweep()` LISTs these kinds now and then and drops what is gone.
 """
 
 from __future__ import annotations
 
-import time
+import logging
 from typing import TYPE_CHECKING, Any
 
 import kopf
 
 from qorch.api import constants
+from qorch.controller.kube import KubeError, Resource
+from qorch.controller.store import APPROVALS, POLICIES
 
 if TYPE_CHECKING:
     from collections.abc import Callable
 
-    from qorch.controller.state import ClusterState
+    from qorch.controller.kube import KubeApi
+    from qorch.controller.store import ClusterState
 
-__all__ = ["connection_of", "register"]
+__all__ = ["APPROVAL_KINDS", "connection_of", "register", "sweep"]
+
+log = logging.getLogger(__name__)
+APPROVAL_KINDS = Resource(constants.GROUP, constants.VERSION, APPROVALS)
+POLICY_KINDS = Resource(constants.GROUP, constants.VERSION, POLICIES, namespaced=False)
 
 
 def register(
     registry: kopf.OperatorRegistry, state: ClusterState, poke: Callable[[], None], connection: kopf.ConnectionInfo
 ) -> None:
-    """Register the login and the watch handlers for every kind the loop reads."""
+    """Register the login and the event handlers."""
     group, version = constants.GROUP, constants.VERSION
 
     # kopf watches with the very credentials the operator's own client loaded (--kubeconfig
@@ -35,26 +48,52 @@ def register(
 
     kopf.on.login(registry=registry, id="login")(login)
 
-    def handler(apply: Callable[[str, Any], None]) -> Callable[..., None]:
-        def on_event(event: dict[str, Any], body: kopf.Body, **_: object) -> None:
-            apply(str(event.get("type") or "ADDED"), body)
-            state.last_event = time.monotonic()
+    def handler(plural: str) -> Callable[..., Any]:
+        sink = state.sink(plural)
+
+        async def on_event(event: dict[str, Any], body: kopf.Body, **_: object) -> None:
+            raw = {"metadata": dict(body.metadata), "spec": dict(body.spec), "status": dict(body.status)}
+            meta = raw["metadata"]
+            state.touch(plural, (str(meta.get("namespace", "")), str(meta["name"])))
+            if event.get("type") == "DELETED":
+                sink.delete(raw)
+            else:
+                sink.upsert(raw)
             poke()
 
         return on_event
 
-    kopf.on.event(group, version, "agents", registry=registry, id="agents")(handler(state.apply_agent))
-    kopf.on.event(group, version, "tasks", registry=registry, id="tasks")(handler(state.apply_task))
-    kopf.on.event(group, version, "approvals", registry=registry, id="approvals")(handler(state.apply_approval))
-    kopf.on.event(group, version, "schedulingpolicies", registry=registry, id="policy")(handler(state.apply_policy))
-    kopf.on.event(
-        "coordination.k8s.io",
-        "v1",
-        "leases",
-        registry=registry,
-        id="heartbeats",
-        when=lambda name, **_: str(name).startswith(constants.AGENT_LEASE_PREFIX),
-    )(handler(state.apply_lease))
+    kopf.on.event(group, version, APPROVALS, registry=registry, id="approvals")(handler(APPROVALS))
+    kopf.on.event(group, version, POLICIES, registry=registry, id="policy")(handler(POLICIES))
+
+
+async def sweep(api: KubeApi, state: ClusterState, namespaces: tuple[str, ...]) -> None:
+    """LIST Approvals and the policy; load what kopf has not delivered yet and drop what is gone."""
+    started = state.clock()
+    listed: set[tuple[str, str]] = set()
+    approvals = state.sink(APPROVALS)
+    for namespace in namespaces or (None,):
+        token = None
+        while True:
+            page = await api.call("GET", APPROVAL_KINDS.path(namespace), query={"limit": 500, "continue": token})
+            for item in page.get("items") or ():
+                approvals.upsert(item)
+                listed.add((item["metadata"]["namespace"], item["metadata"]["name"]))
+            token = (page.get("metadata") or {}).get("continue") or None
+            if token is None:
+                break
+    dropped = state.sweep(APPROVALS, listed, started)
+    if dropped:
+        log.info("dropped %d Approvals deleted while unwatched", dropped)
+    try:
+        policy = await api.call("GET", POLICY_KINDS.path(None, constants.DEFAULT_POLICY_NAME))
+    except KubeError as exc:
+        if getattr(exc, "status", None) != 404:  # noqa: PLR2004
+            raise
+        policies = state.sink(POLICIES)
+        policies.delete({"metadata": {"name": constants.DEFAULT_POLICY_NAME}})
+    else:
+        state.sink(POLICIES).upsert(policy)
 
 
 def connection_of(configuration: Any) -> kopf.ConnectionInfo:  # noqa: ANN401 - kubernetes_asyncio is untyped

@@ -1,510 +1,441 @@
-"""The central scheduling loop: one loop for the whole cluster, woken by events and a tick.
+"""The central loop: one per cluster, woken by changes and timers, deciding only while it leads.
 
-No per-object handlers, timers or daemons: watch events only update the
-indexes (`state`) and poke this loop. Only the leader runs cycles. A cycle:
+A cycle looks only at what changed (the store's feed), at timers that came
+due, and at the scheduling queue's active tasks. Its numbered steps:
 
-1. gate: tasks waiting for an approval or for dependencies get their phase;
-2. progress: the execution an agent reported moves its task to Running,
-   Succeeded or Failed (or back to the queue for another attempt);
-3. liveness: agents whose Lease went stale become NotReady, and their tasks
-   that had not started go back to the queue (running ones count as a failed
-   attempt);
-4. schedule: queued tasks (not already being written) go through one
-   scheduler-core cycle against a snapshot of ready agents;
-5. write: assignments and reasons to Task status, phases and load to Agent
-   status, all compare-and-set on the version the decision was made on.
+1. timers: agents whose Lease went quiet, retries whose backoff ended,
+   parked tasks whose bounded wait is over;
+2. agents: liveness judged again where something changed; parked tasks an
+   agent could now help are woken;
+3. tasks: each changed task goes through the lifecycle rules (gate,
+   progress); eligible ones join the scheduling queue;
+4. schedule: the queue's active tasks go through one scheduler-core cycle;
+   placed tasks are assigned, the others parked with their reason;
+5. agents' status: phase and load, where they changed;
+6. write: every decision goes to the writer, compare-and-set on the version
+   it was decided on; the loop never waits for a write.
+
+What it must never do: decide an object whose previous write is still open
+(the ledger says busy), or let a failed cycle lose a change (the feed is
+put back).
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import datetime as dt
+import heapq
 import logging
 import time
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
-import numpy as np
-
-from qorch.api.enums import AgentPhase, Strategy, TaskPhase
-from qorch.controller import metrics
-from qorch.controller.state import ACTIVE_PHASES
-from qorch.controller.writer import Outcome
-from qorch.scheduler import Policy, Snapshot, TaskBatch, schedule
+from qorch.api.enums import AgentPhase, Reason, TaskPhase
+from qorch.controller import documents, metrics, translate
+from qorch.controller.kube import Resource
+from qorch.controller.lifecycle import gate, liveness, progress
+from qorch.controller.queueing import SchedulingQueue, Shape
+from qorch.controller.records import ACTIVE_PHASES, FINAL_PHASES
+from qorch.controller.store import AGENTS, APPROVALS, TASKS
+from qorch.controller.writer import Outcome, Write
+from qorch.scheduler import schedule
 
 if TYPE_CHECKING:
+    from collections.abc import Callable
+
+    from qorch.controller.documents import StatusChange
     from qorch.controller.events import EventRecorder
-    from qorch.controller.leader import LeaderElector
-    from qorch.controller.state import AgentRecord, ClusterState, Key, TaskRecord
+    from qorch.controller.records import AgentRecord, ApprovalRecord, Key, TaskRecord
+    from qorch.controller.store import ClusterState, Feed
     from qorch.controller.writer import StatusWriter
 
-__all__ = ["NAMESPACE_LABEL", "SchedulingLoop"]
+__all__ = ["AGENT_RESOURCE", "APPROVAL_RESOURCE", "TASK_RESOURCE", "Kernel"]
 
 log = logging.getLogger(__name__)
-NAMESPACE_LABEL = "qorch.io/namespace"  # synthetic: tasks only run on agents of their own namespace
-TASKS, AGENTS = "tasks", "agents"
-_GATED = frozenset(
-    {None, TaskPhase.PENDING.value, TaskPhase.BLOCKED.value, TaskPhase.AWAITING_APPROVAL.value, TaskPhase.QUEUED.value}
-)
-_FAILED_DEPENDENCY = frozenset({TaskPhase.FAILED.value, TaskPhase.DEAD_LETTERED.value, TaskPhase.CANCELLED.value})
-
-
-def _stamp(when: dt.datetime) -> str:
-    return when.strftime("%Y-%m-%dT%H:%M:%SZ")
-
-
-def _condition(status: str, reason: str, message: str, when: dt.datetime, generation: int) -> dict[str, Any]:
-    return {
-        "type": "Scheduled",
-        "status": status,
-        "reason": reason,
-        "message": message[:1024],
-        "lastTransitionTime": _stamp(when),
-        "observedGeneration": generation,
-    }
+TASK_RESOURCE = Resource("qorch.io", "v1alpha1", TASKS)
+AGENT_RESOURCE = Resource("qorch.io", "v1alpha1", AGENTS)
+APPROVAL_RESOURCE = Resource("qorch.io", "v1alpha1", APPROVALS)
+_IGNORED_MEMORY = 10_000  # ignored reports remembered, so each is reported once
+_AGENT_TIMER, _TASK_TIMER, _FLUSH_TIMER = "agent", "task", "flush"
 
 
 @dataclass(slots=True)
-class _Write:
-    plural: str
-    key: Key
-    resource_version: str
-    status: dict[str, Any]
-    assigned_to: Key | None = None
-    created: dt.datetime | None = None
-    event: tuple[TaskRecord, bool, str, str] | None = None  # (task, warning, reason, message) once written
+class Kernel:
+    """Decides and writes; everything it knows comes from the store."""
 
-
-@dataclass(slots=True)
-class SchedulingLoop:
-    """Decides and writes; everything it knows comes from `state`."""
-
-    state: ClusterState
+    store: ClusterState
     writer: StatusWriter
-    elector: LeaderElector
+    leading: Callable[[], bool]
+    epoch: Callable[[], int]
     events: EventRecorder | None = None
     tick: float = 1.0
+    wall: Callable[[], float] = time.time
+    mono: Callable[[], float] = time.monotonic
+    queue: SchedulingQueue = field(default_factory=SchedulingQueue)
     wake: asyncio.Event = field(default_factory=asyncio.Event)
-    pending: dict[Key, tuple[str, Key]] = field(default_factory=dict)  # task -> (rv decided on, agent)
+    watching_since: float = 0.0  # monotonic time the informers had synced
     cycles: int = 0
-    deciding: float = 0.0  # seconds the last cycle spent deciding (before its writes)
+    last_cycle: float = 0.0  # monotonic end of the latest completed cycle (for /healthz)
+    _liveness: dict[Key, liveness.Liveness] = field(default_factory=dict)
+    _timers: list[tuple[float, int, str, Key]] = field(default_factory=list)
+    _seq: int = 0
+    _led: bool = False
+    _ignored: dict[tuple[str, str], None] = field(default_factory=dict)  # (uid, version) already reported
 
     def poke(self) -> None:
         """Something changed: run a cycle soon."""
         self.wake.set()
 
+    # ------------------------------------------------------------------ the loop
     async def run(self) -> None:
-        """Cycle whenever poked (and on every tick), while leading.
-
-        Cycles are paced: after one that took d seconds the next waits at least 2d. Events
-        arriving meanwhile are batched into that next cycle, and the watch handlers (which
-        share this process) always get at least two thirds of its time, so the indexes
-        never fall behind the operator's own writes.
-        """
+        """Cycle when poked, when a timer is due, and on every tick, while leading."""
         pause = 0.0
         while True:
             if pause:
                 await asyncio.sleep(pause)
+            timeout = self.tick
+            if self._timers:
+                timeout = max(0.0, min(timeout, self._timers[0][0] - self.mono()))
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self.wake.wait(), self.tick)
+                await asyncio.wait_for(self.wake.wait(), timeout)
             self.wake.clear()
-            if not self.elector.leading.is_set():
+            if not self.leading():
+                self._led = False
                 pause = 0.0
                 continue
+            if not self._led:
+                self._take_over()
             started = time.perf_counter()
             try:
-                await self.cycle()
-            except Exception:  # a bad cycle must not kill the loop; the next one re-reads
+                deciding = await self.cycle()
+            except Exception:  # a bad cycle must not end the loop; its changes were put back
                 log.exception("scheduling cycle failed")
+                deciding = time.perf_counter() - started
             metrics.CYCLE_SECONDS.observe(time.perf_counter() - started)
-            pause = min(2.0 * self.deciding, 5.0)  # pace by CPU spent deciding, not by time waiting on writes
+            self.last_cycle = self.mono()
+            # Pace by CPU spent deciding: the informers sharing this process keep two thirds of it.
+            pause = min(2.0 * deciding, 2.0)
 
-    async def cycle(self) -> None:
-        """One pass of the numbered steps."""
+    def _take_over(self) -> None:
+        """Just won the lease: everything is news (a follower kept its store but decided nothing)."""
+        self._led = True
+        feed = self.store.feed
+        feed.tasks |= set(self.store.tasks)
+        feed.agents |= set(self.store.agents) | set(self.store.by_agent) | set(self.store.leases)
+        feed.policy = True
+
+    async def cycle(self) -> float:
+        """One pass of the numbered steps; returns the seconds spent deciding (writes not included)."""
         started = time.perf_counter()
-        now = dt.datetime.now(dt.UTC)
-        self._forget_settled()
-        # 1. Gate: approvals and dependencies decide whether a task may be queued.
-        queued, writes = self._gate_all(now)
-        # 2. Progress: what agents reported (execution) moves Assigned/Running tasks on.
-        writes += self._progress_all(now)
-        # 3. Liveness: who can take work, who lost theirs, and every agent's load.
-        ready = {key: self._ready(agent, now) for key, agent in self.state.agents.items()}
-        active, lost = self._liveness(ready, {w.key for w in writes}, now)
-        writes += lost
-        # 4. Schedule the queued tasks against ready agents with the scheduler core.
-        if queued and self.state.agents:
-            # CPU-bound: run it off the event loop so watch events keep flowing meanwhile. The
-            # records are replaced, never mutated, by watch events, so a list of them is a
-            # consistent view for the worker thread.
-            agents = list(self.state.agents.values())
-            decided = await asyncio.to_thread(self._decide, queued, agents, ready, active, now)
-            for w in decided:  # the agents' reported load includes this cycle's new assignments
-                if w.assigned_to is not None:
-                    active[w.assigned_to] = active.get(w.assigned_to, 0) + 1
-            writes += decided
-        # 5. Write: tasks first (they carry the decisions), then agents' phases and load.
-        writes += self._agent_writes(ready, active, now)
-        self.deciding = time.perf_counter() - started
-        await self._flush(writes)
-        self._publish_phase_gauges()
+        feed = self.store.feed.drain()
+        try:
+            await self._decide(feed, started)
+        except BaseException:
+            self.store.feed.restore(feed)
+            raise
         self.cycles += 1
+        self._publish_gauges()
+        return time.perf_counter() - started
 
-    def _gate_all(self, now: dt.datetime) -> tuple[list[TaskRecord], list[_Write]]:
-        queued: list[TaskRecord] = []
-        writes: list[_Write] = []
-        for task in self.state.tasks.values():
-            if task.phase not in _GATED or self._busy(task):
+    async def _decide(self, feed: Feed, started: float) -> None:
+        now, mono = self.wall(), self.mono()
+        # 1. Timers: agents whose Lease went quiet, retries due, parked tasks due for another try.
+        self._fire_timers(feed, mono)
+        self.queue.flush(mono)
+        if feed.policy:
+            self.queue.wake_all()
+            feed.agents |= set(self.store.agents)
+        # 2. Agents: liveness where something changed; wake parked tasks an agent could now help.
+        self._agents(feed, mono)
+        # 3. Tasks: the lifecycle rules for every changed task.
+        for key in feed.deleted:
+            self.queue.discard(key)
+        for key in feed.touched:
+            self.queue.wake(key)
+        self._report_ignored(feed)
+        for key in feed.tasks:
+            self._task(key, now, mono)
+        # 4. Schedule the queue's active tasks with the scheduler core.
+        if self.queue.active and not self.writer.ledger.full:
+            await self._schedule(now, mono)
+        # 5. Agents' status: phase and load where they changed.
+        for key in feed.agents | feed.freed:
+            self._agent_status(key, now, mono)
+        metrics.DECIDE_SECONDS.observe(time.perf_counter() - started)
+
+    # ------------------------------------------------------------------ 1. timers
+    def _arm(self, due: float, kind: str, key: Key) -> None:
+        self._seq += 1
+        heapq.heappush(self._timers, (due, self._seq, kind, key))
+
+    def _fire_timers(self, feed: Feed, mono: float) -> None:
+        while self._timers and self._timers[0][0] <= mono:
+            _, _, kind, key = heapq.heappop(self._timers)
+            if kind == _AGENT_TIMER:
+                feed.agents.add(key)
+            elif kind == _TASK_TIMER:
+                feed.tasks.add(key)
+        flush = self.queue.next_flush()  # the flush itself runs every cycle; this only wakes the loop
+        if flush is not None and (not self._timers or flush < self._timers[0][0]):
+            self._arm(flush, _FLUSH_TIMER, ("", ""))
+
+    # ------------------------------------------------------------------ 2. agents
+    def _judge(self, key: Key, mono: float) -> liveness.Liveness:
+        return liveness.judge(
+            self.store.leases.get(key),
+            now=mono,
+            grace=float(self.store.policy.agent_grace_seconds),
+            watching_since=self.watching_since,
+        )
+
+    def _agents(self, feed: Feed, mono: float) -> None:
+        grace = float(self.store.policy.agent_grace_seconds)
+        for key in feed.agents | feed.reshaped | feed.freed:
+            now_is = self._judge(key, mono)
+            was = self._liveness.get(key)
+            self._liveness[key] = now_is
+            due = liveness.next_change(self.store.leases.get(key), grace=grace, watching_since=self.watching_since)
+            if due is not None and due > mono and now_is is not liveness.Liveness.DEAD:
+                self._arm(due + 0.01, _AGENT_TIMER, key)
+            agent = self.store.agents.get(key)
+            if was is not None and was is not now_is:
+                log.info("agent %s/%s is %s (was %s)", *key, now_is.value, was.value)
+                feed.tasks |= self.store.by_agent.get(key, set())  # liveness decides their fate
+            if agent is None:
+                if key not in self.store.by_agent and key not in self.store.leases:
+                    self._liveness.pop(key, None)
                 continue
-            phase, reason, message = self._gate(task)
-            if phase == TaskPhase.QUEUED.value:
-                queued.append(task)  # step 4 writes Assigned, or Queued with the reason
-            elif task.phase != phase or task.scheduled_reason != reason:
-                writes.append(
-                    _Write(
-                        TASKS,
-                        task.key,
-                        task.resource_version,
-                        {
-                            "phase": phase,
-                            "observedGeneration": task.generation,
-                            "conditions": [_condition("False", reason, message, now, task.generation)],
-                        },
-                    )
-                )
-        return queued, writes
+            came_alive = now_is is liveness.Liveness.ALIVE and was is not liveness.Liveness.ALIVE
+            if came_alive or key in feed.reshaped:
+                self.queue.agent_changed(agent, slot_freed_only=False)
+            elif key in feed.freed:
+                self.queue.agent_changed(agent, slot_freed_only=True)
 
-    def _progress_all(self, now: dt.datetime) -> list[_Write]:
-        writes = []
-        for task in self.state.tasks.values():
-            if task.phase in ACTIVE_PHASES and not self._busy(task):
-                progressed = self._progress(task, now)
-                if progressed is not None:
-                    writes.append(progressed)
-        return writes
+    def _schedulable(self, agent: AgentRecord) -> bool:
+        return not agent.cordoned and self._liveness.get(agent.key) is liveness.Liveness.ALIVE
 
-    def _liveness(
-        self, ready: dict[Key, bool], moving: set[Key], now: dt.datetime
-    ) -> tuple[dict[Key, int], list[_Write]]:
-        active: dict[Key, int] = {}
-        writes = []
-        for task in self.state.tasks.values():
-            if task.phase in ACTIVE_PHASES and task.agent and task.key not in moving:
-                agent_key = (task.namespace, task.agent)
-                if not ready.get(agent_key, False) and not self._busy(task):
-                    writes.append(self._requeue_write(task, now))
-                    continue
-                active[agent_key] = active.get(agent_key, 0) + 1
-        for _, agent_key in self.pending.values():
-            active[agent_key] = active.get(agent_key, 0) + 1
-        return active, writes
+    # ------------------------------------------------------------------ 3. tasks
+    def _task(self, key: Key, now: float, mono: float) -> None:
+        task = self.store.tasks.get(key)
+        if task is None:
+            self.queue.discard(key)
+            return
+        if self.writer.busy(TASKS, key):
+            return  # its open write settles first; settling marks it changed again
+        if task.phase in FINAL_PHASES:
+            self.queue.discard(key)
+        elif task.phase in ACTIVE_PHASES:
+            self.queue.discard(key)
+            self._progress(task, now, mono)
+        else:
+            self._gate(task, now, mono)
 
-    # ------------------------------------------------------------------ steps
-    def _gate(self, task: TaskRecord) -> tuple[str, str, str]:
-        if task.approval_required:
-            decision = self.state.approvals.get(task.key)
-            if decision == "Reject":
-                return TaskPhase.CANCELLED.value, "ApprovalRejected", "an Approval rejected this task"
-            if decision != "Approve":
-                return (
-                    TaskPhase.AWAITING_APPROVAL.value,
-                    "AwaitingApproval",
-                    (f"create an Approval with taskRef {task.name} to let it run"),
-                )
-        for dep in task.depends_on:
-            other = self.state.tasks.get((task.namespace, dep))
-            if other is None:
-                return TaskPhase.BLOCKED.value, "DependencyPending", f"waiting for task {dep} to exist"
-            if other.phase in _FAILED_DEPENDENCY:
-                return TaskPhase.BLOCKED.value, "DependencyFailed", f"dependency {dep} ended {other.phase}"
-            if other.phase != TaskPhase.SUCCEEDED.value:
-                return TaskPhase.BLOCKED.value, "DependencyPending", f"waiting for {dep} to succeed"
-        return TaskPhase.QUEUED.value, "", ""
+    def _progress(self, task: TaskRecord, now: float, mono: float) -> None:
+        agent_key = (task.namespace, task.agent)
+        judged = self._liveness.get(agent_key)
+        if judged is None:
+            judged = self._liveness[agent_key] = self._judge(agent_key, mono)
+        change = progress.progress(task, liveness=judged, retry=task.retry or self.store.policy.default_retry, now=now)
+        if change is not None:
+            self._write_task(task, change, now)
 
-    def _progress(self, task: TaskRecord, now: dt.datetime) -> _Write | None:
-        started, finished = task.current_execution()
-        if finished:
-            attempts = max(task.attempts, 1)
-            if not task.exec_error:
-                phase, reason, message = TaskPhase.SUCCEEDED.value, "Succeeded", f"completed by {task.agent}"
-            elif attempts < task.max_attempts:
-                phase, reason, message = TaskPhase.QUEUED.value, "AttemptFailed", task.exec_error
-            else:
-                phase, reason, message = TaskPhase.FAILED.value, "AttemptsExhausted", task.exec_error
-            status: dict[str, Any] = {
-                "phase": phase,
-                "attempts": attempts,
-                "conditions": [
-                    _condition("False" if phase != "Succeeded" else "True", reason, message, now, task.generation)
-                ],
-            }
-            if phase == TaskPhase.QUEUED.value:
-                status["assignment"] = None  # retried from scratch; backoff belongs to the workflow layer
-            return _Write(TASKS, task.key, task.resource_version, status)
-        if started and task.phase == TaskPhase.ASSIGNED.value:
-            return _Write(
-                TASKS,
-                task.key,
-                task.resource_version,
-                {
-                    "phase": TaskPhase.RUNNING.value,
-                    "attempts": task.attempts + 1,
-                },
+    def _gate(self, task: TaskRecord, now: float, mono: float) -> None:
+        key = task.key
+        verdict = gate.gate(
+            task,
+            approvals=self.store.approvals_of(key),
+            dependency=lambda name: self.store.tasks.get((task.namespace, name)),
+        )
+        for approval in verdict.bind:
+            self._bind(approval, task)
+        if verdict.change is not None:
+            self.queue.discard(key)
+            if verdict.change.phase.value != task.phase or verdict.change.reason.value != task.reason:
+                self._write_task(task, verdict.change, now)
+            return
+        due = task.next_attempt_at
+        if task.phase == TaskPhase.RETRYING.value and due is not None and due > now:
+            self.queue.discard(key)
+            self._arm(mono + (due - now) + 0.01, _TASK_TIMER, key)
+            return
+        self.queue.add(key)
+
+    def _bind(self, approval: ApprovalRecord, task: TaskRecord) -> None:
+        if self.writer.busy(APPROVALS, approval.key):
+            return
+        self.writer.submit(
+            Write(APPROVAL_RESOURCE, approval.key, approval.resource_version, documents.approval_binding(task.uid))
+        )
+
+    def _report_ignored(self, feed: Feed) -> None:
+        for task in feed.ignored:
+            marker = (task.uid, task.resource_version)
+            if marker in self._ignored or task.report is None:
+                continue
+            self._ignored[marker] = None
+            if len(self._ignored) > _IGNORED_MEMORY:
+                self._ignored.pop(next(iter(self._ignored)))
+            metrics.REPORTS_IGNORED.inc()
+            current = f"attempt {task.attempt} on {task.agent}" if task.agent else "no attempt"
+            message = (
+                f"report for attempt {task.report.attempt} by {task.report.agent or 'an unnamed agent'} ignored: "
+                f"the current assignment is {current}"
             )
-        return None
+            log.warning("task %s/%s: %s", task.namespace, task.name, message)
+            if self.events is not None:
+                self.events.post(
+                    kind="Task",
+                    namespace=task.namespace,
+                    name=task.name,
+                    uid=task.uid,
+                    warning=True,
+                    reason=Reason.REPORT_IGNORED.value,
+                    message=message,
+                )
 
-    def _ready(self, agent: AgentRecord, now: dt.datetime) -> bool:
-        beat = self.state.heartbeats.get((agent.namespace, agent.name))
-        grace = self.state.policy.agent_grace_seconds
-        return not agent.cordoned and beat is not None and (now - beat).total_seconds() <= grace
-
-    def _decide(
-        self,
-        queued: list[TaskRecord],
-        agents: list[AgentRecord],
-        ready: dict[Key, bool],
-        active: dict[Key, int],
-        now: dt.datetime,
-    ) -> list[_Write]:
-        snapshot = Snapshot.build(
-            names=[f"{a.namespace}/{a.name}" for a in agents],
-            capabilities=[a.capabilities for a in agents],
-            capacity=[a.capacity for a in agents],
-            active=[active.get((a.namespace, a.name), 0) for a in agents],
-            clearance=[a.clearance for a in agents],
-            ready=[ready.get((a.namespace, a.name), False) for a in agents],  # may have joined since
-            success_rate=[a.success_rate for a in agents],
-            cost=[a.cost for a in agents],
-            latency_ms=[a.latency_ms for a in agents],
-            groups=[a.group for a in agents],
-            labels=[{**dict(a.labels), NAMESPACE_LABEL: a.namespace} for a in agents],
-        )
-        policy_record = self.state.policy
-        batch = TaskBatch.build(
-            snapshot,
-            names=[f"{t.namespace}/{t.name}" for t in queued],
-            requires=[t.requires for t in queued],
-            priority=[t.priority for t in queued],
-            classification=[t.classification for t in queued],
-            deadline_s=[(t.deadline - now).total_seconds() if t.deadline else np.inf for t in queued],
-            waited_s=[(now - t.created).total_seconds() for t in queued],
-            namespaces=[t.namespace for t in queued],
-            selectors=[_scoped_selector(t) for t in queued],
-            groups=[t.group for t in queued],
-            max_cost=[t.max_cost for t in queued],
-        )
-        policy = Policy(
-            strategy=Strategy(policy_record.strategy),
-            temperature=policy_record.temperature,
-            seed=policy_record.seed + self.cycles,
-            batch_size=policy_record.batch_size,
-            weights={**Policy().weights, **policy_record.weights},
-        )
-        result = schedule(snapshot, batch, policy)
+    # ------------------------------------------------------------------ 4. schedule
+    async def _schedule(self, now: float, mono: float) -> None:
+        store, policy_record = self.store, self.store.policy
+        queued: list[TaskRecord] = []
+        for key in list(self.queue.active):
+            task = store.tasks.get(key)
+            if task is None:
+                self.queue.discard(key)
+            elif not self.writer.busy(TASKS, key):
+                queued.append(task)
+        if not queued:
+            return
+        agents = list(store.agents.values())
+        load = self._load
+        fleet = translate.fleet(agents, schedulable=self._schedulable, load=load)
+        batch = translate.tasks(fleet, queued, now=now, avoid_group=self._avoid_group)
+        free_quota, cost_left = self._quotas(agents, fleet.load)
+        policy = translate.policy(policy_record, free_quota=free_quota, cycle=self.cycles)
+        # CPU-bound and pure: off the event loop, so watch events and renewals keep flowing.
+        result = await asyncio.to_thread(schedule, fleet.snapshot, batch, policy)
         for name, value in (
             ("entropy", result.observables.entropy),
             ("coherence", result.observables.coherence),
             ("fidelity", result.observables.fidelity),
         ):
             metrics.OBSERVABLE.labels(name).set(value)
-        writes: list[_Write] = []
-        by_class: dict[int, list[dict[str, Any]]] = {}  # candidates are the same for a whole task class
-        for i, task in enumerate(queued):
-            if result.heads[i] < 0:
-                continue  # not in this cycle's batch: leave it alone, a later cycle decides it
-            agent_row = int(result.agent_of[i])
-            class_id = int(batch.class_of[i])
-            candidates = by_class.get(class_id)
-            if candidates is None:
-                candidates = by_class[class_id] = [
-                    {
-                        "agent": c.agent.split("/", 1)[1],
-                        "score": round(c.score, 4),
-                        "probability": round(c.probability, 4),
-                    }
-                    for c in result.explain(i).candidates
-                ]
-            if agent_row >= 0:
-                agent = agents[agent_row]
-                summary = (
-                    f"assigned to {agent.name} (score {result.score[i]:.3f}, probability "
-                    f"{result.probability[i]:.3f}) by {result.strategy} among the candidates listed"
-                )
-                writes.append(
-                    _Write(
-                        TASKS,
-                        task.key,
-                        task.resource_version,
-                        {
-                            "phase": TaskPhase.ASSIGNED.value,
-                            "assignment": {
-                                "agent": agent.name,
-                                "epoch": self.elector.epoch,
-                                "assignedAt": _stamp(now),
-                                "score": round(float(result.score[i]), 4),
-                                "probability": round(float(result.probability[i]), 4),
-                                "strategy": result.strategy,
-                            },
-                            "explanation": {
-                                "summary": summary,
-                                "candidates": candidates,
-                            },
-                            "conditions": [
-                                _condition("True", "Scheduled", f"assigned to {agent.name}", now, task.generation)
-                            ],
-                            "observedGeneration": task.generation,
-                        },
-                        assigned_to=(agent.namespace, agent.name),
-                        created=task.created,
-                        event=(task, False, "Scheduled", summary),
-                    )
-                )
-                continue
-            reason = result.reason(i) or ("CapacityExhausted", "")
-            if task.scheduled_reason != reason[0] or task.phase != TaskPhase.QUEUED.value:
-                writes.append(
-                    _Write(
-                        TASKS,
-                        task.key,
-                        task.resource_version,
-                        {
-                            "phase": TaskPhase.QUEUED.value,
-                            "explanation": {"summary": f"{reason[0]}: {reason[1]}"[:1024], "candidates": candidates},
-                            "conditions": [_condition("False", reason[0], reason[1], now, task.generation)],
-                            "observedGeneration": task.generation,
-                        },
-                        event=(task, True, "Unschedulable", f"{reason[0]}: {reason[1]}"),
-                    )
-                )
-        return writes
+        epoch = self.epoch()
+        for placement in translate.placements(result, fleet, queued, cost_left=cost_left):
+            self._place(placement, epoch, now, mono)
 
-    def _requeue_write(self, task: TaskRecord, now: dt.datetime) -> _Write:
-        if task.phase == TaskPhase.RUNNING.value:  # a started attempt is lost: it counts as failed
-            attempts = max(task.attempts, 1)  # counted when it started; losing it adds no second attempt
-            final = attempts >= task.max_attempts
-            return _Write(
-                TASKS,
-                task.key,
-                task.resource_version,
-                {
-                    "phase": TaskPhase.FAILED.value if final else TaskPhase.QUEUED.value,
-                    "attempts": attempts,
-                    "assignment": None,
-                    "conditions": [
-                        _condition(
-                            "False",
-                            "AgentLost",
-                            f"agent {task.agent} stopped renewing its Lease while the task ran",
-                            now,
-                            task.generation,
-                        )
-                    ],
-                },
+    def _place(self, placement: translate.Placement, epoch: int, now: float, mono: float) -> None:
+        task = placement.task
+        if placement.agent is not None:
+            change = documents.assigned(
+                agent=placement.agent.name,
+                attempt=task.attempts + 1,
+                epoch=epoch,
+                when=now,
+                score=placement.score,
+                probability=placement.probability,
+                strategy=placement.strategy,
+                candidates=placement.candidates,
             )
-        return _Write(
-            TASKS,
+            self.queue.placed(task.key)
+            self._write_task(task, change, now, created=task.created)
+            return
+        reason = placement.reason or Reason.CAPACITY_EXHAUSTED
+        if reason is Reason.NOT_IN_BATCH:
+            if task.phase != TaskPhase.QUEUED.value:  # every task carries a status within a cycle or two
+                self._write_task(task, documents.queued(reason, placement.message, [], event=False), now)
+            return
+        self.queue.park(task.key, Shape.of(task), reason, mono)
+        if task.phase != TaskPhase.QUEUED.value or task.reason != reason.value:
+            self._write_task(task, documents.queued(reason, placement.message, placement.candidates), now)
+
+    def _load(self, agent: Key) -> int:
+        return self.store.load(agent) + self.writer.ledger.slots(agent)
+
+    def _avoid_group(self, task: TaskRecord) -> str:
+        if not task.failed_agent:
+            return ""
+        failed = self.store.agents.get((task.namespace, task.failed_agent))
+        return failed.group if failed is not None else ""
+
+    def _quotas(self, agents: list[AgentRecord], load: dict[Key, int]) -> tuple[dict[str, int], dict[str, float]]:
+        quotas = self.store.policy.quotas
+        if not quotas:
+            return {}, {}
+        active: dict[str, int] = {}
+        spent: dict[str, float] = {}
+        for agent in agents:
+            if agent.namespace in quotas:
+                used = load.get(agent.key, 0)
+                active[agent.namespace] = active.get(agent.namespace, 0) + used
+                spent[agent.namespace] = spent.get(agent.namespace, 0.0) + used * agent.cost
+        free = {
+            ns: max(0, q.max_concurrent - active.get(ns, 0)) for ns, q in quotas.items() if q.max_concurrent is not None
+        }
+        cost = {ns: q.max_cost - spent.get(ns, 0.0) for ns, q in quotas.items() if q.max_cost is not None}
+        return free, cost
+
+    # ------------------------------------------------------------------ 5. agents' status
+    def _agent_status(self, key: Key, now: float, mono: float) -> None:
+        agent = self.store.agents.get(key)
+        if agent is None or self.writer.busy(AGENTS, key):
+            return
+        judged = self._liveness.get(key) or self._judge(key, mono)
+        phase, reason, message = liveness.agent_phase(agent, judged)
+        load = self.store.load(key)
+        lease = self.store.leases.get(key)
+        heartbeat = lease.renew_time if lease is not None else ""
+        if (
+            agent.phase == phase.value
+            and agent.active_tasks == load
+            and agent.observed_generation == agent.generation
+            and (agent.last_heartbeat == heartbeat or phase is not AgentPhase.READY)
+        ):
+            return
+        if phase is AgentPhase.READY and agent.phase == phase.value and agent.active_tasks == load:
+            heartbeat = agent.last_heartbeat or heartbeat  # a heartbeat alone is not worth a write
+        body = documents.agent_status(
+            agent, phase=phase, load=load, heartbeat=heartbeat, reason=reason, message=message, when=now
+        )
+        self.writer.submit(Write(AGENT_RESOURCE, key, agent.resource_version, body))
+
+    # ------------------------------------------------------------------ 6. writes
+    def _write_task(self, task: TaskRecord, change: StatusChange, now: float, *, created: float | None = None) -> None:
+        reserve = (task.namespace, change.agent) if change.reserve else None
+        events = self.events
+
+        def done(outcome: Outcome) -> None:
+            if outcome is not Outcome.WRITTEN:
+                self.poke()
+                return
+            if change.reserve:
+                metrics.ASSIGNMENTS.inc()
+                if created is not None:
+                    metrics.CREATE_TO_ASSIGNED_SECONDS.observe(max(0.0, self.wall() - created))
+            metrics.TRANSITIONS.labels(change.phase.value, change.reason.value).inc()
+            if events is not None and change.event:
+                events.post(
+                    kind="Task",
+                    namespace=task.namespace,
+                    name=task.name,
+                    uid=task.uid,
+                    warning=change.warning,
+                    reason=change.reason.value,
+                    message=change.message,
+                )
+
+        write = Write(
+            TASK_RESOURCE,
             task.key,
             task.resource_version,
-            {
-                "phase": TaskPhase.QUEUED.value,
-                "assignment": None,
-                "conditions": [
-                    _condition(
-                        "False",
-                        "AgentNotReady",
-                        f"agent {task.agent} became NotReady before starting the task",
-                        now,
-                        task.generation,
-                    )
-                ],
-            },
+            documents.render(change, task, now),
+            reserve=reserve,
+            done=done,
         )
+        self.writer.submit(write)
 
-    def _agent_writes(self, ready: dict[Key, bool], active: dict[Key, int], now: dt.datetime) -> list[_Write]:
-        writes = []
-        for key, agent in self.state.agents.items():
-            if self.writer.busy(AGENTS, key, agent.resource_version):
-                continue
-            phase = (
-                AgentPhase.CORDONED if agent.cordoned else AgentPhase.READY if ready[key] else AgentPhase.NOT_READY
-            ).value
-            load = active.get(key, 0)
-            if agent.phase == phase and agent.active_tasks == load and agent.observed_generation == agent.generation:
-                continue
-            beat = self.state.heartbeats.get(key)
-            status: dict[str, Any] = {
-                "phase": phase,
-                "activeTasks": load,
-                "observedGeneration": agent.generation,
-                "conditions": [
-                    {
-                        "type": "Ready",
-                        "status": "True" if phase == "Ready" else "False",
-                        "reason": phase if beat else "NoHeartbeat",
-                        "message": "" if beat else "no Lease qorch-agent-" + agent.name + " yet",
-                        "lastTransitionTime": _stamp(now),
-                        "observedGeneration": agent.generation,
-                    }
-                ],
-            }
-            if beat is not None:
-                status["lastHeartbeat"] = _stamp(beat)
-            writes.append(_Write(AGENTS, key, agent.resource_version, status))
-        return writes
-
-    # ------------------------------------------------------------------ writing
-    def _busy(self, task: TaskRecord) -> bool:
-        return task.key in self.pending or self.writer.busy(TASKS, task.key, task.resource_version)
-
-    def _forget_settled(self) -> None:
-        """Drop pending assignments whose write came back through the watch (or was overtaken)."""
-        for key, (rv, _) in list(self.pending.items()):
-            task = self.state.tasks.get(key)
-            if task is None or task.resource_version != rv:
-                del self.pending[key]
-        for key, task in self.state.tasks.items():
-            self.writer.settle(TASKS, key, task.resource_version)
-        for key, agent in self.state.agents.items():
-            self.writer.settle(AGENTS, key, agent.resource_version)
-
-    async def _flush(self, writes: list[_Write]) -> None:
-        for w in writes:
-            if w.assigned_to is not None:
-                self.pending[w.key] = (w.resource_version, w.assigned_to)
-        outcomes = await asyncio.gather(
-            *(self.writer.patch(w.plural, w.key, w.resource_version, w.status) for w in writes)
-        )
-        done = dt.datetime.now(dt.UTC)
-        events = []
-        for w, outcome in zip(writes, outcomes, strict=True):
-            if w.event is not None and outcome is Outcome.WRITTEN and self.events is not None:
-                task, warning, reason, message = w.event
-                events.append(self.events.task(task, warning=warning, reason=reason, message=message))
-            if w.assigned_to is None:
-                continue
-            if outcome is Outcome.WRITTEN:
-                metrics.ASSIGNMENTS.inc()
-                if w.created is not None:
-                    metrics.CREATE_TO_ASSIGNED_SECONDS.observe(max(0.0, (done - w.created).total_seconds()))
-            else:
-                self.pending.pop(w.key, None)  # void: the next cycle decides again on fresh state
-        if events:
-            await asyncio.gather(*events)
-        if any(o is not Outcome.WRITTEN for o in outcomes):
-            self.poke()
-
-    def _publish_phase_gauges(self) -> None:
-        counts: dict[str, int] = dict.fromkeys((p.value for p in TaskPhase), 0)
-        for task in self.state.tasks.values():
-            counts[task.phase or TaskPhase.PENDING.value] = counts.get(task.phase or TaskPhase.PENDING.value, 0) + 1
-        for phase, count in counts.items():
-            metrics.TASKS.labels(phase).set(count)
-
-
-def _scoped_selector(task: TaskRecord) -> dict[str, Any]:
-    """The task's own agentSelector plus 'same namespace'."""
-    selector = dict(task.selector or {})
-    selector["matchLabels"] = {**(selector.get("matchLabels") or {}), NAMESPACE_LABEL: task.namespace}
-    selector.setdefault("matchExpressions", [])
-    return selector
+    def _publish_gauges(self) -> None:
+        for phase, count in self.store.phases.items():
+            metrics.TASKS.labels(phase or TaskPhase.PENDING.value).set(count)
+        metrics.QUEUE.labels("active").set(len(self.queue.active))
+        metrics.QUEUE.labels("parked").set(len(self.queue.parked))
+        metrics.LEDGER.set(len(self.writer.ledger))

@@ -11,19 +11,35 @@ from prometheus_client import Counter, Gauge, Histogram
 __all__ = [
     "API_WRITE_SECONDS",
     "ASSIGNMENTS",
-    "CONFLICTS",
     "CREATE_TO_ASSIGNED_SECONDS",
     "CYCLE_SECONDS",
+    "DECIDE_SECONDS",
+    "EVENTS_DROPPED",
+    "INFORMER_LISTS",
     "LEADER",
+    "LEDGER",
+    "LEDGER_CHECKS",
     "OBSERVABLE",
+    "QUEUE",
+    "REPORTS_IGNORED",
     "TASKS",
+    "TRANSITIONS",
+    "WATCH_EVENTS",
+    "WRITES",
 ]
 
 TASKS = Gauge("qorch_tasks", "Tasks by phase (Pending, Queued, Assigned, Running, ...).", ["phase"])
+QUEUE = Gauge("qorch_scheduling_queue", "Tasks in the scheduling queue: state active or parked.", ["state"])
+LEDGER = Gauge("qorch_writes_open", "Status writes decided and not yet settled (the ledger's entries).")
 CYCLE_SECONDS = Histogram(
     "qorch_scheduling_cycle_seconds",
-    "Duration of one scheduling cycle (decide + write).",
+    "Duration of one scheduling cycle (writes are sent in the background).",
     buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30),
+)
+DECIDE_SECONDS = Histogram(
+    "qorch_decide_seconds",
+    "Time a cycle spent deciding (rules, scheduler core, documents).",
+    buckets=(0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5),
 )
 CREATE_TO_ASSIGNED_SECONDS = Histogram(
     "qorch_task_create_to_assigned_seconds",
@@ -31,12 +47,28 @@ CREATE_TO_ASSIGNED_SECONDS = Histogram(
     buckets=(0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60),
 )
 ASSIGNMENTS = Counter("qorch_assignments_total", "Assignments written to Task status.")
-CONFLICTS = Counter("qorch_status_conflicts_total", "Status writes refused with 409 (decided on a stale version).")
+TRANSITIONS = Counter(
+    "qorch_task_transitions_total",
+    "Task status transitions written, by phase entered and reason (both from qorch.api.enums).",
+    ["phase", "reason"],
+)
+WRITES = Counter(
+    "qorch_status_writes_total",
+    "Status writes by kind (tasks, agents, approvals) and outcome: written, conflict, gone, refused, unknown, dropped.",
+    ["kind", "outcome"],
+)
 API_WRITE_SECONDS = Histogram(
     "qorch_api_write_seconds",
     "Latency of one status write to the apiserver.",
     buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5),
 )
+LEDGER_CHECKS = Counter("qorch_ledger_checks_total", "GETs made to settle a write whose echo did not come.")
+REPORTS_IGNORED = Counter(
+    "qorch_reports_ignored_total", "Execution reports ignored because they were not about the current attempt."
+)
+EVENTS_DROPPED = Counter("qorch_events_dropped_total", "Events not posted (queue full or the API refused).")
+INFORMER_LISTS = Counter("qorch_informer_lists_total", "Full LISTs made by informers, by resource.", ["resource"])
+WATCH_EVENTS = Counter("qorch_watch_events_total", "Watch events applied to the store, by resource.", ["resource"])
 LEADER = Gauge("qorch_leader", "1 while this replica holds the qorch-operator Lease, else 0.")
 OBSERVABLE = Gauge(
     "qorch_scheduler_observable", "Observables of the last cycle: entropy, coherence or fidelity.", ["name"]

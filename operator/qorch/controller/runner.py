@@ -1,8 +1,12 @@
-"""`qorch operator run`: kopf watching, leader election, the scheduling loop, metrics and probes.
+"""`qorch operator run`: informers, kopf, leader election, the loop, the writer, metrics and probes.
 
-Several replicas may run side by side: all keep their indexes warm, only the
-Lease holder decides. A leader that loses its Lease exits non-zero so its
-Deployment restarts it as a follower; it never keeps acting on stale hope.
+Several replicas may run side by side: all keep their stores warm, only the
+Lease holder decides. The process ends, and its Deployment restarts it, when
+- leadership is lost (exit 3): it never keeps acting on stale hope;
+- any of its own parts (elector, loop, writer, informers, kopf) ends or
+  crashes (exit 1): a half-working operator that says it is healthy is worse
+  than a restart;
+- SIGTERM arrives (exit 0): it releases the Lease so a follower leads at once.
 """
 
 from __future__ import annotations
@@ -15,7 +19,7 @@ import signal
 import socket
 import time
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import kopf
 from aiohttp import web
@@ -23,17 +27,26 @@ from kubernetes_asyncio import client, config
 from prometheus_client import start_http_server
 
 from qorch.api import constants
-from qorch.controller import handlers, metrics
+from qorch.controller import handlers, metrics, writer
 from qorch.controller.events import EventRecorder
-from qorch.controller.leader import LeaderElector, LeaseTimings
-from qorch.controller.loop import SchedulingLoop
-from qorch.controller.state import ClusterState
+from qorch.controller.informer import Informer
+from qorch.controller.kube import KubeApi, KubeError, Resource
+from qorch.controller.leader import LEASES, LeaderElector, LeaseTimings
+from qorch.controller.loop import AGENT_RESOURCE, APPROVAL_RESOURCE, TASK_RESOURCE, Kernel
+from qorch.controller.store import AGENTS, TASKS, ClusterState
+from qorch.controller.store import LEASES as LEASE_PLURAL
 from qorch.controller.writer import StatusWriter
 
-__all__ = ["EXIT_LOST_LEADERSHIP", "OperatorSettings", "run"]
+if TYPE_CHECKING:
+    from collections.abc import Awaitable, Coroutine
+
+__all__ = ["EXIT_FAILED", "EXIT_LOST_LEADERSHIP", "OperatorSettings", "run"]
 
 log = logging.getLogger(__name__)
+EXIT_FAILED = 1
 EXIT_LOST_LEADERSHIP = 3
+_SWEEP_SECONDS = 300.0
+_STUCK_SECONDS = 60.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -49,18 +62,74 @@ class OperatorSettings:
     lease_name: str = constants.LEADER_LEASE
     timings: LeaseTimings = field(default_factory=LeaseTimings)
     write_concurrency: int = 16
+    request_timeout: float = 10.0
     tick_seconds: float = 1.0
 
 
-async def _probes(port: int, ready: asyncio.Event) -> web.AppRunner | None:
+@dataclass(slots=True)
+class _Parts:
+    """The running pieces: started as tasks, watched for an early end, probed for health."""
+
+    kernel: Kernel
+    elector: LeaderElector
+    informers: list[Informer]
+    tasks: dict[str, asyncio.Task[Any]] = field(default_factory=dict)
+    synced: asyncio.Event = field(default_factory=asyncio.Event)
+
+    def start(self, name: str, work: Coroutine[Any, Any, Any]) -> None:
+        self.tasks[name] = asyncio.create_task(work, name=name)
+
+    def ended(self) -> str | None:
+        """The name of a part that stopped (none ever should before shutdown)."""
+        return next((name for name, task in self.tasks.items() if task.done()), None)
+
+    async def first_end(self) -> None:
+        await asyncio.wait(set(self.tasks.values()), return_when=asyncio.FIRST_COMPLETED)
+
+    def healthy(self) -> tuple[bool, str]:
+        name = self.ended()
+        if name is not None:
+            return False, f"{name} stopped"
+        last = self.kernel.last_cycle
+        if self.elector.leading.is_set() and last and time.monotonic() - last > _STUCK_SECONDS:
+            return False, f"no scheduling cycle for {time.monotonic() - last:.0f}s while leading"
+        return True, "ok"
+
+    def why_ended(self) -> str:
+        name = self.ended() or "?"
+        task = self.tasks.get(name)
+        error = task.exception() if task is not None and task.done() and not task.cancelled() else None
+        return f"{name} ended unexpectedly{f': {error!r}' if error else ''}"
+
+    async def stop(self) -> None:
+        for name, task in self.tasks.items():
+            if name != "kopf":  # kopf stops on its own stop flag
+                task.cancel()
+        with contextlib.suppress(BaseException):
+            await asyncio.wait_for(asyncio.gather(*self.tasks.values(), return_exceptions=True), 10)
+
+
+async def _until(*aws: Awaitable[Any]) -> None:
+    """Wait until the first of `aws` is done; cancel the helpers made for the others."""
+    futures = [asyncio.ensure_future(a) for a in aws]
+    try:
+        await asyncio.wait(futures, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for future in futures:
+            if not future.done():
+                future.cancel()
+
+
+async def _probes(port: int, parts: _Parts) -> web.AppRunner | None:
     if port <= 0:
         return None
 
     async def healthz(_: web.Request) -> web.Response:
-        return web.Response(text="ok")
+        ok, why = parts.healthy()
+        return web.Response(status=200 if ok else 503, text=why)
 
     async def readyz(_: web.Request) -> web.Response:
-        return web.Response(text="ok") if ready.is_set() else web.Response(status=503, text="caches not synced")
+        return web.Response(text="ok") if parts.synced.is_set() else web.Response(status=503, text="caches not synced")
 
     app = web.Application()
     app.router.add_get("/healthz", healthz)
@@ -71,59 +140,34 @@ async def _probes(port: int, ready: asyncio.Event) -> web.AppRunner | None:
     return runner
 
 
-async def _wait_until_served(api: client.ApiClient, settings: OperatorSettings, stop: asyncio.Event) -> None:
-    """Block until the qorch kinds and Leases are served (fresh apiservers serve CRDs late).
+async def _wait_until_served(api: KubeApi, settings: OperatorSettings, stop: asyncio.Event) -> bool:
+    """Block until the qorch kinds are served (fresh apiservers serve CRDs late); False if stopped first.
 
-    kopf resolves resources once at start; a resource missing from discovery then
-    stays unwatched, so the operator must not start watching a half-started apiserver.
+    kopf resolves resources once at start, and an informer of a missing kind only
+    fails; so nothing starts watching a half-started apiserver. One line says
+    what is missing, not one per retry.
     """
-    objects = client.CustomObjectsApi(api)
-    leases = client.CoordinationV1Api(api)
+    said = ""
     while not stop.is_set():
         try:
-            for plural in ("agents", "tasks", "approvals", "schedulingpolicies"):
-                await objects.list_cluster_custom_object(constants.GROUP, constants.VERSION, plural, limit=1)
-            await leases.list_namespaced_lease(settings.lease_namespace, limit=1)
-        except (TimeoutError, client.exceptions.ApiException, OSError) as exc:
-            log.info("waiting for the API to serve qorch resources: %s", getattr(exc, "reason", exc))
-            await asyncio.sleep(1.0)
+            for plural in (TASKS, AGENTS, "approvals"):
+                await api.call("GET", Resource(constants.GROUP, constants.VERSION, plural).path(), query={"limit": 1})
+            await api.call("GET", LEASES.path(settings.lease_namespace), query={"limit": 1})
+        except KubeError as exc:
+            text = str(exc)
+            if "404" in text:
+                text += " (are the qorch CRDs installed? kubectl apply -f crds/)"
+            if text != said:
+                log.warning("waiting for the API to serve qorch resources: %s", text)
+                said = text
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), 1.0)
         else:
-            return
+            return True
+    return False
 
 
-async def _settle(api: client.ApiClient, state: ClusterState, settings: OperatorSettings) -> None:
-    """Wait until the initial watch lists have landed in the indexes (at most 120 s).
-
-    A LIST with limit=1 tells how many Agents and Tasks exist; once the indexes hold at
-    least that many, one more second lets the heartbeats catch up. Deciding on
-    half-loaded indexes (agents without heartbeats yet) would write thousands of wrong
-    reasons only to correct them a moment later. A quiet-period rule would not do:
-    a live fleet renews Leases all the time.
-    """
-    objects: Any = client.CustomObjectsApi(api)
-    totals: dict[str, int] = {}
-    for plural in ("agents", "tasks"):
-        total = 0
-        for namespace in settings.namespaces or (None,):
-            if namespace is None:
-                page = await objects.list_cluster_custom_object(constants.GROUP, constants.VERSION, plural, limit=1)
-            else:
-                page = await objects.list_namespaced_custom_object(
-                    constants.GROUP, constants.VERSION, namespace, plural, limit=1
-                )
-            total += len(page["items"]) + int(page["metadata"].get("remainingItemCount") or 0)
-        totals[plural] = total
-    deadline = time.monotonic() + 120
-
-    def loaded() -> bool:
-        return len(state.agents) >= totals["agents"] and len(state.tasks) >= totals["tasks"]
-
-    while time.monotonic() < deadline and not loaded():  # noqa: ASYNC110 - the watch fills the indexes
-        await asyncio.sleep(0.2)
-    await asyncio.sleep(1.0)
-
-
-async def _main(settings: OperatorSettings) -> int:
+async def _load_config(settings: OperatorSettings) -> client.ApiClient:
     if settings.kubeconfig:
         os.environ["KUBECONFIG"] = settings.kubeconfig
         await config.load_kube_config(config_file=settings.kubeconfig)
@@ -132,64 +176,150 @@ async def _main(settings: OperatorSettings) -> int:
             config.load_incluster_config()  # type: ignore[no-untyped-call]
         except config.ConfigException:
             await config.load_kube_config()
-    api = client.ApiClient()
-    api.configuration.connection_pool_maxsize = max(settings.write_concurrency, 8)
+    api_client = client.ApiClient()
+    api_client.configuration.connection_pool_maxsize = max(settings.write_concurrency + 16, 32)
+    return api_client
+
+
+def _informers(api: KubeApi, state: ClusterState, settings: OperatorSettings) -> list[Informer]:
+    kinds = [
+        (TASK_RESOURCE, TASKS, ""),
+        (AGENT_RESOURCE, AGENTS, ""),
+        (LEASES, LEASE_PLURAL, constants.AGENT_LEASE_PREFIX),
+    ]
+    return [
+        Informer(api, resource, state.sink(plural), namespace=namespace, name_prefix=prefix)
+        for resource, plural, prefix in kinds
+        for namespace in (settings.namespaces or (None,))
+    ]
+
+
+async def _sweeper(api: KubeApi, state: ClusterState, settings: OperatorSettings) -> None:
+    while True:
+        await asyncio.sleep(_SWEEP_SECONDS)
+        try:
+            await handlers.sweep(api, state, settings.namespaces)
+        except KubeError as exc:
+            log.warning("sweep of Approvals failed: %s", exc)
+
+
+def _kopf(
+    state: ClusterState,
+    kernel: Kernel,
+    api_client: client.ApiClient,
+    *,
+    settings: OperatorSettings,
+    stop: asyncio.Event,
+) -> tuple[asyncio.Event, Coroutine[Any, Any, Any]]:
+    """Kopf for Approvals and the policy: its ready flag, and the coroutine that runs it."""
+    ready = asyncio.Event()
+    registry = kopf.OperatorRegistry()
+    handlers.register(registry, state, kernel.poke, handlers.connection_of(api_client.configuration))
+    kopf_settings = kopf.OperatorSettings()
+    kopf_settings.posting.enabled = False
+    kopf_settings.watching.server_timeout = 300
+    return ready, kopf.operator(
+        registry=registry,
+        settings=kopf_settings,
+        standalone=True,
+        clusterwide=not settings.namespaces,
+        namespaces=list(settings.namespaces),
+        stop_flag=stop,
+        ready_flag=ready,
+    )
+
+
+async def _main(settings: OperatorSettings) -> int:
+    api_client = await _load_config(settings)
+    api = KubeApi(api_client, timeout=settings.request_timeout)
     state = ClusterState()
     elector = LeaderElector(
-        client.CoordinationV1Api(api),
+        api,
         namespace=settings.lease_namespace,
         name=settings.lease_name,
         identity=settings.identity,
         timings=settings.timings,
     )
-    writer = StatusWriter(client.CustomObjectsApi(api), concurrency=settings.write_concurrency)
-    recorder = EventRecorder(client.CoreV1Api(api), settings.identity)
-    loop = SchedulingLoop(state, writer, elector, events=recorder, tick=settings.tick_seconds)
-
-    registry = kopf.OperatorRegistry()
-    handlers.register(registry, state, loop.poke, handlers.connection_of(api.configuration))
-    kopf_settings = kopf.OperatorSettings()
-    kopf_settings.posting.enabled = False
-    kopf_settings.watching.server_timeout = 300
+    status_writer = StatusWriter(api, state, elector.may_write, concurrency=settings.write_concurrency)
+    for resource in (TASK_RESOURCE, AGENT_RESOURCE, APPROVAL_RESOURCE):
+        writer.register(resource)
+    recorder = EventRecorder(api, settings.identity)
+    kernel = Kernel(
+        state,
+        status_writer,
+        leading=elector.leading.is_set,
+        epoch=lambda: elector.epoch,
+        events=recorder,
+        tick=settings.tick_seconds,
+    )
+    state.notify = kernel.poke
+    parts = _Parts(kernel, elector, _informers(api, state, settings))
     stop = asyncio.Event()
-    ready = asyncio.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         asyncio.get_running_loop().add_signal_handler(sig, stop.set)
     if settings.metrics_port > 0:
         start_http_server(settings.metrics_port)
-    probes = await _probes(settings.health_port, ready)
-    await _wait_until_served(api, settings, stop)
-
-    kopf_task = asyncio.create_task(
-        kopf.operator(
-            registry=registry,
-            settings=kopf_settings,
-            standalone=True,
-            clusterwide=not settings.namespaces,
-            namespaces=list(settings.namespaces),
-            stop_flag=stop,
-            ready_flag=ready,
-        )
-    )
-    await ready.wait()
-    await _settle(api, state, settings)  # the initial lists are in the indexes before anyone may lead
-    tasks = [asyncio.create_task(elector.run()), asyncio.create_task(loop.run())]
-    lost = asyncio.create_task(elector.lost.wait())
-    stopped = asyncio.create_task(stop.wait())
-    leader_gauge = asyncio.create_task(_track_leader(elector))
-    await asyncio.wait({lost, stopped, kopf_task}, return_when=asyncio.FIRST_COMPLETED)
-    code = EXIT_LOST_LEADERSHIP if lost.done() else 0
-    stop.set()
-    for task in (*tasks, leader_gauge, lost, stopped):
-        task.cancel()
-    if code == 0:
-        await elector.release()
-    with contextlib.suppress(asyncio.CancelledError, Exception):
-        await asyncio.wait_for(kopf_task, 10)
-    if probes is not None:
-        await probes.cleanup()
-    await api.close()
+    probes = await _probes(settings.health_port, parts)
+    code = 0
+    try:
+        if await _wait_until_served(api, settings, stop):
+            kopf_run = _kopf(state, kernel, api_client, settings=settings, stop=stop)
+            code = await _operate(parts, api, state=state, settings=settings, stop=stop, kopf_run=kopf_run)
+    finally:
+        stop.set()
+        if code == 0:
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(elector.release(), 3.0)
+        await parts.stop()
+        if probes is not None:
+            await probes.cleanup()
+        await api_client.close()
     return code
+
+
+async def _operate(
+    parts: _Parts,
+    api: KubeApi,
+    *,
+    state: ClusterState,
+    settings: OperatorSettings,
+    stop: asyncio.Event,
+    kopf_run: tuple[asyncio.Event, Coroutine[Any, Any, Any]],
+) -> int:
+    """Start watching; once every cache is complete, stand for election and run. Returns the exit code."""
+    kopf_ready, kopf_operator = kopf_run
+    for informer in parts.informers:
+        parts.start(f"informer {informer.label}", informer.run())
+    parts.start("kopf", kopf_operator)
+    parts.start("writer", parts.kernel.writer.run())
+    if parts.kernel.events is not None:
+        parts.start("events", parts.kernel.events.run())
+    # The caches are complete before anyone may lead: deciding on half-loaded ones
+    # (agents whose Leases have not arrived) would fail running tasks.
+    await _until(
+        asyncio.gather(kopf_ready.wait(), *(i.synced.wait() for i in parts.informers)), parts.first_end(), stop.wait()
+    )
+    if not stop.is_set() and parts.ended() is None:
+        await handlers.sweep(api, state, settings.namespaces)
+        parts.kernel.watching_since = time.monotonic()
+        parts.synced.set()
+        log.info(
+            "caches synced: %d agents, %d tasks, %d agent leases; standing for election",
+            len(state.agents),
+            len(state.tasks),
+            len(state.leases),
+        )
+        parts.start("elector", parts.elector.run())
+        parts.start("loop", parts.kernel.run())
+        parts.start("sweeper", _sweeper(api, state, settings))
+        parts.start("leader gauge", _track_leader(parts.elector))
+        await _until(parts.elector.lost.wait(), parts.first_end(), stop.wait())
+    if parts.elector.lost.is_set():
+        return EXIT_LOST_LEADERSHIP
+    if not stop.is_set():
+        log.error("%s; exiting so that the Deployment restarts the operator", parts.why_ended())
+        return EXIT_FAILED
+    return 0
 
 
 async def _track_leader(elector: LeaderElector) -> None:
@@ -199,7 +329,7 @@ async def _track_leader(elector: LeaderElector) -> None:
 
 
 def run(settings: OperatorSettings) -> int:
-    """Run until SIGTERM (exit 0) or until leadership is lost (exit 3)."""
+    """Run until SIGTERM (exit 0), lost leadership (exit 3) or a failed part (exit 1)."""
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     logging.getLogger("kopf").setLevel(logging.DEBUG if os.environ.get("QORCH_DEBUG") else logging.WARNING)
     return asyncio.run(_main(settings))

@@ -1,114 +1,266 @@
-"""The status writer: compare-and-set merge patches to /status, bounded and polite.
+"""The status writer: every decision goes out through here, compare-and-set, and is settled here.
 
-Every patch carries `metadata.resourceVersion` = the version the decision was
-made on, so the apiserver answers 409 if anything changed since. A 409 means
-the decision is void: the caller re-reads (the watch delivers the new version)
-and decides again. 429 is retried after Retry-After. The in-flight ledger
-keeps the loop from deciding a task again before its own write has come back
-through the watch. Writes go to the status subresource only: the operator never
-touches spec, labels or annotations, so GitOps tools see no drift.
+A `Write` carries the resourceVersion its decision read; the apiserver refuses
+it with 409 if anything changed since (compare-and-set). The writer alone
+owns the ledger: it opens an entry when a write is submitted, records the
+outcome, and settles entries whose outcome is unknown or whose echo is late
+by reading the object (a GET whose answer goes into the store, exactly as a
+watch event would).
+
+Properties the loop relies on:
+- `submit` never blocks and never raises; writes go out from a bounded pool of
+  workers, so a hung request holds one worker for at most the request timeout.
+- Only 429 is retried here (the apiserver did not process it). Every other
+  failure goes back to the loop as a fresh decision on fresh state.
+- Nothing is sent while this process is not the leader.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import enum
 import logging
 import time
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from kubernetes_asyncio.client.exceptions import ApiException
-
-from qorch.api import constants
 from qorch.controller import metrics
+from qorch.controller.kube import MERGE_PATCH, ApiError, KubeError
+from qorch.controller.ledger import Entry, Ledger
+from qorch.controller.store import AGENTS, TASKS
 
 if TYPE_CHECKING:
-    from qorch.controller.state import Key
+    from collections.abc import Callable
 
-__all__ = ["Outcome", "StatusWriter"]
+    from qorch.controller.kube import KubeApi, Resource
+    from qorch.controller.records import Key
+    from qorch.controller.store import ClusterState
+
+__all__ = ["JSON_PATCH", "Outcome", "StatusWriter", "Write"]
 
 log = logging.getLogger(__name__)
-_CONFLICT, _NOT_FOUND, _TOO_MANY, _UNPROCESSABLE = 409, 404, 429, 422
-_MAX_THROTTLED_RETRIES = 5
+JSON_PATCH = "application/json-patch+json"
+_CONFLICT, _NOT_FOUND, _TOO_MANY = 409, 404, 429
+_THROTTLE_RETRIES = 5
+_REFUSED_HOLD = 30.0  # a write the apiserver rejected as invalid is not tried again sooner
+_CONFLICT_HOLD = 5.0  # after a 409 the watch normally brings the newer version well within this
 
 
 class Outcome(enum.Enum):
     """What happened to one write."""
 
     WRITTEN = "written"
-    CONFLICT = "conflict"  # the object changed since the decision: decide again
+    CONFLICT = "conflict"  # the object changed since the decision: decide again on the new version
     GONE = "gone"
-    FAILED = "failed"
+    REFUSED = "refused"  # rejected (invalid, forbidden): certainly not written
+    UNKNOWN = "unknown"  # no answer, or a 5xx: may have been written
+    DROPPED = "dropped"  # not sent: this process no longer leads
+
+
+@dataclass(slots=True)
+class Write:
+    """One status write, as decided."""
+
+    resource: Resource
+    key: Key
+    decided_on: str  # resourceVersion
+    patch: Any  # a JSON patch (list of operations) or a merge patch (dict)
+    reserve: Key | None = None  # the agent whose slot an assignment takes
+    done: Callable[[Outcome], None] | None = None
+
+    @property
+    def content_type(self) -> str:
+        """JSON patch for lists of operations, merge patch for documents."""
+        return JSON_PATCH if isinstance(self.patch, list) else MERGE_PATCH
 
 
 @dataclass(slots=True)
 class StatusWriter:
-    """Writes status patches for one kind of object with bounded concurrency."""
+    """Sends writes with bounded concurrency and settles the ledger."""
 
-    api: Any  # a CustomObjectsApi; its stubs lack _content_type, which merge patches need
+    api: KubeApi
+    store: ClusterState
+    may_write: Callable[[], bool]
     concurrency: int = 16
-    in_flight: dict[tuple[str, Key], str] = field(default_factory=dict)  # (plural, key) -> rv decided on
-    _gate: asyncio.Semaphore | None = None
+    field_manager: str = "qorch-operator"
+    ledger: Ledger = field(default_factory=Ledger)
+    clock: Callable[[], float] = time.monotonic
+    _queue: asyncio.Queue[tuple[Write, Entry]] = field(default_factory=asyncio.Queue)
+    _idle: asyncio.Event = field(default_factory=asyncio.Event)
+    _sending: int = 0
 
-    def busy(self, plural: str, key: Key, resource_version: str) -> bool:
-        """Whether a write decided on this version (or an older one) is still unconfirmed."""
-        pending = self.in_flight.get((plural, key))
-        return pending is not None and pending == resource_version
+    def __post_init__(self) -> None:
+        """The store tells the ledger about every version it sees."""
+        self.store.observe = self.ledger.observe
+        self._idle.set()
 
-    def settle(self, plural: str, key: Key, resource_version: str) -> None:
-        """The watch delivered a newer version: the write is visible (or overtaken)."""
-        pending = self.in_flight.get((plural, key))
-        if pending is not None and pending != resource_version:
-            del self.in_flight[(plural, key)]
+    # ------------------------------------------------------------------ the loop's side
+    def busy(self, plural: str, key: Key) -> bool:
+        """Whether a write on this object is still open."""
+        return self.ledger.busy(plural, key)
 
-    async def patch(self, plural: str, key: Key, resource_version: str, status: dict[str, Any]) -> Outcome:
-        """Merge-patch `status` onto the object, if it is still at `resource_version`."""
-        if self._gate is None:
-            self._gate = asyncio.Semaphore(self.concurrency)
-        namespace, name = key
-        body = {"metadata": {"resourceVersion": resource_version}, "status": status}
-        self.in_flight[(plural, key)] = resource_version
-        outcome = Outcome.FAILED
+    def submit(self, write: Write) -> bool:
+        """Queue a write; False (and nothing queued) when one is already open for the object."""
+        entry = self.ledger.open(write.resource.plural, write.key, write.decided_on, write.reserve, self.clock())
+        if entry is None:
+            return False
+        self._queue.put_nowait((write, entry))
+        self._idle.clear()
+        return True
+
+    @property
+    def backlog(self) -> int:
+        """Writes queued or being sent."""
+        return self._queue.qsize() + self._sending
+
+    async def drained(self) -> None:
+        """Wait until no write is queued or being sent."""
+        await self._idle.wait()
+
+    # ------------------------------------------------------------------ workers
+    async def run(self) -> None:
+        """Send queued writes and settle due entries until cancelled."""
+        workers = [asyncio.create_task(self._worker()) for _ in range(self.concurrency)]
         try:
-            async with self._gate:
-                outcome = await self._send(plural, namespace, name, body)
+            while True:
+                await asyncio.sleep(0.5)
+                for entry in self.ledger.due(self.clock()):
+                    await self._check(entry)
         finally:
-            if outcome is not Outcome.WRITTEN:
-                self.in_flight.pop((plural, key), None)
-        return outcome
+            for worker in workers:
+                worker.cancel()
+            with contextlib.suppress(BaseException):
+                await asyncio.gather(*workers, return_exceptions=True)
 
-    async def _send(self, plural: str, namespace: str, name: str, body: dict[str, Any]) -> Outcome:
-        for _ in range(_MAX_THROTTLED_RETRIES):
+    async def _worker(self) -> None:
+        while True:
+            write, entry = await self._queue.get()
+            self._sending += 1
+            try:
+                outcome = await self._send(write, entry)
+            except Exception:  # a bug here must not lose the entry: treat it as unknown
+                log.exception("status write to %s %s/%s crashed", write.resource.plural, *write.key)
+                outcome = Outcome.UNKNOWN
+            finally:
+                self._sending -= 1
+            self._record(write, entry, outcome)
+            if write.done is not None:
+                try:
+                    write.done(outcome)
+                except Exception:
+                    log.exception("after-write callback failed")
+            if self._queue.empty() and self._sending == 0:
+                self._idle.set()
+
+    def _record(self, write: Write, entry: Entry, outcome: Outcome) -> None:
+        now = self.clock()
+        metrics.WRITES.labels(write.resource.plural, outcome.value).inc()
+        if outcome is Outcome.WRITTEN:
+            self.ledger.written(entry, entry.written, now)
+        elif outcome in (Outcome.CONFLICT, Outcome.GONE):
+            self.ledger.refused(entry, now, hold=_CONFLICT_HOLD)
+        elif outcome is Outcome.REFUSED:
+            self.ledger.refused(entry, now, hold=_REFUSED_HOLD)
+        elif outcome is Outcome.DROPPED:
+            self.ledger.close(entry)
+            self._retouch(entry)
+        else:
+            self.ledger.unknown(entry, now)
+
+    async def _send(self, write: Write, entry: Entry) -> Outcome:
+        if not self.may_write():
+            return Outcome.DROPPED
+        namespace, name = write.key
+        patch = write.patch
+        if isinstance(patch, dict):
+            patch = {**patch, "metadata": {**patch.get("metadata", {}), "resourceVersion": write.decided_on}}
+        else:
+            patch = [{"op": "replace", "path": "/metadata/resourceVersion", "value": write.decided_on}, *patch]
+        for _ in range(_THROTTLE_RETRIES):
             started = time.perf_counter()
             try:
-                await self.api.patch_namespaced_custom_object_status(
-                    constants.GROUP,
-                    constants.VERSION,
-                    namespace,
-                    plural,
-                    name,
-                    body,
-                    field_manager=constants.OPERATOR_FIELD_MANAGER,
-                    _content_type="application/merge-patch+json",
+                answer = await self.api.call(
+                    "PATCH",
+                    write.resource.path(namespace, name, "status"),
+                    query={"fieldManager": self.field_manager},
+                    body=patch,
+                    content_type=write.content_type,
                 )
-            except ApiException as exc:
+            except ApiError as exc:
                 metrics.API_WRITE_SECONDS.observe(time.perf_counter() - started)
-                if exc.status == _CONFLICT:
-                    metrics.CONFLICTS.inc()
-                    return Outcome.CONFLICT
-                if exc.status == _NOT_FOUND:
-                    return Outcome.GONE
-                if exc.status == _TOO_MANY:
-                    headers: Any = exc.headers or {}
-                    retry_after = float(headers.get("Retry-After", "1") or 1)
-                    await asyncio.sleep(min(retry_after, 10.0))
+                if exc.status == _TOO_MANY and self.may_write():
+                    await asyncio.sleep(min(exc.retry_after or 1.0, 10.0))
                     continue
-                log.warning("status write to %s %s/%s failed: %s %s", plural, namespace, name, exc.status, exc.reason)
-                return Outcome.FAILED
-            except (TimeoutError, OSError) as exc:
-                log.warning("status write to %s %s/%s failed: %s", plural, namespace, name, exc)
-                return Outcome.FAILED
+                return self._failed(write, exc)
+            except KubeError as exc:
+                return self._failed(write, exc)
             metrics.API_WRITE_SECONDS.observe(time.perf_counter() - started)
+            if self.ledger.is_open(entry):
+                entry.written = str((answer.get("metadata") or {}).get("resourceVersion", ""))
+                # Our own answer is as good as its echo: the store has it at once.
+                self.store.sink(write.resource.plural).upsert(answer)
             return Outcome.WRITTEN
-        return Outcome.FAILED
+        return Outcome.UNKNOWN
+
+    @staticmethod
+    def _failed(write: Write, exc: KubeError) -> Outcome:
+        """What a failed write means; a line in the log for the ones that should not happen."""
+        if isinstance(exc, ApiError):
+            if exc.status == _CONFLICT:
+                return Outcome.CONFLICT
+            if exc.status == _NOT_FOUND:
+                return Outcome.GONE
+            if exc.status == _TOO_MANY:
+                return Outcome.DROPPED
+            if exc.definite:
+                log.error("status write to %s %s/%s refused: %s", write.resource.plural, *write.key, exc)
+                return Outcome.REFUSED
+        log.warning("status write to %s %s/%s: %s", write.resource.plural, *write.key, exc)
+        return Outcome.UNKNOWN
+
+    def _retouch(self, entry: Entry) -> None:
+        """An entry closed without a new version reaching the store: the loop must look again."""
+        feed = self.store.feed
+        if entry.plural == TASKS:
+            feed.tasks.add(entry.key)
+        elif entry.plural == AGENTS:
+            feed.agents.add(entry.key)
+        else:
+            approval = self.store.approvals.get(entry.key)
+            if approval is not None:
+                feed.tasks.add(approval.task_key)
+
+    async def _check(self, entry: Entry) -> None:
+        """Settle an entry by reading its object; the answer goes to the store like a watch event."""
+        resource = _RESOURCES.get(entry.plural)
+        namespace, name = entry.key
+        if resource is None:
+            self.ledger.close(entry)
+            self._retouch(entry)
+            return
+        try:
+            body = await self.api.call("GET", resource.path(namespace, name))
+        except ApiError as exc:
+            if exc.status != _NOT_FOUND:
+                self.ledger.check_failed(entry, self.clock())
+                return
+            self.store.sink(entry.plural).delete({"metadata": {"namespace": namespace, "name": name}})
+        except KubeError:
+            self.ledger.check_failed(entry, self.clock())
+            return
+        else:
+            metrics.LEDGER_CHECKS.inc()
+            if str(body["metadata"].get("resourceVersion")) != entry.decided_on:
+                self.store.sink(entry.plural).upsert(body)
+        if self.ledger.is_open(entry):
+            self.ledger.checked(entry)
+            self._retouch(entry)
+
+
+_RESOURCES: dict[str, Resource] = {}
+
+
+def register(resource: Resource) -> None:
+    """Tell the writer how to GET objects of a kind it writes (for settling)."""
+    _RESOURCES[resource.plural] = resource

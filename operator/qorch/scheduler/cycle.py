@@ -18,6 +18,7 @@ from qorch.scheduler.result import Result
 from qorch.scheduler.views import Catalog, ClassView, Ranker
 
 if TYPE_CHECKING:
+    from qorch.api.enums import Reason
     from qorch.scheduler.policy import Policy
     from qorch.scheduler.snapshot import Snapshot
     from qorch.scheduler.tasks import TaskBatch
@@ -107,7 +108,7 @@ def schedule(snapshot: Snapshot, tasks: TaskBatch, policy: Policy, *, index: Cap
     score[placed] = np.where(rows >= 0, catalog.score[rows], 0.0)
     probability[placed] = np.where(rows >= 0, catalog.p[rows], 0.0)
     placed_per_class = np.bincount(tasks.class_of[placed], minlength=len(tasks.classes))
-    reasons: dict[int, tuple[str, str]] = {}
+    reasons: dict[int, tuple[Reason, str]] = {}
     for cid in np.flatnonzero(placed_per_class < heads_per_class).tolist():
         reasons[cid] = index.reason(tasks.classes[cid])
     return Result(

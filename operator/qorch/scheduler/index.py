@@ -17,29 +17,19 @@ from typing import TYPE_CHECKING
 import numpy as np
 import numpy.typing as npt
 
+from qorch.api.enums import Clearance, Reason
 from qorch.scheduler.snapshot import BREAKER_OPEN
 
 if TYPE_CHECKING:
     from qorch.scheduler.snapshot import Snapshot
     from qorch.scheduler.tasks import TaskClass
 
-__all__ = ["WHOLE_POOL", "CapabilityIndex", "Candidates", "Reason"]  # noqa: RUF022 - constant first
+__all__ = ["WHOLE_POOL", "CapabilityIndex", "Candidates"]  # noqa: RUF022 - constant first
 
 IntArray = npt.NDArray[np.int32]
 
 #: A candidate pool at most this big (or at most 4x what is wanted) is read whole.
 WHOLE_POOL = 256
-
-
-class Reason:
-    """Why a task class has no candidate (the `Scheduled` condition's reason)."""
-
-    NO_CAPABLE_AGENT = "NoCapableAgent"
-    CLEARANCE_TOO_LOW = "ClearanceTooLow"
-    SELECTOR_MISMATCH = "SelectorMismatch"
-    OVER_BUDGET = "OverBudget"
-    NO_READY_AGENT = "NoReadyAgent"
-    CAPACITY_EXHAUSTED = "CapacityExhausted"
 
 
 @dataclass(slots=True)
@@ -205,7 +195,7 @@ class CapabilityIndex:
             rows = rows[self.snapshot.cost[rows] <= task_class.max_cost]
         return rows
 
-    def reason(self, task_class: TaskClass) -> tuple[str, str]:
+    def reason(self, task_class: TaskClass) -> tuple[Reason, str]:
         """Why nothing can be (or was) assigned to this class: (reason, message).
 
         Only called for classes left unassigned, so it may look at every capable agent.
@@ -218,7 +208,7 @@ class CapabilityIndex:
         if not len(cleared):
             return Reason.CLEARANCE_TOO_LOW, (
                 f"{sum(len(self._members[p]) for p in capable)} agent(s) offer [{need}] but none has "
-                f"clearance >= {_CLEARANCE_NAMES[task_class.classification]}"
+                f"clearance >= {Clearance.at(task_class.classification)}"
             )
         rows = np.concatenate([self._members[p] for p in cleared]).astype(np.int32)
         if task_class.selector:
@@ -242,6 +232,3 @@ class CapabilityIndex:
         return Reason.CAPACITY_EXHAUSTED, (
             f"{int(ready.sum())} agent(s) fit but their free slots went to tasks of equal or higher priority"
         )
-
-
-_CLEARANCE_NAMES = ["public", "internal", "confidential", "secret", "topsecret"]

@@ -23,7 +23,7 @@ if TYPE_CHECKING:
 
 __all__ = ["Instance", "InstanceError", "parse"]
 
-_CLEARANCE = {c.value: c.rank for c in Clearance}
+_LEVELS = [c.value for c in Clearance]
 _BREAKER = {"Closed": BREAKER_CLOSED, "HalfOpen": BREAKER_HALF_OPEN, "Open": BREAKER_OPEN}
 _AGENT_FIELDS = {
     "name",
@@ -131,9 +131,9 @@ class _Item:
 
     def level(self, field: str) -> int:
         value = self.raw.get(field, "internal")
-        if value not in _CLEARANCE:
-            raise self.fail(field, f"must be one of {', '.join(_CLEARANCE)}")
-        return _CLEARANCE[value]
+        if value not in _LEVELS:
+            raise self.fail(field, f"must be one of {', '.join(_LEVELS)}")
+        return Clearance.rank_of(value)
 
     def labels(self, field: str) -> dict[str, str]:
         value = self.raw.get(field, {})

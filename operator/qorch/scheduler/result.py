@@ -8,17 +8,18 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import numpy.typing as npt
 
+from qorch.api.enums import Reason
+
 if TYPE_CHECKING:
     from qorch.scheduler.observables import Observables
     from qorch.scheduler.snapshot import Snapshot
     from qorch.scheduler.tasks import TaskBatch
     from qorch.scheduler.views import ClassView
 
-__all__ = ["NOT_A_HEAD", "Candidate", "Explanation", "Result"]
+__all__ = ["Candidate", "Explanation", "Result"]
 
 IntArray = npt.NDArray[np.int32]
 FloatArray = npt.NDArray[np.float64]
-NOT_A_HEAD = "NotInBatch"
 _TOP = 3
 
 
@@ -48,7 +49,7 @@ class Result:
     agent_of: IntArray
     score: FloatArray
     probability: FloatArray
-    reasons: dict[int, tuple[str, str]]  # class id -> (reason, message) for classes left short
+    reasons: dict[int, tuple[Reason, str]]  # class id -> (reason, message) for classes left short
     heads: IntArray  # rank in decision order, -1 when the task was not a head this cycle
     views: list[ClassView]
     observables: Observables
@@ -61,13 +62,13 @@ class Result:
         """How many tasks were assigned."""
         return int(np.sum(self.agent_of >= 0))
 
-    def reason(self, task: int) -> tuple[str, str] | None:
+    def reason(self, task: int) -> tuple[Reason, str] | None:
         """(reason, message) for an unassigned task; None if it was assigned."""
         if self.agent_of[task] >= 0:
             return None
         if self.heads[task] < 0:
-            return NOT_A_HEAD, "not taken into this cycle's batch (batch size, fair share or quota)"
-        return self.reasons.get(int(self.tasks.class_of[task]), ("CapacityExhausted", "no free slot"))
+            return Reason.NOT_IN_BATCH, "not taken into this cycle's batch (batch size, fair share or quota)"
+        return self.reasons.get(int(self.tasks.class_of[task]), (Reason.CAPACITY_EXHAUSTED, "no free slot"))
 
     def explain(self, task: int) -> Explanation:
         """The best candidates of the task's class and a one-line summary."""

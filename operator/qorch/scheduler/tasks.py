@@ -80,6 +80,23 @@ class Selector:
                 ok &= member if op == "In" else ~member
         return ok
 
+    def matches(self, labels: Mapping[str, str]) -> bool:
+        """Whether one agent's labels match (the scalar twin of `mask`)."""
+        if any(labels.get(key) != value for key, value in self.match_labels):
+            return False
+        for key, op, values in self.match_expressions:
+            present = key in labels
+            if op == "Exists":
+                ok = present
+            elif op == "DoesNotExist":
+                ok = not present
+            else:
+                member = present and labels[key] in values
+                ok = member if op == "In" else not member
+            if not ok:
+                return False
+        return True
+
     def describe(self) -> str:
         """Human form, for explanations."""
         parts = [f"{k}={v}" for k, v in self.match_labels]

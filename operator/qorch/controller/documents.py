@@ -1,0 +1,309 @@
+"""Status documents: every change the operator makes to a Task, Agent or Approval status is built here.
+
+The lifecycle rules and the scheduling step say *what* happens with the named
+constructors below (`assigned`, `queued`, `running`, `retrying`, ...), the
+way Kueue's workload helpers do; nothing else in the operator writes a status
+dict by hand. A Task change renders as a JSON patch of only the fields it
+touches, plus one appended history entry, so the operator never has to hold a
+task's history (or anything else it does not decide on) in memory, and never
+overwrites `execution`, which belongs to the agent.
+
+Pure: no I/O, no clock (times are passed in).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from qorch.api.enums import AgentPhase, Reason, TaskPhase
+from qorch.api.task import TaskStatus
+
+if TYPE_CHECKING:
+    from collections.abc import Mapping
+
+    from qorch.controller.records import AgentRecord, TaskRecord
+
+__all__ = [
+    "HISTORY_LIMIT",
+    "Candidate",
+    "StatusChange",
+    "agent_status",
+    "approval_binding",
+    "assigned",
+    "cancelled",
+    "failed",
+    "held",
+    "queued",
+    "render",
+    "requeued",
+    "retrying",
+    "running",
+    "stamp",
+    "succeeded",
+]
+
+HISTORY_LIMIT: int = TaskStatus.model_fields["history"].metadata[0].max_length  # the CRD's maxItems
+_MESSAGE = 1024
+_SCHEDULED = frozenset({TaskPhase.ASSIGNED.value, TaskPhase.RUNNING.value, TaskPhase.SUCCEEDED.value})
+
+
+def stamp(when: float) -> str:
+    """POSIX seconds -> RFC 3339 with microseconds (assignedAt once lost everything below a second)."""
+    return dt.datetime.fromtimestamp(when, dt.UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+@dataclass(frozen=True, slots=True)
+class Candidate:
+    """One agent shown in a task's explanation."""
+
+    agent: str
+    score: float
+    probability: float
+
+
+@dataclass(frozen=True, slots=True)
+class StatusChange:
+    """One transition of a Task's status, before it is rendered against the record it was decided on."""
+
+    phase: TaskPhase
+    reason: Reason
+    message: str
+    fields: Mapping[str, Any] = field(default_factory=dict)  # other top-level status fields to set
+    remove: tuple[str, ...] = ()  # top-level status fields to drop
+    agent: str = ""  # the agent this transition concerns (history, Events)
+    attempt: int = 0
+    record: bool = True  # append a history entry
+    warning: bool = False  # an Event of type Warning rather than Normal
+    event: bool = True  # post an Event at all
+    reserve: bool = False  # an assignment: reserve a slot on `agent` until the echo
+
+    @property
+    def text(self) -> str:
+        """`Reason: message`, as Events and logs print it."""
+        return f"{self.reason}: {self.message}" if self.message else str(self.reason)
+
+
+# ---------------------------------------------------------------------- named transitions
+def assigned(
+    *,
+    agent: str,
+    attempt: int,
+    epoch: int,
+    when: float,
+    score: float,
+    probability: float,
+    strategy: str,
+    candidates: list[Candidate],
+) -> StatusChange:
+    """Placed on `agent` as attempt `attempt`."""
+    summary = (
+        f"assigned to {agent} (score {score:.3f}, probability {probability:.3f}) by {strategy} "
+        "among the candidates listed"
+    )
+    return StatusChange(
+        TaskPhase.ASSIGNED,
+        Reason.SCHEDULED,
+        f"attempt {attempt} assigned to {agent}",
+        fields={
+            "assignment": {
+                "agent": agent,
+                "attempt": attempt,
+                "epoch": epoch,
+                "assignedAt": stamp(when),
+                "score": round(score, 4),
+                "probability": round(probability, 4),
+                "strategy": strategy,
+            },
+            "explanation": _explanation(summary, candidates),
+        },
+        remove=("nextAttemptAt",),
+        agent=agent,
+        attempt=attempt,
+        reserve=True,
+    )
+
+
+def queued(reason: Reason, message: str, candidates: list[Candidate], *, event: bool = True) -> StatusChange:
+    """Waiting for a placement, and why it has none yet."""
+    return StatusChange(
+        TaskPhase.QUEUED,
+        reason,
+        message,
+        fields={"explanation": _explanation(f"{reason}: {message}", candidates)},
+        remove=("assignment", "nextAttemptAt"),
+        record=False,
+        warning=True,
+        event=event,
+    )
+
+
+def held(phase: TaskPhase, reason: Reason, message: str) -> StatusChange:
+    """Not eligible yet: waiting for an approval or for dependencies."""
+    return StatusChange(phase, reason, message, record=False, warning=reason is Reason.DEPENDENCY_FAILED)
+
+
+def cancelled(reason: Reason, message: str) -> StatusChange:
+    """Will never run (rejected)."""
+    return StatusChange(TaskPhase.CANCELLED, reason, message, remove=("assignment",), warning=True)
+
+
+def running(task: TaskRecord) -> StatusChange:
+    """The agent claimed the current attempt."""
+    return StatusChange(
+        TaskPhase.RUNNING,
+        Reason.STARTED,
+        f"attempt {task.attempt} started on {task.agent}",
+        fields={"attempts": task.attempt},
+        agent=task.agent,
+        attempt=task.attempt,
+    )
+
+
+def succeeded(task: TaskRecord) -> StatusChange:
+    """The current attempt finished without error."""
+    return StatusChange(
+        TaskPhase.SUCCEEDED,
+        Reason.SUCCEEDED,
+        f"attempt {task.attempt} completed by {task.agent}",
+        fields={"attempts": task.attempt},
+        agent=task.agent,
+        attempt=task.attempt,
+    )
+
+
+def requeued(task: TaskRecord, reason: Reason, message: str) -> StatusChange:
+    """The current attempt never started (agent gone or declined): back to the queue, no attempt used."""
+    return StatusChange(
+        TaskPhase.QUEUED,
+        reason,
+        message,
+        remove=("assignment", "nextAttemptAt"),
+        agent=task.agent,
+        attempt=task.attempt,
+        warning=True,
+    )
+
+
+def retrying(task: TaskRecord, reason: Reason, message: str, *, at: float | None) -> StatusChange:
+    """The current attempt failed and another one is due (`at`, or at once when None)."""
+    fields: dict[str, Any] = {"attempts": task.attempt}
+    remove: tuple[str, ...] = ("assignment",)
+    if at is None:
+        phase = TaskPhase.QUEUED
+        remove += ("nextAttemptAt",)
+    else:
+        phase = TaskPhase.RETRYING
+        fields["nextAttemptAt"] = stamp(at)
+    return StatusChange(
+        phase,
+        reason,
+        message,
+        fields=fields,
+        remove=remove,
+        agent=task.agent,
+        attempt=task.attempt,
+        warning=True,
+    )
+
+
+def failed(task: TaskRecord, message: str) -> StatusChange:
+    """The current attempt failed and it was the last one allowed."""
+    return StatusChange(
+        TaskPhase.FAILED,
+        Reason.ATTEMPTS_EXHAUSTED,
+        message,
+        fields={"attempts": task.attempt},
+        remove=("assignment", "nextAttemptAt"),
+        agent=task.agent,
+        attempt=task.attempt,
+        warning=True,
+    )
+
+
+def _explanation(summary: str, candidates: list[Candidate]) -> dict[str, Any]:
+    return {
+        "summary": summary[:_MESSAGE],
+        "candidates": [
+            {"agent": c.agent, "score": round(c.score, 4), "probability": round(c.probability, 4)} for c in candidates
+        ],
+    }
+
+
+# ---------------------------------------------------------------------- rendering
+def render(change: StatusChange, task: TaskRecord, when: float) -> list[dict[str, Any]]:
+    """The JSON patch operations that apply `change` to the status `task` was read with.
+
+    `add` replaces a member that exists; `remove` is emitted only for members the
+    record says are present (a JSON patch removing an absent member fails). The
+    writer prepends the resourceVersion that makes it compare-and-set.
+    """
+    now = stamp(when)
+    values: dict[str, Any] = {
+        "phase": change.phase.value,
+        "conditions": [
+            {
+                "type": "Scheduled",
+                "status": "True" if change.phase.value in _SCHEDULED else "False",
+                "reason": change.reason.value,
+                "message": change.message[:_MESSAGE],
+                "lastTransitionTime": now,
+                "observedGeneration": task.generation,
+            }
+        ],
+        "observedGeneration": task.generation,
+        **change.fields,
+    }
+    entry = None
+    if change.record:
+        entry = {
+            "time": now,
+            "phase": change.phase.value,
+            "agent": change.agent,
+            "attempt": change.attempt,
+            "reason": change.reason.value,
+            "message": change.message[:_MESSAGE],
+        }
+    if not task.present:
+        if entry is not None:
+            values["history"] = [entry]
+        return [{"op": "add", "path": "/status", "value": values}]
+    ops: list[dict[str, Any]] = [{"op": "add", "path": f"/status/{k}", "value": v} for k, v in values.items()]
+    ops += [{"op": "remove", "path": f"/status/{k}"} for k in change.remove if task.has(k) and k not in values]
+    if entry is not None:
+        if not task.has("history"):
+            ops.append({"op": "add", "path": "/status/history", "value": [entry]})
+        else:
+            ops += [{"op": "remove", "path": "/status/history/0"}] * max(0, task.history_len - HISTORY_LIMIT + 1)
+            ops.append({"op": "add", "path": "/status/history/-", "value": entry})
+    return ops
+
+
+def agent_status(
+    agent: AgentRecord, *, phase: AgentPhase, load: int, heartbeat: str, reason: str, message: str, when: float
+) -> dict[str, Any]:
+    """The merge patch of an Agent's status: phase, load, heartbeat and the Ready condition."""
+    status: dict[str, Any] = {
+        "phase": phase.value,
+        "activeTasks": load,
+        "observedGeneration": agent.generation,
+        "conditions": [
+            {
+                "type": "Ready",
+                "status": "True" if phase is AgentPhase.READY else "False",
+                "reason": reason,
+                "message": message[:_MESSAGE],
+                "lastTransitionTime": stamp(when),
+                "observedGeneration": agent.generation,
+            }
+        ],
+    }
+    if heartbeat:
+        status["lastHeartbeat"] = heartbeat
+    return {"status": status}
+
+
+def approval_binding(task_uid: str) -> dict[str, Any]:
+    """The merge patch that binds an Approval to one Task incarnation."""
+    return {"status": {"taskUID": task_uid}}

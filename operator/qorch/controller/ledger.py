@@ -1,0 +1,160 @@
+"""The ledger of writes in flight: which objects are busy, and which agent slots are spoken for.
+
+A write is decided on one version of an object. From the moment it is
+decided until the store has seen a *different* version of that object (the
+echo of our write, or somebody else's change that made it fail), the object is
+busy: deciding it again would act on a view we know to be stale. An
+assignment also reserves a slot on its agent for that time, because the
+agent's load in the store does not show the assignment until the echo.
+
+Outcomes, and what each keeps:
+- written: busy until the echo (or a GET) shows the new version;
+- refused (409, 404, 422...): nothing was written; busy, without a slot,
+  until the store moves past the version (409) or a cool-down ends;
+- unknown (a timeout, a reset, a 5xx): the write may have landed. The slot
+  stays reserved until the echo or a GET settles it. Releasing it early is
+  how one leader overfilled an agent.
+
+Every entry carries a deadline; when it passes, the writer GETs the object to
+settle it. So no entry outlives the truth, and the ledger never grows without
+bound: the loop stops deciding while it holds `limit` entries.
+"""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from qorch.controller.records import Key
+
+__all__ = ["Entry", "Ledger", "State"]
+
+
+class State(enum.Enum):
+    """Where one write stands."""
+
+    IN_FLIGHT = "in-flight"
+    WRITTEN = "written"  # answered 2xx; waiting to see the echo
+    REFUSED = "refused"  # certainly not written; waiting for a newer version or the cool-down
+    UNKNOWN = "unknown"  # may or may not have landed
+
+
+@dataclass(slots=True)
+class Entry:
+    """One decided write."""
+
+    plural: str
+    key: Key
+    decided_on: str  # resourceVersion the decision read
+    reserve: Key | None  # agent whose slot this write takes
+    state: State = State.IN_FLIGHT
+    written: str = ""  # resourceVersion our write produced
+    due: float = 0.0  # monotonic time after which a GET settles it
+    checks: int = 0  # GETs made so far
+
+
+@dataclass(slots=True)
+class Ledger:
+    """Open writes by (plural, key), and reserved slots by agent."""
+
+    settle_after: float = 15.0  # a written entry with no echo after this long is checked with a GET
+    unknown_after: float = 1.0  # first check of an unknown outcome
+    limit: int = 50_000
+    entries: dict[tuple[str, Key], Entry] = field(default_factory=dict)
+    reserved: dict[Key, int] = field(default_factory=dict)
+
+    def __len__(self) -> int:
+        """Open entries."""
+        return len(self.entries)
+
+    def busy(self, plural: str, key: Key) -> bool:
+        """Whether a write on this object is still open (deciding it now would read a stale view)."""
+        return (plural, key) in self.entries
+
+    def slots(self, agent: Key) -> int:
+        """Slots reserved on `agent` by assignments not yet seen in the store."""
+        return self.reserved.get(agent, 0)
+
+    def open(self, plural: str, key: Key, decided_on: str, reserve: Key | None, now: float) -> Entry | None:
+        """Record a decided write; None when one is already open for the object (never two at once)."""
+        if (plural, key) in self.entries:
+            return None
+        entry = Entry(plural, key, decided_on, reserve, due=now + self.settle_after)
+        self.entries[(plural, key)] = entry
+        if reserve is not None:
+            self.reserved[reserve] = self.reserved.get(reserve, 0) + 1
+        return entry
+
+    def _release(self, entry: Entry) -> None:
+        if entry.reserve is not None:
+            left = self.reserved.get(entry.reserve, 0) - 1
+            if left > 0:
+                self.reserved[entry.reserve] = left
+            else:
+                self.reserved.pop(entry.reserve, None)
+            entry.reserve = None
+
+    def close(self, entry: Entry) -> None:
+        """Forget an entry (its object's truth is in the store now)."""
+        if self.entries.get((entry.plural, entry.key)) is entry:
+            del self.entries[(entry.plural, entry.key)]
+        self._release(entry)
+
+    def is_open(self, entry: Entry) -> bool:
+        """Whether `entry` is still the open one for its object."""
+        return self.entries.get((entry.plural, entry.key)) is entry
+
+    # ------------------------------------------------------------------ outcomes
+    def written(self, entry: Entry, version: str, now: float) -> None:
+        """The apiserver accepted the write and answered with the new version."""
+        if self.is_open(entry):
+            entry.state, entry.written, entry.due = State.WRITTEN, version, now + self.settle_after
+
+    def refused(self, entry: Entry, now: float, *, hold: float) -> None:
+        """Nothing was written. Free the slot; stay busy until a newer version or `hold` seconds."""
+        if self.is_open(entry):
+            self._release(entry)
+            entry.state, entry.due = State.REFUSED, now + hold
+
+    def unknown(self, entry: Entry, now: float) -> None:
+        """The write may have landed: keep the slot until the truth is known."""
+        if self.is_open(entry):
+            entry.state = State.UNKNOWN
+            entry.due = now + self.unknown_after * (2 ** min(entry.checks, 5))
+
+    # ------------------------------------------------------------------ settling
+    def observe(self, plural: str, key: Key, version: str | None) -> bool:
+        """The store saw `version` of an object (None: deleted). Returns True for our own echo."""
+        entry = self.entries.get((plural, key))
+        if entry is None:
+            return False
+        if version is not None and version == entry.decided_on:
+            return False  # a replay of the version we decided on: nothing settled
+        echo = version is not None and version == entry.written
+        self.close(entry)
+        return echo
+
+    def due(self, now: float) -> list[Entry]:
+        """Entries whose deadline passed: the writer must GET them."""
+        return [e for e in self.entries.values() if e.due <= now and e.state is not State.IN_FLIGHT]
+
+    def checked(self, entry: Entry) -> None:
+        """A GET has read the object and the store was told what it read: the entry is settled.
+
+        Either the version moved (the store now holds it, our write's effect included
+        if it landed), or it did not (an unknown or refused write did not land).
+        """
+        self.close(entry)
+
+    def check_failed(self, entry: Entry, now: float) -> None:
+        """The GET itself failed: try again later, keeping whatever the entry holds."""
+        if self.is_open(entry):
+            entry.checks += 1
+            entry.due = now + min(30.0, self.unknown_after * (2 ** min(entry.checks, 5)))
+
+    @property
+    def full(self) -> bool:
+        """Whether the loop must stop deciding until writes settle."""
+        return len(self.entries) >= self.limit

@@ -1,0 +1,16 @@
+"""The lifecycle rules: pure functions of records and time that say what happens to a task next.
+
+Like kopf's causation step, they only *decide*: the loop feeds them records
+from the store and the current time, and writes what they return. Nothing
+here awaits, reads a clock, or talks to the API, so every rule is unit-tested
+without a cluster (an import contract keeps it that way).
+
+- `gate`: may the task be queued, or must it wait for an approval or a dependency?
+- `progress`: what the current attempt's report (or its agent's death) means;
+- `liveness`: is an agent alive, judged by Lease changes on our own clock?
+- `retry`: after a failed attempt, when (and whether) the next one comes.
+"""
+
+from qorch.controller.lifecycle import gate, liveness, progress, retry
+
+__all__ = ["gate", "liveness", "progress", "retry"]

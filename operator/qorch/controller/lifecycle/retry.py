@@ -1,0 +1,50 @@
+"""Rule 4, retry: after a failed attempt, another one after a backoff, or the end.
+
+Backoff doubles from `backoffSeconds` up to `maxBackoffSeconds`, with "equal
+jitter" (between half and all of the doubled delay) so that tasks failing
+together do not come back together. The jitter is drawn from the attempt's
+identity, not from a random source, so a rule gives the same answer twice.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from typing import TYPE_CHECKING
+
+from qorch.controller import documents
+
+if TYPE_CHECKING:
+    from qorch.api.enums import Reason
+    from qorch.controller.documents import StatusChange
+    from qorch.controller.records import Retry, TaskRecord
+
+__all__ = ["after_failure", "backoff", "jitter"]
+
+
+def jitter(task_uid: str, attempt: int) -> float:
+    """A stable number in [0, 1) for one attempt."""
+    digest = hashlib.blake2b(f"{task_uid}/{attempt}".encode(), digest_size=8).digest()
+    return int.from_bytes(digest, "little") / 2**64
+
+
+def backoff(retry: Retry, failed_attempts: int, spread: float) -> float:
+    """Seconds to wait after `failed_attempts` failures (0 when retries are immediate)."""
+    if retry.backoff_seconds <= 0 or failed_attempts < 1:
+        return 0.0
+    doubled = min(float(retry.max_backoff_seconds), retry.backoff_seconds * 2.0 ** (failed_attempts - 1))
+    return doubled * (0.5 + 0.5 * spread)
+
+
+def after_failure(task: TaskRecord, *, retry: Retry, now: float, reason: Reason, message: str) -> StatusChange:
+    """The current attempt failed for `reason`: retry it (maybe later), or give up."""
+    attempt = task.attempt
+    if attempt >= retry.max_attempts:
+        return documents.failed(task, f"{reason}: {message} (attempt {attempt} of {retry.max_attempts})")
+    delay = backoff(retry, attempt, jitter(task.uid, attempt))
+    when = f"in {delay:.1f}s" if delay > 0 else "now"
+    return documents.retrying(
+        task,
+        reason,
+        f"{message}; attempt {attempt + 1} of {retry.max_attempts} {when}",
+        at=now + delay if delay > 0 else None,
+    )

@@ -1,0 +1,409 @@
+"""Small records of the watched objects: only what decisions read, never whole bodies.
+
+One record per object, replaced (never mutated) on every watch event, so a list
+of records taken in the loop is a consistent view for a worker thread. Strings
+that repeat across thousands of objects (namespaces, agent names, capability
+tuples, selectors) are interned, so 100,000 Tasks cost tens of MiB.
+
+The apiserver has validated and defaulted every body; parsing trusts that and
+falls back to the CRD's defaults only where a field may be absent.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import sys
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from qorch.api import constants
+from qorch.api.enums import Clearance, Reason
+from qorch.api.protocol import Report
+from qorch.api.task import RetryPolicy
+from qorch.scheduler.tasks import Selector
+
+if TYPE_CHECKING:
+    from collections.abc import Mapping
+
+__all__ = [
+    "ACTIVE_PHASES",
+    "FINAL_PHASES",
+    "AgentRecord",
+    "ApprovalRecord",
+    "Key",
+    "LeaseRecord",
+    "PolicyRecord",
+    "Quota",
+    "Retry",
+    "TaskRecord",
+    "parse_time",
+]
+
+Key = tuple[str, str]  # (namespace, name)
+ACTIVE_PHASES = frozenset({"Assigned", "Running"})
+FINAL_PHASES = frozenset({"Succeeded", "Failed", "DeadLettered", "Cancelled"})
+#: Status fields a Task may carry; a record keeps which are present as a bitmask,
+#: so a JSON patch can say `add` or `remove` without the record holding the values.
+STATUS_FIELDS = (
+    "phase",
+    "assignment",
+    "attempts",
+    "history",
+    "nextAttemptAt",
+    "explanation",
+    "execution",
+    "conditions",
+    "observedGeneration",
+)
+_BIT = {name: 1 << i for i, name in enumerate(STATUS_FIELDS)}
+_FAILURES = frozenset({Reason.ATTEMPT_FAILED.value, Reason.AGENT_LOST.value, Reason.ATTEMPTS_EXHAUSTED.value})
+_TUPLES: dict[tuple[str, ...], tuple[str, ...]] = {}
+_SELECTORS: dict[str, Selector] = {}
+_RETRIES: dict[tuple[int, int, int], Retry] = {}
+
+
+def bit(name: str) -> int:
+    """The presence bit of a status field."""
+    return _BIT[name]
+
+
+def parse_time(value: object) -> float | None:
+    """RFC 3339 -> POSIX seconds (None for absent or unparsable)."""
+    if not isinstance(value, str) or not value:
+        return None
+    try:
+        return dt.datetime.fromisoformat(value).timestamp()
+    except ValueError:
+        return None
+
+
+def _strings(values: object) -> tuple[str, ...]:
+    if not values:
+        return ()
+    key = tuple(sys.intern(str(v)) for v in values)  # type: ignore[attr-defined]
+    return _TUPLES.setdefault(key, key)
+
+
+def _selector(raw: Mapping[str, Any] | None) -> Selector | None:
+    if not raw:
+        return None
+    text = json.dumps(raw, sort_keys=True)
+    found = _SELECTORS.get(text)
+    if found is None:
+        found = _SELECTORS[text] = Selector.of(raw)
+    return found or None
+
+
+@dataclass(frozen=True, slots=True)
+class Retry:
+    """A task's (or the policy's) retry policy, shared between records."""
+
+    max_attempts: int = RetryPolicy.model_fields["max_attempts"].default
+    backoff_seconds: int = RetryPolicy.model_fields["backoff_seconds"].default
+    max_backoff_seconds: int = RetryPolicy.model_fields["max_backoff_seconds"].default
+
+    @classmethod
+    def of(cls, raw: Mapping[str, Any] | None) -> Retry | None:
+        """From `spec.retry` or `spec.defaultRetry` (None when unset)."""
+        if raw is None:
+            return None
+        default = cls()
+        key = (
+            int(raw.get("maxAttempts", default.max_attempts)),
+            int(raw.get("backoffSeconds", default.backoff_seconds)),
+            int(raw.get("maxBackoffSeconds", default.max_backoff_seconds)),
+        )
+        found = _RETRIES.get(key)
+        if found is None:
+            found = _RETRIES[key] = cls(*key)
+        return found
+
+
+@dataclass(frozen=True, slots=True)
+class TaskRecord:
+    """What decisions need of one Task."""
+
+    namespace: str
+    name: str
+    uid: str
+    resource_version: str
+    generation: int
+    created: float
+    # spec
+    requires: tuple[str, ...]
+    priority: int
+    classification: int
+    depends_on: tuple[str, ...]
+    approval_required: bool
+    selector: Selector | None
+    group: str
+    max_cost: float | None
+    deadline: float | None
+    retry: Retry | None
+    # status
+    phase: str | None
+    reason: str  # of the Scheduled condition, as last written
+    agent: str  # assignment.agent
+    attempt: int  # assignment.attempt (0 without an assignment)
+    attempts: int
+    next_attempt_at: float | None
+    observed_generation: int | None
+    report: Report | None
+    failed_agent: str  # the agent of the latest failed attempt, from history (retries avoid it)
+    history_len: int
+    present: int  # bitmask of STATUS_FIELDS present
+
+    @property
+    def key(self) -> Key:
+        """(namespace, name)."""
+        return (self.namespace, self.name)
+
+    def has(self, status_field: str) -> bool:
+        """Whether the status carries `status_field`."""
+        return bool(self.present & _BIT[status_field])
+
+    @classmethod
+    def of(cls, body: Mapping[str, Any]) -> TaskRecord:
+        """Extract from a watched Task body."""
+        meta, spec, status = body["metadata"], body.get("spec") or {}, body.get("status") or {}
+        created = parse_time(meta.get("creationTimestamp")) or 0.0
+        deadline = parse_time(spec.get("deadline"))
+        if deadline is None and spec.get("timeoutSeconds"):
+            deadline = created + int(spec["timeoutSeconds"])
+        assignment = status.get("assignment") or {}
+        reason = ""
+        for condition in status.get("conditions") or ():
+            if condition.get("type") == "Scheduled":
+                reason = sys.intern(str(condition.get("reason", "")))
+        history = status.get("history") or []
+        failed_agent = next(
+            (str(h.get("agent", "")) for h in reversed(history) if h.get("reason") in _FAILURES),
+            "",
+        )
+        present = 0
+        for name in status:
+            present |= _BIT.get(name, 0)
+        budget = spec.get("budget") or {}
+        phase = status.get("phase")
+        return cls(
+            namespace=sys.intern(meta["namespace"]),
+            name=meta["name"],
+            uid=str(meta.get("uid", "")),
+            resource_version=meta["resourceVersion"],
+            generation=int(meta.get("generation", 0)),
+            created=created,
+            requires=_strings(spec.get("requires")),
+            priority=int(spec.get("priority", 500)),
+            classification=Clearance.rank_of(spec.get("classification", "internal")),
+            depends_on=_strings(spec.get("dependsOn")),
+            approval_required=bool((spec.get("approval") or {}).get("required", False)),
+            selector=_selector(spec.get("agentSelector")),
+            group=sys.intern(str(spec.get("entanglementGroup", ""))),
+            max_cost=float(budget["maxCost"]) if "maxCost" in budget else None,
+            deadline=deadline,
+            retry=Retry.of(spec.get("retry")),
+            phase=sys.intern(phase) if phase else None,
+            reason=reason,
+            agent=sys.intern(str(assignment.get("agent", ""))),
+            attempt=int(assignment.get("attempt") or 0),
+            attempts=int(status.get("attempts", 0)),
+            next_attempt_at=parse_time(status.get("nextAttemptAt")),
+            observed_generation=status.get("observedGeneration"),
+            report=Report.of(status.get("execution")),
+            failed_agent=sys.intern(failed_agent),
+            history_len=len(history),
+            present=present,
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class AgentRecord:
+    """What decisions need of one Agent."""
+
+    namespace: str
+    name: str
+    uid: str
+    resource_version: str
+    generation: int
+    capabilities: tuple[str, ...]
+    capacity: int
+    clearance: int
+    cordoned: bool
+    cost: float
+    latency_ms: float
+    group: str
+    labels: tuple[tuple[str, str], ...]
+    # status, as last written by the operator
+    phase: str | None
+    active_tasks: int
+    success_rate: float
+    observed_generation: int | None
+    last_heartbeat: str
+
+    @property
+    def key(self) -> Key:
+        """(namespace, name)."""
+        return (self.namespace, self.name)
+
+    @property
+    def profile(self) -> tuple[object, ...]:
+        """Everything that decides which tasks this agent could ever run (not its status)."""
+        return (self.capabilities, self.capacity, self.clearance, self.cordoned, self.cost, self.group, self.labels)
+
+    @classmethod
+    def of(cls, body: Mapping[str, Any]) -> AgentRecord:
+        """Extract from a watched Agent body."""
+        meta, spec, status = body["metadata"], body.get("spec") or {}, body.get("status") or {}
+        provider = spec.get("provider") or {}
+        labels = tuple(sorted((sys.intern(k), sys.intern(v)) for k, v in (meta.get("labels") or {}).items()))
+        return cls(
+            namespace=sys.intern(meta["namespace"]),
+            name=sys.intern(meta["name"]),
+            uid=str(meta.get("uid", "")),
+            resource_version=meta["resourceVersion"],
+            generation=int(meta.get("generation", 0)),
+            capabilities=_strings(spec.get("capabilities")),
+            capacity=int(spec.get("capacity", 1)),
+            clearance=Clearance.rank_of(spec.get("clearance", "internal")),
+            cordoned=bool(spec.get("cordoned", False)),
+            cost=float(provider.get("costPerTask", 0.0)),
+            latency_ms=float(provider.get("latencyMs", 0.0)),
+            group=sys.intern(str(spec.get("entanglementGroup", ""))),
+            labels=labels,
+            phase=status.get("phase"),
+            active_tasks=int(status.get("activeTasks", 0)),
+            success_rate=float((status.get("stats") or {}).get("successRate", 1.0)),
+            observed_generation=status.get("observedGeneration"),
+            last_heartbeat=str(status.get("lastHeartbeat", "")),
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class LeaseRecord:
+    """An agent's liveness Lease, and when *this process* saw it change.
+
+    `observed_at` is this process's monotonic clock, never the agent's renewTime:
+    liveness must not depend on two machines' clocks agreeing.
+    """
+
+    namespace: str
+    agent: str
+    resource_version: str
+    holder: str
+    duration: float | None  # leaseDurationSeconds, None when unset
+    renew_time: str  # as the agent wrote it, shown to users, never compared
+    observed_at: float
+
+    @property
+    def key(self) -> Key:
+        """(namespace, agent name)."""
+        return (self.namespace, self.agent)
+
+    @classmethod
+    def of(cls, body: Mapping[str, Any], observed_at: float) -> LeaseRecord | None:
+        """Extract from a Lease body; None when it is not an agent's liveness Lease."""
+        meta, spec = body["metadata"], body.get("spec") or {}
+        name = str(meta["name"])
+        if not name.startswith(constants.AGENT_LEASE_PREFIX):
+            return None
+        duration = spec.get("leaseDurationSeconds")
+        return cls(
+            namespace=sys.intern(meta["namespace"]),
+            agent=sys.intern(name.removeprefix(constants.AGENT_LEASE_PREFIX)),
+            resource_version=meta["resourceVersion"],
+            holder=str(spec.get("holderIdentity") or ""),
+            duration=float(duration) if duration else None,
+            renew_time=str(spec.get("renewTime") or ""),
+            observed_at=observed_at,
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class ApprovalRecord:
+    """A person's decision, and the Task incarnation it is bound to."""
+
+    namespace: str
+    name: str
+    uid: str
+    resource_version: str
+    task: str  # spec.taskRef
+    decision: str
+    approver: str
+    task_uid: str  # spec.taskUID, else status.taskUID (bound by the operator); "" while unbound
+    bound: bool  # whether task_uid is settled (spec or status)
+
+    @property
+    def key(self) -> Key:
+        """(namespace, name)."""
+        return (self.namespace, self.name)
+
+    @property
+    def task_key(self) -> Key:
+        """(namespace, task name)."""
+        return (self.namespace, self.task)
+
+    @classmethod
+    def of(cls, body: Mapping[str, Any]) -> ApprovalRecord:
+        """Extract from an Approval body."""
+        meta, spec, status = body["metadata"], body.get("spec") or {}, body.get("status") or {}
+        task_uid = str(spec.get("taskUID") or status.get("taskUID") or "")
+        return cls(
+            namespace=sys.intern(meta["namespace"]),
+            name=str(meta["name"]),
+            uid=str(meta.get("uid", "")),
+            resource_version=meta["resourceVersion"],
+            task=str(spec.get("taskRef", "")),
+            decision=str(spec.get("decision", "")),
+            approver=str(spec.get("approver", "")),
+            task_uid=task_uid,
+            bound=bool(task_uid),
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class Quota:
+    """One namespace's limits from the policy."""
+
+    max_concurrent: int | None = None
+    max_cost: float | None = None
+    weight: float = 1.0
+
+
+@dataclass(frozen=True, slots=True)
+class PolicyRecord:
+    """SchedulingPolicy `default`, as the loop uses it. Defaults are the CRD's."""
+
+    resource_version: str = ""
+    strategy: str = "quantum"
+    temperature: float = 0.05
+    seed: int = 0
+    weights: Mapping[str, float] = field(default_factory=dict)
+    batch_size: int = 4096
+    agent_grace_seconds: int = 30
+    quotas: Mapping[str, Quota] = field(default_factory=dict)
+    default_retry: Retry = field(default_factory=Retry)
+
+    @classmethod
+    def of(cls, body: Mapping[str, Any]) -> PolicyRecord:
+        """Extract from the watched policy."""
+        spec = body.get("spec") or {}
+        default = cls()
+        return cls(
+            resource_version=str((body.get("metadata") or {}).get("resourceVersion", "")),
+            strategy=str(spec.get("strategy", default.strategy)),
+            temperature=float(spec.get("temperature", default.temperature)),
+            seed=int(spec.get("seed") or 0),
+            weights={str(k): float(v) for k, v in (spec.get("weights") or {}).items()},
+            batch_size=int(spec.get("batchSize", default.batch_size)),
+            agent_grace_seconds=int(spec.get("agentGraceSeconds", default.agent_grace_seconds)),
+            quotas={
+                str(q["namespace"]): Quota(
+                    max_concurrent=q.get("maxConcurrentTasks"),
+                    max_cost=q.get("maxCost"),
+                    weight=float(q.get("weight", 1.0)),
+                )
+                for q in spec.get("quotas") or ()
+            },
+            default_retry=Retry.of(spec.get("defaultRetry")) or Retry(),
+        )

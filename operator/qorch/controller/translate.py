@@ -1,0 +1,191 @@
+"""Translation between the store's records and the scheduler core's columns, both ways.
+
+Inward: agents become a `Snapshot` (free slots count assignments still in
+flight), tasks become a `TaskBatch` (ages and deadlines as seconds; retries
+avoid the failure domain of the agent that failed them), and the
+SchedulingPolicy becomes a `Policy` with every part applied: strategy,
+temperature, weights, batch size, namespace fair-share weights and quotas.
+Outward: the `Result` becomes one `Placement` per task, in decision order,
+with namespace cost quotas enforced on the way out.
+
+Tasks only ever run on agents of their own namespace: a synthetic label on
+every agent and a matching selector on every task say so.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from qorch.api.enums import Reason, Strategy
+from qorch.controller.documents import Candidate
+from qorch.scheduler import Policy, Snapshot, TaskBatch
+from qorch.scheduler.queue import effective_priority
+
+if TYPE_CHECKING:
+    from collections.abc import Callable, Mapping, Sequence
+
+    from qorch.controller.records import AgentRecord, Key, PolicyRecord, TaskRecord
+    from qorch.scheduler import Result
+
+__all__ = ["NAMESPACE_LABEL", "Fleet", "Placement", "fleet", "placements", "policy", "tasks"]
+
+NAMESPACE_LABEL = "qorch.io/namespace"
+_TOP = 3
+
+
+@dataclass(frozen=True, slots=True)
+class Fleet:
+    """The agents of one cycle, row for row with their snapshot."""
+
+    agents: list[AgentRecord]
+    snapshot: Snapshot
+    load: dict[Key, int]  # Assigned/Running tasks plus reserved slots, per agent
+
+
+def fleet(
+    agents: Sequence[AgentRecord], *, schedulable: Callable[[AgentRecord], bool], load: Callable[[Key], int]
+) -> Fleet:
+    """Columns of every agent; those that may not take work have no free slot."""
+    loads = {a.key: load(a.key) for a in agents}
+    snapshot = Snapshot.build(
+        names=[f"{a.namespace}/{a.name}" for a in agents],
+        capabilities=[a.capabilities for a in agents],
+        capacity=[a.capacity for a in agents],
+        active=[loads[a.key] for a in agents],
+        clearance=[a.clearance for a in agents],
+        ready=[schedulable(a) for a in agents],
+        success_rate=[a.success_rate for a in agents],
+        cost=[a.cost for a in agents],
+        latency_ms=[a.latency_ms for a in agents],
+        groups=[a.group for a in agents],
+        labels=[{**dict(a.labels), NAMESPACE_LABEL: a.namespace} for a in agents],
+    )
+    return Fleet(list(agents), snapshot, loads)
+
+
+def tasks(
+    fleet: Fleet, queued: Sequence[TaskRecord], *, now: float, avoid_group: Callable[[TaskRecord], str]
+) -> TaskBatch:
+    """The batch of queued tasks, each restricted to its own namespace."""
+    return TaskBatch.build(
+        fleet.snapshot,
+        names=[f"{t.namespace}/{t.name}" for t in queued],
+        requires=[t.requires for t in queued],
+        priority=[t.priority for t in queued],
+        classification=[t.classification for t in queued],
+        deadline_s=[(t.deadline - now) if t.deadline is not None else np.inf for t in queued],
+        waited_s=[now - t.created for t in queued],
+        namespaces=[t.namespace for t in queued],
+        selectors=[_scoped_selector(t) for t in queued],
+        groups=[t.group for t in queued],
+        avoid_groups=[avoid_group(t) for t in queued],
+        max_cost=[t.max_cost for t in queued],
+    )
+
+
+def policy(record: PolicyRecord, *, free_quota: Mapping[str, int], cycle: int) -> Policy:
+    """The scheduler's Policy from SchedulingPolicy `default`; `free_quota`: open slots per capped namespace."""
+    return Policy(
+        strategy=Strategy(record.strategy),
+        temperature=record.temperature,
+        seed=record.seed + cycle,
+        batch_size=record.batch_size,
+        weights={**Policy().weights, **record.weights},
+        namespace_weights={ns: q.weight for ns, q in record.quotas.items()},
+        namespace_quota=dict(free_quota),
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class Placement:
+    """What the cycle decided for one task: an agent, or a reason it has none."""
+
+    task: TaskRecord
+    agent: AgentRecord | None
+    score: float
+    probability: float
+    reason: Reason | None  # None when placed
+    message: str
+    candidates: list[Candidate]
+    strategy: str
+
+
+def placements(
+    result: Result,
+    fleet: Fleet,
+    queued: Sequence[TaskRecord],
+    *,
+    cost_left: Mapping[str, float],
+) -> list[Placement]:
+    """One placement per task, heads first in decision order; cost quotas are applied in that order."""
+    spend = dict(cost_left)
+    by_class: dict[int, list[Candidate]] = {}
+    heads = np.flatnonzero(result.heads >= 0)
+    heads = heads[np.argsort(result.heads[heads], kind="stable")]
+    rest = np.flatnonzero(result.heads < 0)
+    rest = rest[np.argsort(-effective_priority(result.tasks)[rest], kind="stable")]
+    line = {int(i): len(heads) + n + 1 for n, i in enumerate(rest.tolist())}
+    out: list[Placement] = []
+    for i in [*heads.tolist(), *rest.tolist()]:
+        task = queued[i]
+        class_id = int(result.tasks.class_of[i])
+        candidates = by_class.get(class_id)
+        if candidates is None:
+            candidates = by_class[class_id] = [
+                Candidate(c.agent.split("/", 1)[1], c.score, c.probability) for c in result.explain(i).candidates
+            ][:_TOP]
+        row = int(result.agent_of[i])
+        if row >= 0:
+            agent = fleet.agents[row]
+            left = spend.get(task.namespace, math.inf)
+            if agent.cost > left:
+                out.append(
+                    Placement(
+                        task,
+                        None,
+                        0.0,
+                        0.0,
+                        Reason.OVER_QUOTA,
+                        f"namespace {task.namespace} has {max(left, 0):g} of its cost quota left; {agent.name} "
+                        f"costs {agent.cost:g}",
+                        candidates,
+                        result.strategy,
+                    )
+                )
+                continue
+            if task.namespace in spend:
+                spend[task.namespace] = left - agent.cost
+            out.append(
+                Placement(
+                    task,
+                    agent,
+                    float(result.score[i]),
+                    float(result.probability[i]),
+                    None,
+                    "",
+                    candidates,
+                    result.strategy,
+                )
+            )
+            continue
+        reason, message = result.reason(i) or (Reason.CAPACITY_EXHAUSTED, "no free slot")
+        if reason is Reason.NOT_IN_BATCH:
+            message = f"number {line[i]} of {len(queued)} in line; each cycle decides {len(heads)} at most"
+        out.append(Placement(task, None, 0.0, 0.0, reason, message, candidates, result.strategy))
+    return out
+
+
+def _scoped_selector(task: TaskRecord) -> dict[str, object]:
+    """The task's own agentSelector plus 'same namespace'."""
+    selector = task.selector
+    labels = dict(selector.match_labels) if selector else {}
+    labels[NAMESPACE_LABEL] = task.namespace
+    expressions = [
+        {"key": k, "operator": op, "values": list(values)}
+        for k, op, values in (selector.match_expressions if selector else ())
+    ]
+    return {"matchLabels": labels, "matchExpressions": expressions}
