@@ -1,4 +1,4 @@
-"""e2e fixtures: CRDs installed, the operator namespace, and operator processes."""
+"""e2e fixtures: CRDs installed, the operator namespace, operator and agent-pool processes, a fault proxy."""
 
 from __future__ import annotations
 
@@ -9,7 +9,10 @@ import pytest
 
 from qorch.devcluster import ControlPlane
 from qorch.testing import Kubectl
+from qorch.testing.faultproxy import FaultProxy
+from support.api import Api
 from support.operators import OperatorFleet
+from support.pools import PoolFleet
 
 
 @pytest.fixture
@@ -24,3 +27,24 @@ def operators(
     yield fleet
     fleet.stop_all()
     del qorch_crds
+
+
+@pytest.fixture
+def pools(qorch_control_plane: ControlPlane, qorch_namespace: str, tmp_path: Path) -> Iterator[PoolFleet]:
+    """Simulated agent pools (real processes following the agent protocol) in this test's namespace."""
+    fleet = PoolFleet(qorch_control_plane.admin_kubeconfig, tmp_path, qorch_namespace)
+    yield fleet
+    fleet.stop_all()
+
+
+@pytest.fixture(scope="session")
+def api(qorch_control_plane: ControlPlane) -> Api:
+    """A fast synchronous reader, as admin."""
+    return Api(qorch_control_plane.admin_kubeconfig)
+
+
+@pytest.fixture
+def proxy(qorch_control_plane: ControlPlane, tmp_path: Path) -> Iterator[FaultProxy]:
+    """A fault proxy in front of the apiserver; `proxy.kubeconfig(path)` points a process at it."""
+    with FaultProxy(qorch_control_plane.admin_kubeconfig) as started:
+        yield started

@@ -71,7 +71,7 @@ def feasible(agent: dict[str, Any], task: dict[str, Any]) -> bool:
 
 
 def heartbeats(agents: list[dict[str, Any]]) -> str:
-    """Liveness Leases as agent runtimes keep them."""
+    """Liveness Leases valid for an hour: the agents stay alive for the whole test without renewing."""
     now = dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
     return yaml.safe_dump_all(
         [
@@ -79,7 +79,7 @@ def heartbeats(agents: list[dict[str, Any]]) -> str:
                 "apiVersion": "coordination.k8s.io/v1",
                 "kind": "Lease",
                 "metadata": {"name": f"qorch-agent-{a['metadata']['name']}"},
-                "spec": {"holderIdentity": a["metadata"]["name"], "leaseDurationSeconds": 30, "renewTime": now},
+                "spec": {"holderIdentity": a["metadata"]["name"], "leaseDurationSeconds": 3600, "renewTime": now},
             }
             for a in agents
         ]
@@ -257,5 +257,6 @@ def test_events_and_the_workflow_run_to_completion(kubectl: Kubectl, operators: 
     events = kubectl.json("get", "events")["items"]
     seen = {(e["involvedObject"]["name"], e["reason"], e["type"]) for e in events}
     assert ("first", "Scheduled", "Normal") in seen
-    assert ("impossible", "Unschedulable", "Warning") in seen
+    assert ("impossible", "NoCapableAgent", "Warning") in seen
+    assert ("second", "Succeeded", "Normal") in seen
     assert "NoCapableAgent" in kubectl("describe", "qtask", "impossible")

@@ -9,6 +9,7 @@ import subprocess
 import sys
 import threading
 import time
+import urllib.error
 import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -28,7 +29,29 @@ class OperatorProcess:
     restarts: int = 0
     exit_codes: list[int] = field(default_factory=list)
     supervised: bool = False
+    health_port: int = 0
     _stopping: bool = False
+
+    def healthz(self) -> int:
+        """The /healthz status code (0 when unreachable)."""
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{self.health_port}/healthz", timeout=3) as resp:
+                return int(resp.status)
+        except urllib.error.HTTPError as exc:
+            return int(exc.code)
+        except OSError:
+            return 0
+
+    def wait(self, timeout: float) -> int | None:
+        """Wait for the process to exit; its code, or None if it still runs."""
+        try:
+            return self.popen.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            return None
+
+    def log_text(self) -> str:
+        """The whole log."""
+        return self.log.read_text(errors="replace")
 
     def supervise(self) -> None:
         """Restart the process whenever it exits, as a Deployment would (call from a thread)."""
@@ -78,11 +101,15 @@ class OperatorFleet:
         identity: str,
         *,
         lease_name: str = "qorch-operator",
+        lease_namespace: str = "qorch-system",
         timings: tuple[float, float, float] = (15, 10, 2),
         supervised: bool = False,
+        kubeconfig: Path | None = None,
+        health: bool = False,
     ) -> OperatorProcess:
         """Start one replica watching only the test's namespace (restarted on exit if supervised)."""
         port = _ports.free_port()
+        health_port = _ports.free_port() if health else 0
         log = self.workdir / f"operator-{identity}.log"
         argv = [
             sys.executable,
@@ -90,10 +117,11 @@ class OperatorFleet:
             "qorch.cli",
             "operator",
             "run",
-            f"--kubeconfig={self.kubeconfig}",
+            f"--kubeconfig={kubeconfig or self.kubeconfig}",
             f"--namespace={self.namespace}",
             f"--metrics-port={port}",
-            "--health-port=0",
+            f"--health-port={health_port}",
+            f"--lease-namespace={lease_namespace}",
             f"--identity={identity}",
             f"--lease-name={lease_name}",
             f"--lease-duration={timings[0]}",
@@ -102,7 +130,7 @@ class OperatorFleet:
         ]
         with log.open("wb") as out:
             popen = subprocess.Popen(argv, stdout=out, stderr=subprocess.STDOUT)
-        proc = OperatorProcess(identity, popen, log, port, argv=argv, supervised=supervised)
+        proc = OperatorProcess(identity, popen, log, port, argv=argv, supervised=supervised, health_port=health_port)
         if supervised:
             threading.Thread(target=proc.supervise, daemon=True).start()
         self.started.append(proc)

@@ -155,7 +155,7 @@ def running(task: TaskRecord) -> StatusChange:
         TaskPhase.RUNNING,
         Reason.STARTED,
         f"attempt {task.attempt} started on {task.agent}",
-        fields={"attempts": task.attempt},
+        fields={"attempts": task.attempts + 1},
         agent=task.agent,
         attempt=task.attempt,
     )
@@ -167,14 +167,18 @@ def succeeded(task: TaskRecord) -> StatusChange:
         TaskPhase.SUCCEEDED,
         Reason.SUCCEEDED,
         f"attempt {task.attempt} completed by {task.agent}",
-        fields={"attempts": task.attempt},
+        fields={"attempts": task.counted},
         agent=task.agent,
         attempt=task.attempt,
     )
 
 
 def requeued(task: TaskRecord, reason: Reason, message: str) -> StatusChange:
-    """The current attempt never started (agent gone or declined): back to the queue, no attempt used."""
+    """The current attempt never started (agent gone or declined): back to the queue, nothing counted.
+
+    Its attempt identity is used up all the same: the next assignment gets a new one,
+    so a report about this one can never be mistaken for a report about the next.
+    """
     return StatusChange(
         TaskPhase.QUEUED,
         reason,
@@ -188,7 +192,7 @@ def requeued(task: TaskRecord, reason: Reason, message: str) -> StatusChange:
 
 def retrying(task: TaskRecord, reason: Reason, message: str, *, at: float | None) -> StatusChange:
     """The current attempt failed and another one is due (`at`, or at once when None)."""
-    fields: dict[str, Any] = {"attempts": task.attempt}
+    fields: dict[str, Any] = {"attempts": task.counted}
     remove: tuple[str, ...] = ("assignment",)
     if at is None:
         phase = TaskPhase.QUEUED
@@ -214,7 +218,7 @@ def failed(task: TaskRecord, message: str) -> StatusChange:
         TaskPhase.FAILED,
         Reason.ATTEMPTS_EXHAUSTED,
         message,
-        fields={"attempts": task.attempt},
+        fields={"attempts": task.counted},
         remove=("assignment", "nextAttemptAt"),
         agent=task.agent,
         attempt=task.attempt,

@@ -55,6 +55,7 @@ log = logging.getLogger(__name__)
 TASK_RESOURCE = Resource("qorch.io", "v1alpha1", TASKS)
 AGENT_RESOURCE = Resource("qorch.io", "v1alpha1", AGENTS)
 APPROVAL_RESOURCE = Resource("qorch.io", "v1alpha1", APPROVALS)
+_REFUSAL_PAUSE = 5.0  # an agent that refused work for lack of room gets none for this long
 _IGNORED_MEMORY = 10_000  # ignored reports remembered, so each is reported once
 _AGENT_TIMER, _TASK_TIMER, _FLUSH_TIMER = "agent", "task", "flush"
 
@@ -81,6 +82,7 @@ class Kernel:
     _seq: int = 0
     _led: bool = False
     _ignored: dict[tuple[str, str], None] = field(default_factory=dict)  # (uid, version) already reported
+    _paused: dict[Key, float] = field(default_factory=dict)  # agent -> monotonic end of its refusal pause
 
     def poke(self) -> None:
         """Something changed: run a cycle soon."""
@@ -206,13 +208,22 @@ class Kernel:
                     self._liveness.pop(key, None)
                 continue
             came_alive = now_is is liveness.Liveness.ALIVE and was is not liveness.Liveness.ALIVE
-            if came_alive or key in feed.reshaped:
+            pause_over = key in self._paused and self._paused[key] <= mono
+            if came_alive or key in feed.reshaped or pause_over:
                 self.queue.agent_changed(agent, slot_freed_only=False)
             elif key in feed.freed:
                 self.queue.agent_changed(agent, slot_freed_only=True)
 
     def _schedulable(self, agent: AgentRecord) -> bool:
-        return not agent.cordoned and self._liveness.get(agent.key) is liveness.Liveness.ALIVE
+        if agent.cordoned or self._liveness.get(agent.key) is not liveness.Liveness.ALIVE:
+            return False
+        paused = self._paused.get(agent.key)
+        if paused is None:
+            return True
+        if paused > self.mono():
+            return False
+        del self._paused[agent.key]
+        return True
 
     # ------------------------------------------------------------------ 3. tasks
     def _task(self, key: Key, now: float, mono: float) -> None:
@@ -236,8 +247,14 @@ class Kernel:
         if judged is None:
             judged = self._liveness[agent_key] = self._judge(agent_key, mono)
         change = progress.progress(task, liveness=judged, retry=task.retry or self.store.policy.default_retry, now=now)
-        if change is not None:
-            self._write_task(task, change, now)
+        if change is None:
+            return
+        if change.reason is Reason.AGENT_REFUSED:
+            # The agent knows better than our count: give it a pause rather than the same task
+            # again at once (assign, refuse, requeue, ... with no end).
+            self._paused[agent_key] = mono + _REFUSAL_PAUSE
+            self._arm(mono + _REFUSAL_PAUSE, _AGENT_TIMER, agent_key)
+        self._write_task(task, change, now)
 
     def _gate(self, task: TaskRecord, now: float, mono: float) -> None:
         key = task.key
@@ -320,7 +337,7 @@ class Kernel:
         ):
             metrics.OBSERVABLE.labels(name).set(value)
         epoch = self.epoch()
-        for placement in translate.placements(result, fleet, queued, cost_left=cost_left):
+        for placement in translate.placements(result, fleet, queued, cost_left=cost_left, free_quota=free_quota):
             self._place(placement, epoch, now, mono)
 
     def _place(self, placement: translate.Placement, epoch: int, now: float, mono: float) -> None:
@@ -328,7 +345,7 @@ class Kernel:
         if placement.agent is not None:
             change = documents.assigned(
                 agent=placement.agent.name,
-                attempt=task.attempts + 1,
+                attempt=task.last_attempt + 1,  # identities are never reused
                 epoch=epoch,
                 when=now,
                 score=placement.score,

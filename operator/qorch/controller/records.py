@@ -145,8 +145,9 @@ class TaskRecord:
     phase: str | None
     reason: str  # of the Scheduled condition, as last written
     agent: str  # assignment.agent
-    attempt: int  # assignment.attempt (0 without an assignment)
-    attempts: int
+    attempt: int  # assignment.attempt: the current attempt's identity (0 without an assignment)
+    last_attempt: int  # the highest attempt identity the status mentions anywhere (never reused)
+    attempts: int  # attempts that started (the retry budget counts these)
     next_attempt_at: float | None
     observed_generation: int | None
     report: Report | None
@@ -158,6 +159,11 @@ class TaskRecord:
     def key(self) -> Key:
         """(namespace, name)."""
         return (self.namespace, self.name)
+
+    @property
+    def counted(self) -> int:
+        """`attempts` once the current attempt, known to have started, is counted (Running already is)."""
+        return self.attempts if self.phase == "Running" else self.attempts + 1
 
     def has(self, status_field: str) -> bool:
         """Whether the status carries `status_field`."""
@@ -177,6 +183,13 @@ class TaskRecord:
             if condition.get("type") == "Scheduled":
                 reason = sys.intern(str(condition.get("reason", "")))
         history = status.get("history") or []
+        report = Report.of(status.get("execution"))
+        attempt = int(assignment.get("attempt") or 0)
+        last_attempt = max(
+            attempt,
+            report.attempt if report is not None else 0,
+            max((int(h.get("attempt") or 0) for h in history), default=0),
+        )
         failed_agent = next(
             (str(h.get("agent", "")) for h in reversed(history) if h.get("reason") in _FAILURES),
             "",
@@ -206,11 +219,12 @@ class TaskRecord:
             phase=sys.intern(phase) if phase else None,
             reason=reason,
             agent=sys.intern(str(assignment.get("agent", ""))),
-            attempt=int(assignment.get("attempt") or 0),
+            attempt=attempt,
+            last_attempt=last_attempt,
             attempts=int(status.get("attempts", 0)),
             next_attempt_at=parse_time(status.get("nextAttemptAt")),
             observed_generation=status.get("observedGeneration"),
-            report=Report.of(status.get("execution")),
+            report=report,
             failed_agent=sys.intern(failed_agent),
             history_len=len(history),
             present=present,

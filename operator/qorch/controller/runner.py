@@ -255,8 +255,7 @@ async def _main(settings: OperatorSettings) -> int:
     state.notify = kernel.poke
     parts = _Parts(kernel, elector, _informers(api, state, settings))
     stop = asyncio.Event()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        asyncio.get_running_loop().add_signal_handler(sig, stop.set)
+    _take_signals(stop)
     if settings.metrics_port > 0:
         start_http_server(settings.metrics_port)
     probes = await _probes(settings.health_port, parts)
@@ -299,6 +298,7 @@ async def _operate(
     await _until(
         asyncio.gather(kopf_ready.wait(), *(i.synced.wait() for i in parts.informers)), parts.first_end(), stop.wait()
     )
+    _take_signals(stop)  # kopf put in handlers of its own that stop kopf alone; SIGTERM must stop everything
     if not stop.is_set() and parts.ended() is None:
         await handlers.sweep(api, state, settings.namespaces)
         parts.kernel.watching_since = time.monotonic()
@@ -320,6 +320,12 @@ async def _operate(
         log.error("%s; exiting so that the Deployment restarts the operator", parts.why_ended())
         return EXIT_FAILED
     return 0
+
+
+def _take_signals(stop: asyncio.Event) -> None:
+    """SIGTERM and SIGINT set `stop`, which also stops kopf (it is kopf's stop flag)."""
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        asyncio.get_running_loop().add_signal_handler(sig, stop.set)
 
 
 async def _track_leader(elector: LeaderElector) -> None:

@@ -120,8 +120,13 @@ def placements(
     queued: Sequence[TaskRecord],
     *,
     cost_left: Mapping[str, float],
+    free_quota: Mapping[str, int],
 ) -> list[Placement]:
-    """One placement per task, heads first in decision order; cost quotas are applied in that order."""
+    """One placement per task, heads first in decision order; cost quotas are applied in that order.
+
+    A task that was no head because its namespace has no concurrent slot left is
+    `OverQuota`; one that only missed the batch is `NotInBatch` with its place in line.
+    """
     spend = dict(cost_left)
     by_class: dict[int, list[Candidate]] = {}
     heads = np.flatnonzero(result.heads >= 0)
@@ -129,6 +134,9 @@ def placements(
     rest = np.flatnonzero(result.heads < 0)
     rest = rest[np.argsort(-effective_priority(result.tasks)[rest], kind="stable")]
     line = {int(i): len(heads) + n + 1 for n, i in enumerate(rest.tolist())}
+    heads_in: dict[str, int] = {}
+    for i in heads.tolist():
+        heads_in[queued[i].namespace] = heads_in.get(queued[i].namespace, 0) + 1
     out: list[Placement] = []
     for i in [*heads.tolist(), *rest.tolist()]:
         task = queued[i]
@@ -173,7 +181,15 @@ def placements(
             )
             continue
         reason, message = result.reason(i) or (Reason.CAPACITY_EXHAUSTED, "no free slot")
-        if reason is Reason.NOT_IN_BATCH:
+        if reason is Reason.NOT_IN_BATCH and heads_in.get(task.namespace, 0) >= free_quota.get(
+            task.namespace, math.inf
+        ):
+            reason = Reason.OVER_QUOTA
+            message = (
+                f"namespace {task.namespace} may run no more tasks at once (maxConcurrentTasks in the "
+                "SchedulingPolicy): waiting for one of its tasks to end"
+            )
+        elif reason is Reason.NOT_IN_BATCH:
             message = f"number {line[i]} of {len(queued)} in line; each cycle decides {len(heads)} at most"
         out.append(Placement(task, None, 0.0, 0.0, reason, message, candidates, result.strategy))
     return out

@@ -20,6 +20,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import enum
+import json
 import logging
 import time
 from dataclasses import dataclass, field
@@ -125,13 +126,17 @@ class StatusWriter:
         try:
             while True:
                 await asyncio.sleep(0.5)
-                for entry in self.ledger.due(self.clock()):
-                    await self._check(entry)
+                await self.settle_due()
         finally:
             for worker in workers:
                 worker.cancel()
             with contextlib.suppress(BaseException):
                 await asyncio.gather(*workers, return_exceptions=True)
+
+    async def settle_due(self) -> None:
+        """GET every entry whose deadline passed, so none outlives the truth."""
+        for entry in self.ledger.due(self.clock()):
+            await self._check(entry)
 
     async def _worker(self) -> None:
         while True:
@@ -192,7 +197,10 @@ class StatusWriter:
                 if exc.status == _TOO_MANY and self.may_write():
                     await asyncio.sleep(min(exc.retry_after or 1.0, 10.0))
                     continue
-                return self._failed(write, exc)
+                outcome = self._failed(write, exc)
+                if outcome is Outcome.REFUSED:
+                    log.error("the refused patch: %s", json.dumps(patch)[:2000])  # noqa: TRY400 - no traceback
+                return outcome
             except KubeError as exc:
                 return self._failed(write, exc)
             metrics.API_WRITE_SECONDS.observe(time.perf_counter() - started)

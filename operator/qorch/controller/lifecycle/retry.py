@@ -36,15 +36,15 @@ def backoff(retry: Retry, failed_attempts: int, spread: float) -> float:
 
 
 def after_failure(task: TaskRecord, *, retry: Retry, now: float, reason: Reason, message: str) -> StatusChange:
-    """The current attempt failed for `reason`: retry it (maybe later), or give up."""
-    attempt = task.attempt
-    if attempt >= retry.max_attempts:
-        return documents.failed(task, f"{reason}: {message} (attempt {attempt} of {retry.max_attempts})")
-    delay = backoff(retry, attempt, jitter(task.uid, attempt))
+    """The current attempt, which started, failed for `reason`: retry it (maybe later), or give up."""
+    started = task.counted
+    if started >= retry.max_attempts:
+        return documents.failed(task, f"{reason}: {message} ({started} of {retry.max_attempts} attempts made)")
+    delay = backoff(retry, started, jitter(task.uid, task.attempt))
     when = f"in {delay:.1f}s" if delay > 0 else "now"
     return documents.retrying(
         task,
         reason,
-        f"{message}; attempt {attempt + 1} of {retry.max_attempts} {when}",
+        f"{message}; attempt {started + 1} of {retry.max_attempts} {when}",
         at=now + delay if delay > 0 else None,
     )

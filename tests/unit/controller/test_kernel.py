@@ -1,0 +1,400 @@
+"""The kernel against an in-memory apiserver: each defect of the first controller, pinned without a cluster.
+
+The real store, ledger, writer, lifecycle rules, queue and scheduler core run;
+only the apiserver is a stand-in (tests/support/fakeapi.py), so that a fault
+can land a write and lose its answer, which a real network only does by luck.
+The same defects are driven through real processes in tests/e2e.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable, Coroutine
+from typing import Any
+
+import pytest
+
+from qorch.controller import loop as loop_module
+from qorch.controller import metrics, translate
+from qorch.controller.kube import ApiError, KubeError, TransportError
+from qorch.controller.store import AGENTS, APPROVALS, POLICIES, TASKS
+from support import bodies
+from support.fakeapi import FakeApi
+from support.kernel import Harness, harness
+
+
+def run(test: Callable[[Harness], Coroutine[Any, Any, None]], api: FakeApi | None = None) -> None:
+    async def main() -> None:
+        async with harness(api) as h:
+            await test(h)
+
+    asyncio.run(main())
+
+
+def policy(**spec: Any) -> dict[str, Any]:
+    return {"metadata": {"name": "default"}, "spec": spec}
+
+
+def phases(h: Harness, names: list[str]) -> dict[str, str | None]:
+    return {n: h.status(n).get("phase") for n in names}
+
+
+def test_cordoning_an_agent_leaves_its_work_alone() -> None:
+    """Defect 3: a cordoned but alive agent keeps its Assigned and Running tasks; it only gets nothing new."""
+
+    async def test(h: Harness) -> None:
+        h.create(AGENTS, bodies.agent("a", capabilities=["code"], capacity=3, cordoned=True))
+        h.renew("a")
+        h.create(TASKS, bodies.task("assigned", requires=["code"], status=bodies.assigned("a", 1)))
+        running = bodies.assigned("a", 1, phase="Running", execution=bodies.execution("a", 1))
+        h.create(TASKS, bodies.task("running", requires=["code"], status=running))
+        h.create(TASKS, bodies.task("new", requires=["code"]))
+        await h.cycle()
+        assert phases(h, ["assigned", "running", "new"]) == {
+            "assigned": "Assigned",
+            "running": "Running",
+            "new": "Queued",
+        }
+        assert h.status("new")["conditions"][0]["reason"] == "NoReadyAgent"
+        assert h.api.get(AGENTS, "ns", "a")["status"]["phase"] == "Cordoned"
+        assert h.api.get(AGENTS, "ns", "a")["status"]["activeTasks"] == 2
+
+    run(test)
+
+
+def test_an_agent_created_during_a_cycle_does_not_abort_it(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Defect 7: a watch event adds an agent while the scheduler runs; the cycle finishes and writes."""
+    real = translate.placements
+
+    def placements_while_an_agent_appears(*args: Any, **kwargs: Any) -> Any:
+        HARNESS[0].create(AGENTS, bodies.agent("late", capabilities=["code"]))
+        return real(*args, **kwargs)
+
+    HARNESS: list[Harness] = []
+
+    async def test(h: Harness) -> None:
+        HARNESS.append(h)
+        monkeypatch.setattr(translate, "placements", placements_while_an_agent_appears)
+        h.create(AGENTS, bodies.agent("a", capabilities=["code"]))
+        h.renew("a")
+        h.create(TASKS, bodies.task("t", requires=["code"]))
+        await h.cycle()
+        assert h.status("t")["phase"] == "Assigned"
+        await h.cycle()  # and the newcomer gets its status next
+        assert h.api.get(AGENTS, "ns", "late")["status"]["phase"] == "NotReady"
+
+    run(test)
+
+
+def test_a_write_with_an_unknown_outcome_keeps_its_slot() -> None:
+    """Defect 9: an assignment lands but its answer is lost; the agent's one slot is not filled twice."""
+    api = FakeApi()
+    lost = []
+
+    def lose_first_task_answer(method: str, path: str) -> KubeError | None:
+        if method == "PATCH" and "/tasks/" in path and not lost:
+            lost.append(path)
+            return TransportError("PATCH: ServerDisconnectedError")
+        return None
+
+    api.after.append(lose_first_task_answer)
+
+    async def test(h: Harness) -> None:
+        h.create(AGENTS, bodies.agent("a", capabilities=["code"], capacity=1))
+        h.renew("a")
+        for name in ("t1", "t2"):
+            h.create(TASKS, bodies.task(name, requires=["code"]))
+        await h.cycle()
+        assert lost, "the fault never fired"
+        await h.cycle()  # the store has not seen the landed write: only the ledger knows
+        assert sum(1 for n in ("t1", "t2") if h.status(n).get("phase") == "Assigned") == 1
+        h.advance(5)
+        await h.settle()  # the GET tells the store what happened
+        await h.cycle()
+        assert sum(1 for n in ("t1", "t2") if h.status(n).get("phase") == "Assigned") == 1
+        assert len(h.writer.ledger) == 0
+
+    run(test, api)
+
+
+@pytest.mark.parametrize(
+    "error",
+    [
+        pytest.param(RuntimeError("a bug in the client"), id="not-an-api-error"),
+        pytest.param(TransportError("PATCH: ClientPayloadError"), id="reset"),
+        pytest.param(ApiError(503, "ServiceUnavailable", "etcd leader changed"), id="5xx"),
+    ],
+)
+def test_a_failed_write_never_leaves_a_task_stuck(error: Exception) -> None:
+    """Defect 2: whatever a PATCH raises, the entry is settled by a GET and the task decided again."""
+    api = FakeApi()
+    fired = []
+
+    def fail_first(method: str, path: str) -> Any:
+        if method == "PATCH" and "/tasks/" in path and not fired:
+            fired.append(path)
+            return error
+        return None
+
+    api.before.append(fail_first)
+
+    async def test(h: Harness) -> None:
+        h.create(AGENTS, bodies.agent("a", capabilities=["code"], capacity=2))
+        h.renew("a")
+        h.create(TASKS, bodies.task("t", requires=["code"]))
+        await h.cycle()
+        assert fired
+        assert "phase" not in h.status("t")
+        h.advance(5)
+        await h.settle()
+        await h.cycle()
+        assert h.status("t")["phase"] == "Assigned"
+        assert h.api.get(AGENTS, "ns", "a")["status"]["activeTasks"] in (0, 1)  # written before or after the echo
+        assert len(h.writer.ledger) <= 1  # at most the agent's own status write, settling
+
+    run(test, api)
+
+
+def test_hopeless_tasks_are_parked_and_never_crowd_out_a_new_one(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Defect 17: 2,000 tasks no agent can run are parked; a new runnable task is decided alone next cycle."""
+    offered: list[int] = []
+    real = translate.tasks
+
+    def spy(fleet: Any, queued: Any, **kwargs: Any) -> Any:
+        offered.append(len(queued))
+        return real(fleet, queued, **kwargs)
+
+    monkeypatch.setattr(translate, "tasks", spy)
+
+    async def test(h: Harness) -> None:
+        h.create(POLICIES, policy(batchSize=100))
+        h.create(AGENTS, bodies.agent("a", capabilities=["code"], capacity=5))
+        h.renew("a")
+        for i in range(2000):
+            h.create(TASKS, bodies.task(f"gpu-{i}", requires=["gpu"]))
+        for _ in range(25):  # 100 a batch; the rest are told NotInBatch with their place in line
+            await h.cycle()
+            h.sync()
+        statuses = [h.status(f"gpu-{i}") for i in range(2000)]
+        assert all(s.get("phase") == "Queued" for s in statuses)
+        assert {s["conditions"][0]["reason"] for s in statuses} == {"NoCapableAgent"}
+        assert len(h.kernel.queue.parked) == 2000
+        offered.clear()
+        h.create(TASKS, bodies.task("new", requires=["code"]))
+        await h.cycle()
+        assert h.status("new")["phase"] == "Assigned"
+        assert offered == [1]
+
+    run(test)
+
+
+def test_every_task_gets_a_status_in_its_first_cycle_even_outside_the_batch() -> None:
+    """A task left out of a batch is told NotInBatch with its place in line."""
+
+    async def test(h: Harness) -> None:
+        h.create(POLICIES, policy(batchSize=10))
+        h.create(AGENTS, bodies.agent("a", capabilities=["code"], capacity=5))
+        h.renew("a")
+        names = [f"t{i}" for i in range(50)]
+        for name in names:
+            h.create(TASKS, bodies.task(name, requires=["code"]))
+        await h.cycle()
+        reasons = [h.status(n)["conditions"][0]["reason"] for n in names if h.status(n).get("phase") == "Queued"]
+        assert all(h.status(n).get("phase") in ("Assigned", "Queued") for n in names)
+        assert reasons.count("NotInBatch") == 40
+        in_line = next(h.status(n) for n in names if h.status(n)["conditions"][0]["reason"] == "NotInBatch")
+        assert " in line" in in_line["conditions"][0]["message"]
+
+    run(test)
+
+
+def test_a_slot_freed_wakes_tasks_parked_for_capacity() -> None:
+    """Parked CapacityExhausted tasks come back when a task on a matching agent ends."""
+
+    async def test(h: Harness) -> None:
+        h.create(AGENTS, bodies.agent("a", capabilities=["code"], capacity=1))
+        h.renew("a")
+        for name in ("t1", "t2"):
+            h.create(TASKS, bodies.task(name, requires=["code"]))
+        await h.cycle()
+        h.sync()
+        first = next(n for n in ("t1", "t2") if h.status(n)["phase"] == "Assigned")
+        second = "t2" if first == "t1" else "t1"
+        assert h.status(second)["conditions"][0]["reason"] == "CapacityExhausted"
+        body = h.task(first)
+        body["status"]["execution"] = bodies.execution("a", 1, finished=True)
+        h.create(TASKS, body)  # the agent reports success
+        await h.cycle()
+        h.sync()
+        await h.cycle()
+        assert h.status(second)["phase"] == "Assigned"
+
+    run(test)
+
+
+def test_namespace_quotas_and_default_retry_reach_the_cluster() -> None:
+    """Defect 14: maxConcurrentTasks and maxCost cap a namespace; defaultRetry applies to tasks without retry."""
+
+    async def test(h: Harness) -> None:
+        h.create(
+            POLICIES,
+            policy(
+                quotas=[{"namespace": "ns", "maxConcurrentTasks": 2}, {"namespace": "cheap", "maxCost": 3}],
+                defaultRetry={"maxAttempts": 1, "backoffSeconds": 0, "maxBackoffSeconds": 0},
+            ),
+        )
+        h.create(AGENTS, bodies.agent("a", capabilities=["code"], capacity=10))
+        h.create(AGENTS, bodies.agent("b", namespace="cheap", capacity=10, provider={"name": "p", "costPerTask": 1}))
+        h.renew("a")
+        h.renew("b", namespace="cheap")
+        for i in range(5):
+            h.create(TASKS, bodies.task(f"t{i}", requires=["code"]))
+            h.create(TASKS, bodies.task(f"c{i}", namespace="cheap"))
+        await h.cycle()
+        ns = [h.status(f"t{i}") for i in range(5)]
+        cheap = [h.status(f"c{i}", "cheap") for i in range(5)]
+        assert sum(s["phase"] == "Assigned" for s in ns) == 2
+        assert {s["conditions"][0]["reason"] for s in ns if s["phase"] == "Queued"} == {"OverQuota"}
+        assert sum(s["phase"] == "Assigned" for s in cheap) == 3
+        h.sync()
+        done = next(f"t{i}" for i in range(5) if ns[i]["phase"] == "Assigned")
+        body = h.task(done)
+        body["status"]["execution"] = bodies.execution("a", 1, finished=True, error="boom")
+        h.create(TASKS, body)
+        await h.cycle()
+        assert (h.status(done)["phase"], h.status(done)["conditions"][0]["reason"]) == ("Failed", "AttemptsExhausted")
+
+    run(test)
+
+
+def test_a_retry_avoids_the_failure_domain_that_failed() -> None:
+    """Defect 14: after failing on an agent of group g1, the retry goes to the equally good agent of g2."""
+
+    async def test(h: Harness) -> None:
+        h.create(AGENTS, bodies.agent("a1", capabilities=["code"], capacity=5, entanglementGroup="g1"))
+        h.create(AGENTS, bodies.agent("a2", capabilities=["code"], capacity=5, entanglementGroup="g2"))
+        h.renew("a1")
+        h.renew("a2")
+        h.create(
+            TASKS,
+            bodies.task("t", requires=["code"], retry={"maxAttempts": 3, "backoffSeconds": 0, "maxBackoffSeconds": 0}),
+        )
+        await h.cycle()
+        h.sync()
+        first = h.status("t")["assignment"]["agent"]
+        body = h.task("t")
+        body["status"]["execution"] = bodies.execution(first, 1, finished=True, error="boom")
+        h.create(TASKS, body)
+        await h.cycle()
+        h.sync()
+        await h.cycle()
+        status = h.status("t")
+        assert status["phase"] == "Assigned"
+        assert status["assignment"]["attempt"] == 2
+        assert status["assignment"]["agent"] != first
+
+    run(test)
+
+
+def test_a_report_for_another_attempt_is_ignored_and_recorded_once() -> None:
+    """Defect 4: a zombie's finish of attempt 1 does not end attempt 2; an Event and a metric say so, once."""
+
+    async def test(h: Harness) -> None:
+        h.create(AGENTS, bodies.agent("b", capabilities=["code"]))
+        h.renew("b")
+        h.create(TASKS, bodies.task("t", requires=["code"], status=bodies.assigned("b", 2)))
+        await h.cycle()
+        before = metrics.REPORTS_IGNORED._value.get()
+        body = h.task("t")
+        body["status"]["execution"] = bodies.execution("zombie", 1, finished=True)
+        h.create(TASKS, body)
+        await h.cycle()
+        await h.cycle()
+        assert h.status("t")["phase"] == "Assigned"
+        assert h.events.reasons().count("ReportIgnored") == 1
+        assert metrics.REPORTS_IGNORED._value.get() == before + 1
+
+    run(test)
+
+
+def test_approvals_are_bound_to_the_incarnation_then_counted() -> None:
+    """Defect 13: an Approval without taskUID is bound to the existing task; the task then runs."""
+
+    async def test(h: Harness) -> None:
+        h.create(AGENTS, bodies.agent("a", capabilities=["code"]))
+        h.renew("a")
+        task = h.create(TASKS, bodies.task("t", requires=["code"], approval={"required": True}))
+        h.create(APPROVALS, bodies.approval("ok", "t"))
+        await h.cycle()
+        assert h.status("t")["phase"] == "AwaitingApproval"
+        assert h.api.get(APPROVALS, "ns", "ok")["status"]["taskUID"] == task["metadata"]["uid"]
+        await h.cycle()
+        assert h.status("t")["phase"] == "Assigned"
+
+    run(test)
+
+
+def test_a_dead_agents_unclaimed_work_moves_and_claimed_work_counts() -> None:
+    """Liveness from Lease changes: after the Lease's own duration without a change, work moves on."""
+
+    async def test(h: Harness) -> None:
+        for name in ("dying", "spare"):
+            h.create(AGENTS, bodies.agent(name, capabilities=["code"], capacity=2))
+        h.renew("dying", duration=5)
+        h.renew("spare", duration=60)
+        h.create(TASKS, bodies.task("unclaimed", requires=["code"], status=bodies.assigned("dying", 1)))
+        claimed = bodies.assigned("dying", 1, phase="Running", execution=bodies.execution("dying", 1))
+        h.create(TASKS, bodies.task("claimed", requires=["code"], status=claimed))
+        await h.cycle()
+        assert phases(h, ["unclaimed", "claimed"]) == {"unclaimed": "Assigned", "claimed": "Running"}
+        h.advance(4)
+        await h.cycle()
+        assert phases(h, ["unclaimed", "claimed"]) == {"unclaimed": "Assigned", "claimed": "Running"}
+        h.advance(2)
+        await h.cycle()
+        unclaimed, lost = h.status("unclaimed"), h.status("claimed")
+        assert (unclaimed["phase"], unclaimed["conditions"][0]["reason"]) == ("Queued", "AgentNotReady")
+        assert lost["conditions"][0]["reason"] == "AgentLost"
+        assert lost["attempts"] == 1
+
+    run(test)
+
+
+def test_the_loop_never_decides_for_a_process_that_does_not_lead() -> None:
+    """A follower cycles nothing; the writer drops anything queued once leadership is gone."""
+
+    async def test(h: Harness) -> None:
+        h.writer.may_write = lambda: False
+        h.create(AGENTS, bodies.agent("a", capabilities=["code"]))
+        h.renew("a")
+        h.create(TASKS, bodies.task("t", requires=["code"]))
+        await h.cycle()
+        assert "phase" not in h.status("t")
+        assert not [c for c in h.api.calls if c[0] == "PATCH"]
+
+    run(test)
+
+
+def test_the_ledger_stays_bounded_after_objects_vanish() -> None:
+    """Defect 15: entries of objects deleted before their echo are dropped with the objects."""
+
+    async def test(h: Harness) -> None:
+        h.api.after.append(lambda m, p: TransportError("lost") if m == "PATCH" else None)
+        h.create(AGENTS, bodies.agent("a", capabilities=["code"], capacity=50))
+        h.renew("a")
+        for i in range(20):
+            h.create(TASKS, bodies.task(f"t{i}", requires=["code"]))
+        await h.cycle()
+        assert len(h.writer.ledger) >= 20
+        for i in range(20):
+            h.store.sink(TASKS).delete(h.task(f"t{i}"))
+        assert len([e for e in h.writer.ledger.entries.values() if e.plural == TASKS]) == 0
+        assert h.writer.ledger.slots(("ns", "a")) == 0
+
+    run(test)
+
+
+def test_loop_module_numbers_its_steps() -> None:
+    """The cycle is documented as numbered steps, as Kueue's is."""
+    assert "1. timers" in (loop_module.__doc__ or "")
+    assert "6. write" in (loop_module.__doc__ or "")

@@ -1,0 +1,240 @@
+"""The lifecycle rules, as pure functions of records and time: gate, progress, liveness, retry."""
+
+from __future__ import annotations
+
+import pytest
+
+from qorch.api.enums import Reason, TaskPhase
+from qorch.controller.lifecycle import gate, liveness, progress, retry
+from qorch.controller.lifecycle.liveness import Liveness
+from qorch.controller.records import ApprovalRecord, LeaseRecord, Retry, TaskRecord
+from support import bodies
+
+NOW = 1_800_000_000.0
+RETRY = Retry(max_attempts=3, backoff_seconds=10, max_backoff_seconds=300)
+
+
+def record(body: dict) -> TaskRecord:
+    return TaskRecord.of(body)
+
+
+def approvals(*items: dict) -> list[ApprovalRecord]:
+    return [ApprovalRecord.of(a) for a in items]
+
+
+# ---------------------------------------------------------------------------------------------- gate
+def test_an_approval_bound_to_the_task_lets_it_through() -> None:
+    """Approve, bound to this incarnation's uid: the gate passes."""
+    task = record(bodies.task("t", approval={"required": True}))
+    verdict = gate.gate(task, approvals=approvals(bodies.approval("a", "t", bound=task.uid)), dependency=lambda _: None)
+    assert verdict.change is None
+    assert verdict.bind == ()
+
+
+def test_a_recreated_task_does_not_inherit_an_old_approval() -> None:
+    """An Approval bound to an earlier incarnation (another uid) does not count; the task waits."""
+    task = record(bodies.task("t", uid="new", approval={"required": True}))
+    verdict = gate.gate(task, approvals=approvals(bodies.approval("a", "t", bound="old")), dependency=lambda _: None)
+    assert verdict.change is not None
+    assert verdict.change.phase is TaskPhase.AWAITING_APPROVAL
+    assert verdict.bind == ()  # already bound elsewhere: never re-bound
+
+
+def test_an_unbound_approval_is_bound_before_it_counts() -> None:
+    """A fresh Approval (no taskUID anywhere) is bound to the current task and counts only after that."""
+    task = record(bodies.task("t", approval={"required": True}))
+    verdict = gate.gate(task, approvals=approvals(bodies.approval("a", "t")), dependency=lambda _: None)
+    assert verdict.change is not None
+    assert verdict.change.phase is TaskPhase.AWAITING_APPROVAL
+    assert [a.name for a in verdict.bind] == ["a"]
+
+
+def test_a_spec_task_uid_binds_without_the_operator() -> None:
+    """spec.taskUID (what `qorch approve` sets) binds at once."""
+    task = record(bodies.task("t", uid="u1", approval={"required": True}))
+    verdict = gate.gate(task, approvals=approvals(bodies.approval("a", "t", task_uid="u1")), dependency=lambda _: None)
+    assert verdict.change is None
+
+
+@pytest.mark.parametrize("order", [("Approve", "Reject"), ("Reject", "Approve")], ids=["approve-first", "reject-first"])
+def test_a_rejection_wins_over_any_approval(order: tuple[str, str]) -> None:
+    """With an Approve and a Reject bound to the task, it is cancelled whichever came last."""
+    task = record(bodies.task("t", approval={"required": True}))
+    found = approvals(*(bodies.approval(f"a{i}", "t", d, bound=task.uid) for i, d in enumerate(order)))
+    verdict = gate.gate(task, approvals=found, dependency=lambda _: None)
+    assert verdict.change is not None
+    assert (verdict.change.phase, verdict.change.reason) == (TaskPhase.CANCELLED, Reason.APPROVAL_REJECTED)
+
+
+@pytest.mark.parametrize(
+    ("dep_phase", "reason"),
+    [
+        pytest.param(None, Reason.DEPENDENCY_PENDING, id="missing"),
+        pytest.param("Running", Reason.DEPENDENCY_PENDING, id="running"),
+        pytest.param("Failed", Reason.DEPENDENCY_FAILED, id="failed"),
+        pytest.param("Cancelled", Reason.DEPENDENCY_FAILED, id="cancelled"),
+    ],
+)
+def test_dependencies_hold_the_task_with_a_reason(dep_phase: str | None, reason: Reason) -> None:
+    """A task waits in Blocked with the reason its dependency gives."""
+    task = record(bodies.task("t", dependsOn=["d"]))
+    dep = None if dep_phase is None else record(bodies.task("d", status={"phase": dep_phase}))
+    verdict = gate.gate(task, approvals=[], dependency=lambda _: dep)
+    assert verdict.change is not None
+    assert (verdict.change.phase, verdict.change.reason) == (TaskPhase.BLOCKED, reason)
+
+
+def test_succeeded_dependencies_let_the_task_through() -> None:
+    """All dependencies Succeeded: no hold."""
+    task = record(bodies.task("t", dependsOn=["d"]))
+    dep = record(bodies.task("d", status={"phase": "Succeeded"}))
+    assert gate.gate(task, approvals=[], dependency=lambda _: dep).change is None
+
+
+# ---------------------------------------------------------------------------------------------- progress
+def run(status: dict, alive: Liveness = Liveness.ALIVE, *, retry_policy: Retry = RETRY):
+    return progress.progress(record(bodies.task("t", status=status)), liveness=alive, retry=retry_policy, now=NOW)
+
+
+def test_a_claim_moves_the_task_to_running_and_counts_the_attempt() -> None:
+    """The agent's claim of the current attempt: Running, attempts = that attempt."""
+    change = run(bodies.assigned("a", 2, execution=bodies.execution("a", 2)))
+    assert change is not None
+    assert change.phase is TaskPhase.RUNNING
+    assert change.fields["attempts"] == 2
+
+
+def test_a_finish_seen_before_the_claim_still_counts_the_attempt() -> None:
+    """Defect 5: claim and failure first seen together (still Assigned) count the attempt, so retries end."""
+    status = bodies.assigned("a", 3, execution=bodies.execution("a", 3, finished=True, error="boom"))
+    change = run(status)
+    assert change is not None
+    assert change.fields["attempts"] == 3
+    assert (change.phase, change.reason) == (TaskPhase.FAILED, Reason.ATTEMPTS_EXHAUSTED)
+
+
+def test_a_failed_attempt_retries_after_a_backoff() -> None:
+    """Attempt 1 of 3 fails: Retrying with nextAttemptAt in the future, the failing agent recorded."""
+    change = run(bodies.assigned("a", 1, phase="Running", execution=bodies.execution("a", 1, finished=True, error="x")))
+    assert change is not None
+    assert change.phase is TaskPhase.RETRYING
+    assert change.reason is Reason.ATTEMPT_FAILED
+    assert change.agent == "a"
+    assert "nextAttemptAt" in change.fields
+    assert "assignment" in change.remove
+
+
+def test_a_zero_backoff_retries_at_once() -> None:
+    """backoffSeconds 0: straight back to Queued (retries within the same second)."""
+    policy = Retry(max_attempts=5, backoff_seconds=0, max_backoff_seconds=0)
+    status = bodies.assigned("a", 1, phase="Running", execution=bodies.execution("a", 1, finished=True, error="x"))
+    change = run(status, retry_policy=policy)
+    assert change is not None
+    assert change.phase is TaskPhase.QUEUED
+    assert "nextAttemptAt" not in change.fields
+
+
+def test_success_ends_the_task() -> None:
+    """A finish without error: Succeeded."""
+    change = run(bodies.assigned("a", 1, phase="Running", execution=bodies.execution("a", 1, finished=True)))
+    assert change is not None
+    assert change.phase is TaskPhase.SUCCEEDED
+
+
+def test_a_refusal_requeues_without_using_an_attempt() -> None:
+    """The agent declined (over capacity): back to Queued, attempts unchanged."""
+    change = run(bodies.assigned("a", 2, execution=bodies.execution("a", 2, refused="OverCapacity")))
+    assert change is not None
+    assert (change.phase, change.reason) == (TaskPhase.QUEUED, Reason.AGENT_REFUSED)
+    assert "attempts" not in change.fields
+
+
+@pytest.mark.parametrize(
+    "report",
+    [
+        pytest.param(bodies.execution("a", 1, finished=True), id="previous-attempt"),
+        pytest.param(bodies.execution("zombie", 2, finished=True), id="other-agent"),
+    ],
+)
+def test_a_report_about_another_attempt_changes_nothing(report: dict) -> None:
+    """Defect 4: a late finish of attempt 1, or one by another agent, does not end attempt 2."""
+    assert run(bodies.assigned("a", 2, execution=report)) is None
+    assert run(bodies.assigned("a", 2, phase="Running", execution=report)) is None
+
+
+def test_a_dead_agent_gives_back_an_unclaimed_attempt_for_free() -> None:
+    """Agent dead before claiming: Queued with AgentNotReady, attempts unchanged."""
+    change = run(bodies.assigned("a", 1), Liveness.DEAD)
+    assert change is not None
+    assert (change.phase, change.reason) == (TaskPhase.QUEUED, Reason.AGENT_NOT_READY)
+    assert "attempts" not in change.fields
+
+
+def test_a_dead_agent_loses_a_claimed_attempt() -> None:
+    """Agent dead while running: the attempt counts as failed (AgentLost)."""
+    change = run(bodies.assigned("a", 1, phase="Running", execution=bodies.execution("a", 1)), Liveness.DEAD)
+    assert change is not None
+    assert (change.phase, change.reason) == (TaskPhase.RETRYING, Reason.AGENT_LOST)
+    assert change.fields["attempts"] == 1
+
+
+@pytest.mark.parametrize("alive", [Liveness.ALIVE, Liveness.UNKNOWN], ids=["alive", "unknown"])
+def test_a_live_or_unknown_agent_keeps_its_work(alive: Liveness) -> None:
+    """Only a dead agent loses work; right after start-up (unknown) nothing is taken away."""
+    assert run(bodies.assigned("a", 1), alive) is None
+    assert run(bodies.assigned("a", 1, phase="Running", execution=bodies.execution("a", 1)), alive) is None
+
+
+# ---------------------------------------------------------------------------------------------- liveness
+def lease(observed_at: float, duration: float | None = 10, holder: str = "a") -> LeaseRecord:
+    return LeaseRecord("ns", "a", "1", holder, duration, "2020-01-01T00:00:00Z", observed_at)
+
+
+@pytest.mark.parametrize(
+    ("observed", "duration", "now", "expected"),
+    [
+        pytest.param(100.0, 10, 109.0, Liveness.ALIVE, id="within-duration"),
+        pytest.param(100.0, 10, 111.0, Liveness.DEAD, id="past-duration"),
+        pytest.param(100.0, 3600, 1000.0, Liveness.ALIVE, id="long-lease-honoured"),
+        pytest.param(100.0, None, 125.0, Liveness.ALIVE, id="grace-when-unset"),
+        pytest.param(100.0, None, 131.0, Liveness.DEAD, id="grace-expired"),
+    ],
+)
+def test_liveness_uses_the_leases_own_duration_on_our_clock(
+    observed: float, duration: float | None, now: float, expected: Liveness
+) -> None:
+    """Defect 6: judged from when we saw the Lease change, against its leaseDurationSeconds (grace 30 s)."""
+    assert liveness.judge(lease(observed, duration), now=now, grace=30, watching_since=0) is expected
+
+
+def test_a_released_lease_means_dead_at_once() -> None:
+    """holderIdentity cleared on a clean shutdown: dead without waiting."""
+    assert liveness.judge(lease(100.0, holder=""), now=100.5, grace=30, watching_since=0) is Liveness.DEAD
+
+
+def test_no_lease_is_unknown_for_one_grace_after_watching_starts() -> None:
+    """Defect 11: right after start-up a missing Lease is not yet a dead agent."""
+    assert liveness.judge(None, now=110, grace=30, watching_since=100) is Liveness.UNKNOWN
+    assert liveness.judge(None, now=131, grace=30, watching_since=100) is Liveness.DEAD
+
+
+def test_next_change_is_when_the_lease_runs_out() -> None:
+    """The loop's timer for an agent: observed + duration."""
+    assert liveness.next_change(lease(100.0, 10), grace=30, watching_since=0) == 110.0
+    assert liveness.next_change(None, grace=30, watching_since=50) == 80.0
+
+
+# ---------------------------------------------------------------------------------------------- retry
+def test_backoff_doubles_up_to_the_cap_with_bounded_jitter() -> None:
+    """Equal jitter: between half and all of backoff * 2^(n-1), never above maxBackoffSeconds."""
+    policy = Retry(max_attempts=10, backoff_seconds=10, max_backoff_seconds=60)
+    for failures, doubled in [(1, 10), (2, 20), (3, 40), (4, 60), (9, 60)]:
+        assert retry.backoff(policy, failures, 0.0) == doubled / 2
+        assert retry.backoff(policy, failures, 0.999999) == pytest.approx(doubled, rel=1e-5)
+
+
+def test_jitter_is_stable_per_attempt_and_spread_across_attempts() -> None:
+    """The same attempt gets the same jitter; different attempts spread over [0, 1)."""
+    assert retry.jitter("u", 1) == retry.jitter("u", 1)
+    spread = {round(retry.jitter(f"u{i}", 1), 1) for i in range(200)}
+    assert len(spread) >= 8
