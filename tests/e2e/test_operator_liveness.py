@@ -29,7 +29,7 @@ def agent(name: str, *, capacity: int = 1, pool: str = "", cordoned: bool = Fals
     return {
         "apiVersion": "qorch.io/v1alpha1",
         "kind": "Agent",
-        "metadata": {"name": name, "labels": {"pool": pool or name}},
+        "metadata": {"name": name, "labels": {"pool": pool or name, "agent": name}},
         "spec": {"capabilities": ["code"], "capacity": capacity, "cordoned": cordoned},
     }
 
@@ -41,6 +41,11 @@ def task(name: str, **spec: Any) -> dict[str, Any]:
         "metadata": {"name": name},
         "spec": {"goal": name, "requires": ["code"], **spec},
     }
+
+
+def only(*agents: str) -> dict[str, Any]:
+    """An agentSelector for these agents."""
+    return {"matchExpressions": [{"key": "agent", "operator": "In", "values": list(agents)}]}
 
 
 def policy(grace: int = 30) -> str:
@@ -72,11 +77,10 @@ def test_a_dead_agents_unstarted_work_moves_for_free_and_started_work_is_retried
     worker = pools.start("worker", selector="pool=worker", work="60,60", lease_seconds=3, renew_seconds=0.5)
     slowpoke = pools.start("slowpoke", selector="pool=slowpoke", claim_delay=120, lease_seconds=3, renew_seconds=0.5)
     operators.start("op")
-    kubectl.apply(
-        yaml.safe_dump(task("started", retry={"maxAttempts": 3, "backoffSeconds": 0, "maxBackoffSeconds": 0}))
-    )
+    retry = {"maxAttempts": 3, "backoffSeconds": 0, "maxBackoffSeconds": 0}
+    kubectl.apply(yaml.safe_dump(task("started", retry=retry, agentSelector=only("worker", "spare"))))
     wait_for(lambda: status(kubectl, "started").get("phase") == "Running", 60, what="the first task to run")
-    kubectl.apply(yaml.safe_dump(task("unstarted")))
+    kubectl.apply(yaml.safe_dump(task("unstarted", agentSelector=only("slowpoke", "spare"))))
     wait_for(lambda: status(kubectl, "unstarted").get("phase") == "Assigned", 60, what="the second assignment")
     assert status(kubectl, "unstarted")["assignment"]["agent"] == "slowpoke"
 

@@ -287,7 +287,11 @@ def render(change: StatusChange, task: TaskRecord, when: float) -> list[dict[str
 def agent_status(
     agent: AgentRecord, *, phase: AgentPhase, load: int, heartbeat: str, reason: str, message: str, when: float
 ) -> dict[str, Any]:
-    """The merge patch of an Agent's status: phase, load, heartbeat and the Ready condition."""
+    """The merge patch of an Agent's status: phase, load, heartbeat and the Ready condition.
+
+    The condition keeps its lastTransitionTime while its reason stays the same.
+    """
+    since = agent.ready_since if agent.ready_reason == reason and agent.ready_since else stamp(when)
     status: dict[str, Any] = {
         "phase": phase.value,
         "activeTasks": load,
@@ -298,7 +302,7 @@ def agent_status(
                 "status": "True" if phase is AgentPhase.READY else "False",
                 "reason": reason,
                 "message": message[:_MESSAGE],
-                "lastTransitionTime": stamp(when),
+                "lastTransitionTime": since,
                 "observedGeneration": agent.generation,
             }
         ],

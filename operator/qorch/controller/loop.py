@@ -30,12 +30,12 @@ import time
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
-from qorch.api.enums import AgentPhase, Reason, TaskPhase
+from qorch.api.enums import Reason, TaskPhase
 from qorch.controller import documents, metrics, translate
 from qorch.controller.kube import Resource
 from qorch.controller.lifecycle import gate, liveness, progress
 from qorch.controller.queueing import SchedulingQueue, Shape
-from qorch.controller.records import ACTIVE_PHASES, FINAL_PHASES
+from qorch.controller.records import ACTIVE_PHASES, FINAL_PHASES, parse_time
 from qorch.controller.store import AGENTS, APPROVALS, TASKS
 from qorch.controller.writer import Outcome, Write
 from qorch.scheduler import schedule
@@ -55,6 +55,7 @@ log = logging.getLogger(__name__)
 TASK_RESOURCE = Resource("qorch.io", "v1alpha1", TASKS)
 AGENT_RESOURCE = Resource("qorch.io", "v1alpha1", AGENTS)
 APPROVAL_RESOURCE = Resource("qorch.io", "v1alpha1", APPROVALS)
+_HEARTBEAT_EVERY = 300.0  # seconds between writes of an Agent's lastHeartbeat when nothing else changes
 _REFUSAL_PAUSE = 5.0  # an agent that refused work for lack of room gets none for this long
 _IGNORED_MEMORY = 10_000  # ignored reports remembered, so each is reported once
 _AGENT_TIMER, _TASK_TIMER, _FLUSH_TIMER = "agent", "task", "flush"
@@ -401,15 +402,14 @@ class Kernel:
         load = self.store.load(key)
         lease = self.store.leases.get(key)
         heartbeat = lease.renew_time if lease is not None else ""
-        if (
-            agent.phase == phase.value
-            and agent.active_tasks == load
-            and agent.observed_generation == agent.generation
-            and (agent.last_heartbeat == heartbeat or phase is not AgentPhase.READY)
-        ):
-            return
-        if phase is AgentPhase.READY and agent.phase == phase.value and agent.active_tasks == load:
-            heartbeat = agent.last_heartbeat or heartbeat  # a heartbeat alone is not worth a write
+        changed = (
+            agent.phase != phase.value
+            or agent.active_tasks != load
+            or agent.observed_generation != agent.generation
+            or agent.ready_reason != reason
+        )
+        if not changed and not _heartbeat_due(agent.last_heartbeat, heartbeat):
+            return  # like a Node's status: the Lease is the heartbeat, the status follows changes
         body = documents.agent_status(
             agent, phase=phase, load=load, heartbeat=heartbeat, reason=reason, message=message, when=now
         )
@@ -456,3 +456,11 @@ class Kernel:
         metrics.QUEUE.labels("active").set(len(self.queue.active))
         metrics.QUEUE.labels("parked").set(len(self.queue.parked))
         metrics.LEDGER.set(len(self.writer.ledger))
+
+
+def _heartbeat_due(written: str, renewed: str) -> bool:
+    """Whether lastHeartbeat is worth a write of its own: only every few minutes (both are the agent's clock)."""
+    if not renewed or written == renewed:
+        return False
+    then, latest = parse_time(written), parse_time(renewed)
+    return then is None or latest is None or latest - then >= _HEARTBEAT_EVERY

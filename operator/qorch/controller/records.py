@@ -254,6 +254,8 @@ class AgentRecord:
     success_rate: float
     observed_generation: int | None
     last_heartbeat: str
+    ready_reason: str  # the Ready condition's reason, as last written
+    ready_since: str  # its lastTransitionTime
 
     @property
     def key(self) -> Key:
@@ -270,6 +272,7 @@ class AgentRecord:
         """Extract from a watched Agent body."""
         meta, spec, status = body["metadata"], body.get("spec") or {}, body.get("status") or {}
         provider = spec.get("provider") or {}
+        ready: Mapping[str, Any] = next((c for c in status.get("conditions") or () if c.get("type") == "Ready"), {})
         labels = tuple(sorted((sys.intern(k), sys.intern(v)) for k, v in (meta.get("labels") or {}).items()))
         return cls(
             namespace=sys.intern(meta["namespace"]),
@@ -290,6 +293,8 @@ class AgentRecord:
             success_rate=float((status.get("stats") or {}).get("successRate", 1.0)),
             observed_generation=status.get("observedGeneration"),
             last_heartbeat=str(status.get("lastHeartbeat", "")),
+            ready_reason=str(ready.get("reason", "")),
+            ready_since=str(ready.get("lastTransitionTime", "")),
         )
 
 

@@ -398,3 +398,51 @@ def test_loop_module_numbers_its_steps() -> None:
     """The cycle is documented as numbered steps, as Kueue's is."""
     assert "1. timers" in (loop_module.__doc__ or "")
     assert "6. write" in (loop_module.__doc__ or "")
+
+
+def test_a_refusal_pauses_the_agent_and_the_next_attempt_gets_a_new_identity() -> None:
+    """An agent that refuses for lack of room gets nothing for a pause; its refusal never matches the next attempt."""
+
+    async def test(h: Harness) -> None:
+        h.create(AGENTS, bodies.agent("a", capabilities=["code"]))
+        h.renew("a", duration=600)
+        h.create(TASKS, bodies.task("t", requires=["code"]))
+        await h.cycle()
+        body = h.task("t")
+        body["status"]["execution"] = bodies.execution("a", 1, refused="OverCapacity")
+        h.create(TASKS, body)
+        await h.cycle()  # requeued, attempt 1 not counted
+        h.sync()
+        await h.cycle()
+        status = h.status("t")
+        assert (status["phase"], status["conditions"][0]["reason"]) == ("Queued", "NoReadyAgent")
+        assert status.get("attempts", 0) == 0
+        h.advance(6)
+        await h.cycle()
+        status = h.status("t")
+        assert status["phase"] == "Assigned"
+        assert status["assignment"]["attempt"] == 2  # the refused identity is never handed out again
+        await h.cycle()
+        assert h.status("t")["phase"] == "Assigned"  # the old refusal does not match attempt 2
+
+    run(test)
+
+
+def test_lease_renewals_alone_do_not_rewrite_the_agent_status() -> None:
+    """The Lease is the heartbeat: renewals without a change of phase or load cost no status write (no echo loop)."""
+
+    async def test(h: Harness) -> None:
+        h.create(AGENTS, bodies.agent("a", capabilities=["code"]))
+        h.renew("a")
+        await h.cycle()
+        h.sync()
+        writes = sum(1 for method, path in h.api.calls if method == "PATCH" and "/agents/" in path)
+        for _ in range(20):
+            h.renew("a")
+            h.advance(0.5)
+            await h.cycle()
+            h.sync()
+        assert sum(1 for method, path in h.api.calls if method == "PATCH" and "/agents/" in path) == writes
+        assert h.api.get(AGENTS, "ns", "a")["status"]["phase"] == "Ready"
+
+    run(test)
