@@ -8,7 +8,7 @@ over capacity is refused), and reports the end of an attempt only while that
 attempt is current. Work takes a time derived from the attempt's identity and
 fails with probability `failure_rate`.
 
-With `record`, every claim, refusal and finish is appended to a JSON-lines
+With `record`, every claim, refusal, lost race and finish is appended to a JSON-lines
 file, so a test can prove that each attempt ran once and no agent ever ran
 more than its capacity.
 """
@@ -178,7 +178,8 @@ class SimulatedPool:
                     self._record("refuse", attempt, agent, task["metadata"]["name"])
                 return
             claim = await self.attempts.claim(task, agent)
-            if claim is None:
+            if claim is None:  # the assignment changed under us (requeued, reassigned, deleted): not ours
+                self._record("raced", attempt, agent, task["metadata"]["name"])
                 return
             low, high = self.settings.work_seconds
             key = str(claim.attempt)
