@@ -65,13 +65,17 @@ class OperatorProcess:
                 self.popen = subprocess.Popen(self.argv, stdout=out, stderr=subprocess.STDOUT)
             self.restarts += 1
 
-    def metric(self, name: str) -> float:
-        """Sum of a Prometheus metric's samples (0 if absent or unreachable)."""
+    def metrics_text(self) -> str:
+        """The whole /metrics page ('' when unreachable)."""
         try:
             with urllib.request.urlopen(f"http://127.0.0.1:{self.metrics_port}/metrics", timeout=3) as resp:
-                text = resp.read().decode()
+                return str(resp.read().decode())
         except OSError:
-            return 0.0
+            return ""
+
+    def metric(self, name: str) -> float:
+        """Sum of a Prometheus metric's samples (0 if absent or unreachable)."""
+        text = self.metrics_text()
         return sum(float(m) for m in re.findall(rf"^{re.escape(name)}(?:{{[^}}]*}})? (\S+)$", text, re.MULTILINE))
 
     def kill(self, sig: signal.Signals = signal.SIGKILL) -> None:

@@ -78,6 +78,7 @@ class StatusChange:
     warning: bool = False  # an Event of type Warning rather than Normal
     event: bool = True  # post an Event at all
     reserve: bool = False  # an assignment: reserve a slot on `agent` until the echo
+    urgent: bool = True  # a transition (written first) rather than a reason for waiting
 
     @property
     def text(self) -> str:
@@ -136,12 +137,13 @@ def queued(reason: Reason, message: str, candidates: list[Candidate], *, event: 
         record=False,
         warning=True,
         event=event,
+        urgent=False,
     )
 
 
 def held(phase: TaskPhase, reason: Reason, message: str) -> StatusChange:
     """Not eligible yet: waiting for an approval or for dependencies."""
-    return StatusChange(phase, reason, message, record=False, warning=reason is Reason.DEPENDENCY_FAILED)
+    return StatusChange(phase, reason, message, record=False, warning=reason is Reason.DEPENDENCY_FAILED, urgent=False)
 
 
 def cancelled(reason: Reason, message: str) -> StatusChange:

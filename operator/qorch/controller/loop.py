@@ -55,6 +55,7 @@ log = logging.getLogger(__name__)
 TASK_RESOURCE = Resource("qorch.io", "v1alpha1", TASKS)
 AGENT_RESOURCE = Resource("qorch.io", "v1alpha1", AGENTS)
 APPROVAL_RESOURCE = Resource("qorch.io", "v1alpha1", APPROVALS)
+_FLUSH_EVERY = 1.0  # seconds between flushes of parked tasks whose wait is over
 _HEARTBEAT_EVERY = 300.0  # seconds between writes of an Agent's lastHeartbeat when nothing else changes
 _REFUSAL_PAUSE = 5.0  # an agent that refused work for lack of room gets none for this long
 _IGNORED_MEMORY = 10_000  # ignored reports remembered, so each is reported once
@@ -84,6 +85,8 @@ class Kernel:
     _led: bool = False
     _ignored: dict[tuple[str, str], None] = field(default_factory=dict)  # (uid, version) already reported
     _paused: dict[Key, float] = field(default_factory=dict)  # agent -> monotonic end of its refusal pause
+    _unseen: dict[Key, int] = field(default_factory=dict)  # tasks without a status -> cycle first seen
+    _flushed: float = 0.0  # monotonic time of the last flush of parked tasks
 
     def poke(self) -> None:
         """Something changed: run a cycle soon."""
@@ -144,7 +147,9 @@ class Kernel:
         now, mono = self.wall(), self.mono()
         # 1. Timers: agents whose Lease went quiet, retries due, parked tasks due for another try.
         self._fire_timers(feed, mono)
-        self.queue.flush(mono)
+        if mono - self._flushed >= _FLUSH_EVERY:
+            self._flushed = mono
+            self.queue.flush(mono, self._could_place)
         if feed.policy:
             self.queue.wake_all()
             feed.agents |= set(self.store.agents)
@@ -153,6 +158,7 @@ class Kernel:
         # 3. Tasks: the lifecycle rules for every changed task.
         for key in feed.deleted:
             self.queue.discard(key)
+            self._unseen.pop(key, None)
         for key in feed.touched:
             self.queue.wake(key)
         self._report_ignored(feed)
@@ -178,9 +184,11 @@ class Kernel:
                 feed.agents.add(key)
             elif kind == _TASK_TIMER:
                 feed.tasks.add(key)
-        flush = self.queue.next_flush()  # the flush itself runs every cycle; this only wakes the loop
-        if flush is not None and (not self._timers or flush < self._timers[0][0]):
-            self._arm(flush, _FLUSH_TIMER, ("", ""))
+        flush = self.queue.next_flush()  # the flush runs in every cycle; this timer only wakes the loop
+        if flush is not None:
+            flush = max(flush, mono + _FLUSH_EVERY)  # one flush a second at most, not one per parked task
+            if not self._timers or flush < self._timers[0][0]:
+                self._arm(flush, _FLUSH_TIMER, ("", ""))
 
     # ------------------------------------------------------------------ 2. agents
     def _judge(self, key: Key, mono: float) -> liveness.Liveness:
@@ -215,6 +223,15 @@ class Kernel:
             elif key in feed.freed:
                 self.queue.agent_changed(agent, slot_freed_only=True)
 
+    def _could_place(self, shape: Shape, reason: Reason) -> bool:
+        """Whether a parked shape is worth another try: an agent admits it now (and is ready, with room)."""
+        admitting = [a for a in self.store.agents.values() if shape.admits(a)]
+        if reason in (Reason.NO_READY_AGENT, Reason.CAPACITY_EXHAUSTED):
+            admitting = [a for a in admitting if self._schedulable(a)]
+        if reason is Reason.CAPACITY_EXHAUSTED:
+            admitting = [a for a in admitting if self._load(a.key) < a.capacity]
+        return bool(admitting) or reason is Reason.OVER_QUOTA
+
     def _schedulable(self, agent: AgentRecord) -> bool:
         if agent.cordoned or self._liveness.get(agent.key) is not liveness.Liveness.ALIVE:
             return False
@@ -234,6 +251,8 @@ class Kernel:
             return
         if self.writer.busy(TASKS, key):
             return  # its open write settles first; settling marks it changed again
+        if task.phase is None:
+            self._unseen.setdefault(key, self.cycles)
         if task.phase in FINAL_PHASES:
             self.queue.discard(key)
         elif task.phase in ACTIVE_PHASES:
@@ -324,13 +343,31 @@ class Kernel:
         if not queued:
             return
         agents = list(store.agents.values())
-        load = self._load
-        fleet = translate.fleet(agents, schedulable=self._schedulable, load=load)
-        batch = translate.tasks(fleet, queued, now=now, avoid_group=self._avoid_group)
+        fleet = translate.fleet(agents, schedulable=self._schedulable, load=self._load)
+        # Tasks no agent could ever take (no capability, clearance, selector or budget fits) need
+        # no batch slot: one of each shape learns the reason, and the rest share it.
+        hopeless, queued = self._hopeless(agents, queued)
         free_quota, cost_left = self._quotas(agents, fleet.load)
         policy = translate.policy(policy_record, free_quota=free_quota, cycle=self.cycles)
+        batch = translate.tasks(fleet, queued, now=now, avoid_group=self._avoid_group)
+        representatives = [members[0] for members in hopeless.values()]
+        probe = translate.tasks(fleet, representatives, now=now, avoid_group=self._avoid_group)
         # CPU-bound and pure: off the event loop, so watch events and renewals keep flowing.
-        result = await asyncio.to_thread(schedule, fleet.snapshot, batch, policy)
+        result, probed = await asyncio.to_thread(
+            lambda: (
+                schedule(fleet.snapshot, batch, policy) if queued else None,
+                schedule(fleet.snapshot, probe, policy) if representatives else None,
+            )
+        )
+        for i, members in enumerate(hopeless.values()):
+            assert probed is not None  # noqa: S101 - there were representatives
+            reason, message = probed.reason(i) or (Reason.NO_CAPABLE_AGENT, "no agent fits")
+            for task in members:
+                self._place(
+                    translate.Placement(task, None, 0.0, 0.0, reason, message, [], probed.strategy), 0, now, mono
+                )
+        if result is None:
+            return
         for name, value in (
             ("entropy", result.observables.entropy),
             ("coherence", result.observables.coherence),
@@ -340,6 +377,27 @@ class Kernel:
         epoch = self.epoch()
         for placement in translate.placements(result, fleet, queued, cost_left=cost_left, free_quota=free_quota):
             self._place(placement, epoch, now, mono)
+
+    def _hopeless(
+        self, agents: list[AgentRecord], queued: list[TaskRecord]
+    ) -> tuple[dict[Shape, list[TaskRecord]], list[TaskRecord]]:
+        """Split off the tasks whose shape no agent admits at all (whatever its load or liveness)."""
+        by_namespace: dict[str, list[AgentRecord]] = {}
+        for agent in agents:
+            by_namespace.setdefault(agent.namespace, []).append(agent)
+        verdict: dict[Shape, bool] = {}
+        hopeless: dict[Shape, list[TaskRecord]] = {}
+        hopeful: list[TaskRecord] = []
+        for task in queued:
+            shape = Shape.of(task)
+            fits = verdict.get(shape)
+            if fits is None:
+                fits = verdict[shape] = any(shape.admits(a) for a in by_namespace.get(shape.namespace, ()))
+            if fits:
+                hopeful.append(task)
+            else:
+                hopeless.setdefault(shape, []).append(task)
+        return hopeless, hopeful
 
     def _place(self, placement: translate.Placement, epoch: int, now: float, mono: float) -> None:
         task = placement.task
@@ -413,12 +471,15 @@ class Kernel:
         body = documents.agent_status(
             agent, phase=phase, load=load, heartbeat=heartbeat, reason=reason, message=message, when=now
         )
-        self.writer.submit(Write(AGENT_RESOURCE, key, agent.resource_version, body))
+        self.writer.submit(Write(AGENT_RESOURCE, key, agent.resource_version, body, urgent=agent.phase != phase.value))
 
     # ------------------------------------------------------------------ 6. writes
     def _write_task(self, task: TaskRecord, change: StatusChange, now: float, *, created: float | None = None) -> None:
         reserve = (task.namespace, change.agent) if change.reserve else None
         events = self.events
+        first = self._unseen.pop(task.key, None) if task.phase is None else None
+        if first is not None:
+            metrics.CYCLES_TO_FIRST_STATUS.observe(self.cycles - first)
 
         def done(outcome: Outcome) -> None:
             if outcome is not Outcome.WRITTEN:
@@ -447,6 +508,7 @@ class Kernel:
             documents.render(change, task, now),
             reserve=reserve,
             done=done,
+            urgent=change.urgent,
         )
         self.writer.submit(write)
 

@@ -12,6 +12,7 @@ __all__ = [
     "API_WRITE_SECONDS",
     "ASSIGNMENTS",
     "CREATE_TO_ASSIGNED_SECONDS",
+    "CYCLES_TO_FIRST_STATUS",
     "CYCLE_SECONDS",
     "DECIDE_SECONDS",
     "EVENTS_DROPPED",
@@ -45,6 +46,11 @@ CREATE_TO_ASSIGNED_SECONDS = Histogram(
     "qorch_task_create_to_assigned_seconds",
     "From a Task's creation to its assignment being written.",
     buckets=(0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60),
+)
+CYCLES_TO_FIRST_STATUS = Histogram(
+    "qorch_task_cycles_to_first_status",
+    "Scheduling cycles from a Task's first sighting to the cycle that decided its first status.",
+    buckets=(0, 1, 2, 3, 5, 10, 20, 50),
 )
 ASSIGNMENTS = Counter("qorch_assignments_total", "Assignments written to Task status.")
 TRANSITIONS = Counter(

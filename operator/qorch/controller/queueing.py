@@ -15,23 +15,32 @@ Which events wake which parked tasks (queueing hints):
 - the policy changed: everything;
 - the task itself changed (not by our own write): that task.
 
+The bounded wait is a safety net, not a stampede: waits are jittered so tasks
+parked together do not come back together, and a task whose wait is over
+returns only if a cheap check of its shape says it could be placed now
+(`could_place`); otherwise it waits again, longer (like kube-scheduler's
+queueing hints, asked once per shape rather than once per task).
+
 Pure: no clock and no I/O; times are passed in.
 """
 
 from __future__ import annotations
 
+import heapq
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from qorch.api.enums import Reason
 
 if TYPE_CHECKING:
+    from collections.abc import Callable
+
     from qorch.controller.records import AgentRecord, Key, TaskRecord
     from qorch.scheduler.tasks import Selector
 
 __all__ = ["Parked", "SchedulingQueue", "Shape"]
 
-_FIRST_WAIT = 30.0
+_FIRST_WAIT = 60.0
 _LONGEST_WAIT = 300.0
 
 
@@ -77,6 +86,7 @@ class SchedulingQueue:
 
     active: dict[Key, None] = field(default_factory=dict)  # insertion-ordered set
     parked: dict[Key, Parked] = field(default_factory=dict)
+    due: list[tuple[float, Key]] = field(default_factory=list)  # (until, key) heap; stale entries skipped
     groups: dict[str, dict[Shape, dict[Reason, set[Key]]]] = field(default_factory=dict)  # namespace -> ...
     tries: dict[Key, int] = field(default_factory=dict)  # fruitless tries since the last placement
 
@@ -101,14 +111,19 @@ class SchedulingQueue:
 
     def park(self, key: Key, shape: Shape, reason: Reason, now: float) -> None:
         """The scheduler could not place it for `reason`: wait for an event (or the flush)."""
-        self.active.pop(key, None)
-        self._unpark(key)
         tries = self.tries.get(key, 0) + 1
         self.tries[key] = tries
-        wait = min(_LONGEST_WAIT, _FIRST_WAIT * 2 ** min(tries - 1, 8))
-        self.parked[key] = Parked(shape, reason, now + wait, tries)
-        by_shape = self.groups.setdefault(shape.namespace, {})
-        by_shape.setdefault(shape, {}).setdefault(reason, set()).add(key)
+        until = now + min(_LONGEST_WAIT, _FIRST_WAIT * 2 ** min(tries - 1, 8)) * (0.75 + 0.5 * _spread(key, tries))
+        parked = self.parked.get(key)
+        if parked is not None and parked.shape == shape and parked.reason is reason:
+            parked.until, parked.tries = until, tries  # waits again: same groups, new time
+        else:
+            self.active.pop(key, None)
+            self._unpark(key)
+            self.parked[key] = Parked(shape, reason, until, tries)
+            by_shape = self.groups.setdefault(shape.namespace, {})
+            by_shape.setdefault(shape, {}).setdefault(reason, set()).add(key)
+        heapq.heappush(self.due, (until, key))
 
     def wake(self, key: Key) -> None:
         """The task changed: try it again."""
@@ -150,13 +165,30 @@ class SchedulingQueue:
         for key in list(self.parked):
             self.wake(key)
 
-    def flush(self, now: float) -> int:
-        """Parked tasks whose bounded wait is over go back to active."""
-        due = [key for key, parked in self.parked.items() if parked.until <= now]
-        for key in due:
-            self.wake(key)
-        return len(due)
+    def flush(self, now: float, could_place: Callable[[Shape, Reason], bool]) -> int:
+        """Parked tasks whose wait is over: back to active if their shape could be placed now, else wait longer."""
+        woken = 0
+        verdicts: dict[tuple[Shape, Reason], bool] = {}
+        while self.due and self.due[0][0] <= now:
+            until, key = heapq.heappop(self.due)
+            parked = self.parked.get(key)
+            if parked is None or parked.until != until:
+                continue  # woken or parked again since
+            verdict = verdicts.get((parked.shape, parked.reason))
+            if verdict is None:
+                verdict = verdicts[(parked.shape, parked.reason)] = could_place(parked.shape, parked.reason)
+            if verdict:
+                self.wake(key)
+                woken += 1
+            else:
+                self.park(key, parked.shape, parked.reason, now)
+        return woken
 
     def next_flush(self) -> float | None:
-        """The earliest flush time, for the loop's timer."""
-        return min((p.until for p in self.parked.values()), default=None)
+        """The earliest flush time, for the loop's timer (may be a stale entry: harmless)."""
+        return self.due[0][0] if self.due else None
+
+
+def _spread(key: Key, tries: int) -> float:
+    """A number in [0, 1) per task and try, so parked tasks come back spread out (not for security)."""
+    return (hash((key, tries)) & 0xFFFF) / 65536

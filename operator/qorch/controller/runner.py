@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import logging
 import os
 import signal
@@ -301,6 +302,7 @@ async def _operate(
     _take_signals(stop)  # kopf put in handlers of its own that stop kopf alone; SIGTERM must stop everything
     if not stop.is_set() and parts.ended() is None:
         await handlers.sweep(api, state, settings.namespaces)
+        _settle_heap()
         parts.kernel.watching_since = time.monotonic()
         parts.synced.set()
         log.info(
@@ -320,6 +322,18 @@ async def _operate(
         log.error("%s; exiting so that the Deployment restarts the operator", parts.why_ended())
         return EXIT_FAILED
     return 0
+
+
+def _settle_heap() -> None:
+    """Move what the initial lists loaded out of the cyclic GC's way, and collect young objects less often.
+
+    A store of 100,000 records makes every full collection walk them all, a pause the
+    loop feels as latency; records hold no reference cycles (they are freed by
+    reference counting), so the collector has nothing to find among them.
+    """
+    gc.collect()
+    gc.freeze()
+    gc.set_threshold(20_000, 50, 100)
 
 
 def _take_signals(stop: asyncio.Event) -> None:

@@ -18,6 +18,7 @@ Properties the loop relies on:
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import enum
 import json
@@ -69,6 +70,7 @@ class Write:
     patch: Any  # a JSON patch (list of operations) or a merge patch (dict)
     reserve: Key | None = None  # the agent whose slot an assignment takes
     done: Callable[[Outcome], None] | None = None
+    urgent: bool = True  # placements and transitions go ahead of reason-only updates
 
     @property
     def content_type(self) -> str:
@@ -87,7 +89,9 @@ class StatusWriter:
     field_manager: str = "qorch-operator"
     ledger: Ledger = field(default_factory=Ledger)
     clock: Callable[[], float] = time.monotonic
-    _queue: asyncio.Queue[tuple[Write, Entry]] = field(default_factory=asyncio.Queue)
+    _urgent: collections.deque[tuple[Write, Entry]] = field(default_factory=collections.deque)
+    _later: collections.deque[tuple[Write, Entry]] = field(default_factory=collections.deque)
+    _pending: asyncio.Event = field(default_factory=asyncio.Event)
     _idle: asyncio.Event = field(default_factory=asyncio.Event)
     _sending: int = 0
 
@@ -106,14 +110,15 @@ class StatusWriter:
         entry = self.ledger.open(write.resource.plural, write.key, write.decided_on, write.reserve, self.clock())
         if entry is None:
             return False
-        self._queue.put_nowait((write, entry))
+        (self._urgent if write.urgent else self._later).append((write, entry))
         self._idle.clear()
+        self._pending.set()
         return True
 
     @property
     def backlog(self) -> int:
         """Writes queued or being sent."""
-        return self._queue.qsize() + self._sending
+        return len(self._urgent) + len(self._later) + self._sending
 
     async def drained(self) -> None:
         """Wait until no write is queued or being sent."""
@@ -140,7 +145,7 @@ class StatusWriter:
 
     async def _worker(self) -> None:
         while True:
-            write, entry = await self._queue.get()
+            write, entry = await self._next()
             self._sending += 1
             try:
                 outcome = await self._send(write, entry)
@@ -155,8 +160,15 @@ class StatusWriter:
                     write.done(outcome)
                 except Exception:
                     log.exception("after-write callback failed")
-            if self._queue.empty() and self._sending == 0:
+            if not self._urgent and not self._later and self._sending == 0:
                 self._idle.set()
+
+    async def _next(self) -> tuple[Write, Entry]:
+        """The oldest urgent write, else the oldest reason-only one."""
+        while not (self._urgent or self._later):
+            self._pending.clear()
+            await self._pending.wait()
+        return (self._urgent or self._later).popleft()
 
     def _record(self, write: Write, entry: Entry, outcome: Outcome) -> None:
         now = self.clock()

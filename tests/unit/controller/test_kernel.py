@@ -172,9 +172,8 @@ def test_hopeless_tasks_are_parked_and_never_crowd_out_a_new_one(monkeypatch: py
         h.renew("a")
         for i in range(2000):
             h.create(TASKS, bodies.task(f"gpu-{i}", requires=["gpu"]))
-        for _ in range(25):  # 100 a batch; the rest are told NotInBatch with their place in line
-            await h.cycle()
-            h.sync()
+        await h.cycle()  # a shape no agent admits needs no batch slot: all 2,000 are decided at once
+        h.sync()
         statuses = [h.status(f"gpu-{i}") for i in range(2000)]
         assert all(s.get("phase") == "Queued" for s in statuses)
         assert {s["conditions"][0]["reason"] for s in statuses} == {"NoCapableAgent"}
@@ -183,7 +182,7 @@ def test_hopeless_tasks_are_parked_and_never_crowd_out_a_new_one(monkeypatch: py
         h.create(TASKS, bodies.task("new", requires=["code"]))
         await h.cycle()
         assert h.status("new")["phase"] == "Assigned"
-        assert offered == [1]
+        assert sum(offered) == 1  # the new task alone was offered to the scheduler
 
     run(test)
 
