@@ -140,6 +140,7 @@ class CapacitySampler:
     def sample(self) -> None:
         capacity = {a["metadata"]["name"]: a["spec"].get("capacity", 1) for a in self._api.agents(self._namespace)}
         held: Counter[str] = Counter()
+        names: dict[str, list[str]] = {}
         for task in self._api.tasks(self._namespace):
             status = task.get("status") or {}
             report = status.get("execution") or {}
@@ -152,11 +153,12 @@ class CapacitySampler:
                 and report.get("attempt") == assignment.get("attempt")
             ):
                 held[report["agent"]] += 1
+                names.setdefault(report["agent"], []).append(f"{task['metadata']['name']}#{report.get('attempt')}")
         self.samples += 1
         for agent, count in held.items():
             self.peak[agent] = max(self.peak.get(agent, 0), count)
             if count > capacity.get(agent, 0):
-                self.violations.append(f"{agent}: {count} running > capacity {capacity.get(agent)}")
+                self.violations.append(f"{agent}: {count} running > capacity {capacity.get(agent)}: {names[agent]}")
 
 
 def wait_for(predicate: Any, timeout: float, period: float = 0.5, what: str = "condition") -> Any:  # noqa: ANN401

@@ -82,6 +82,7 @@ class SimulatedPool:
     settings: PoolSettings
     capacity: dict[str, int] = field(default_factory=dict)  # agent -> capacity
     running: dict[AttemptId, _Run] = field(default_factory=dict)
+    claiming: dict[str, int] = field(default_factory=dict)  # agent -> claims in flight (they hold a slot)
     recovered: bool = False
     _attempts: Attempts | None = None
     _gate: asyncio.Semaphore = field(default_factory=lambda: asyncio.Semaphore(_CONCURRENCY))
@@ -109,8 +110,8 @@ class SimulatedPool:
             out.write(json.dumps(line) + "\n")
 
     def load(self, agent: str) -> int:
-        """Attempts this pool runs for `agent` right now."""
-        return sum(1 for run in self.running.values() if run.claim.agent == agent)
+        """Slots of `agent` taken: attempts running, and claims on their way (which may yet run)."""
+        return self.claiming.get(agent, 0) + sum(1 for run in self.running.values() if run.claim.agent == agent)
 
     async def renew(self) -> None:
         """Read the served Agents and renew their Leases."""
@@ -177,7 +178,13 @@ class SimulatedPool:
                 if await self.attempts.refuse(task, agent, reason=protocol.OVER_CAPACITY, message=message):
                     self._record("refuse", attempt, agent, task["metadata"]["name"])
                 return
-            claim = await self.attempts.claim(task, agent)
+            # The slot is taken before the claim's await and held until it settles: checking
+            # room and claiming are one step, or concurrent claims would all see the same free slot.
+            self.claiming[agent] = self.claiming.get(agent, 0) + 1
+            try:
+                claim = await self.attempts.claim(task, agent)
+            finally:
+                self.claiming[agent] -= 1
             if claim is None:  # the assignment changed under us (requeued, reassigned, deleted): not ours
                 self._record("raced", attempt, agent, task["metadata"]["name"])
                 return
