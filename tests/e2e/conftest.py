@@ -44,7 +44,7 @@ def api(qorch_control_plane: ControlPlane) -> Api:
 
 
 @pytest.fixture
-def proxy(qorch_control_plane: ControlPlane, tmp_path: Path) -> Iterator[FaultProxy]:
+def proxy(qorch_control_plane: ControlPlane) -> Iterator[FaultProxy]:
     """A fault proxy in front of the apiserver; `proxy.kubeconfig(path)` points a process at it."""
     with FaultProxy(qorch_control_plane.admin_kubeconfig) as started:
         yield started

@@ -11,13 +11,13 @@ from __future__ import annotations
 
 import json
 import time
-from typing import Any
 
 import pytest
 import yaml
 
 from qorch.testing import Kubectl
 from support.api import Api
+from support.manifests import agents, policy, stream, task
 from support.operators import OperatorFleet
 from support.pools import CapacitySampler, PoolFleet, claims_per_attempt, peak_running, wait_for
 
@@ -26,43 +26,12 @@ pytestmark = pytest.mark.e2e
 FINAL = {"Succeeded", "Failed", "DeadLettered", "Cancelled"}
 
 
-def agents(prefix: str, count: int, capacity: int) -> list[dict[str, Any]]:
-    return [
-        {
-            "apiVersion": "qorch.io/v1alpha1",
-            "kind": "Agent",
-            "metadata": {"name": f"{prefix}-{i}", "labels": {"pool": prefix}},
-            "spec": {"capabilities": ["code"], "capacity": capacity},
-        }
-        for i in range(count)
-    ]
-
-
-def task(name: str, **spec: Any) -> dict[str, Any]:
-    return {
-        "apiVersion": "qorch.io/v1alpha1",
-        "kind": "Task",
-        "metadata": {"name": name},
-        "spec": {"goal": name, "requires": ["code"], **spec},
-    }
-
-
-POLICY = yaml.safe_dump(
-    {"apiVersion": "qorch.io/v1alpha1", "kind": "SchedulingPolicy", "metadata": {"name": "default"},
-     "spec": {"agentGraceSeconds": 30}}
-)  # fmt: skip
-
-
-def phases(api: Api, namespace: str) -> dict[str, str]:
-    return {t["metadata"]["name"]: (t.get("status") or {}).get("phase", "") for t in api.tasks(namespace)}
-
-
 def test_two_pools_racing_requeues_and_a_zombie_run_every_attempt_once(
     kubectl: Kubectl, operators: OperatorFleet, pools: PoolFleet, api: Api
 ) -> None:
     """Acceptance: each (task uid, attempt) is claimed at most once; no agent ever runs more than its capacity."""
-    kubectl.apply(POLICY)
-    kubectl.apply(yaml.safe_dump_all(agents("east", 3, 2) + agents("west", 3, 2) + agents("flaky", 2, 2)))
+    kubectl.apply(policy())
+    kubectl.apply(stream(agents("east", 3, 2), agents("west", 3, 2), agents("flaky", 2, 2)))
     # Failures within milliseconds, retried at once (backoffSeconds 0): retries within the same second.
     pools.start("east", selector="pool=east", work="0.002,0.02", failure_rate=0.4)
     pools.start("west", selector="pool=west", work="0.002,0.02", failure_rate=0.4)
@@ -75,7 +44,7 @@ def test_two_pools_racing_requeues_and_a_zombie_run_every_attempt_once(
     with CapacitySampler(api, kubectl.namespace, period=0.2) as sampler:
         kubectl("create", "-f", "-", stdin=yaml.safe_dump_all([task(n, retry=retry) for n in names]))
         done = wait_for(
-            lambda: (p := phases(api, kubectl.namespace)) and all(v in FINAL for v in p.values()) and p,
+            lambda: (p := api.phases(kubectl.namespace)) and all(v in FINAL for v in p.values()) and p,
             240,
             what="every task to end",
         )
@@ -111,14 +80,24 @@ def test_a_zombies_late_report_is_ignored_and_recorded(
     kubectl: Kubectl, operators: OperatorFleet, pools: PoolFleet, api: Api
 ) -> None:
     """Defect 4: a non-protocol write of a finished earlier attempt does not end the current one."""
-    kubectl.apply(POLICY)
-    kubectl.apply(yaml.safe_dump_all(agents("slow", 1, 1)))
+    kubectl.apply(policy())
+    kubectl.apply(stream(agents("slow", 1, 1)))
     pools.start("slow", selector="pool=slow", work="6,6")
     op = operators.start("op")
     kubectl.apply(yaml.safe_dump(task("victim")))
-    wait_for(lambda: phases(api, kubectl.namespace).get("victim") == "Running", 60, what="the attempt to run")
-    zombie = {"status": {"execution": {"attempt": 7, "agent": "ghost", "startedAt": "2026-01-01T00:00:00Z",
-                                        "finishedAt": "2026-01-01T00:00:01Z", "result": "forged", "error": ""}}}
+    wait_for(lambda: api.phases(kubectl.namespace).get("victim") == "Running", 60, what="the attempt to run")
+    zombie = {
+        "status": {
+            "execution": {
+                "attempt": 7,
+                "agent": "ghost",
+                "startedAt": "2026-01-01T00:00:00Z",
+                "finishedAt": "2026-01-01T00:00:01Z",
+                "result": "forged",
+                "error": "",
+            }
+        }
+    }
     kubectl("patch", "qtask", "victim", "--subresource=status", "--type=merge", "-p", json.dumps(zombie))
     wait_for(lambda: op.metric("qorch_reports_ignored_total") >= 1, 30, what="the report to be ignored")
     status = kubectl.json("get", "qtask", "victim")["status"]
@@ -126,7 +105,7 @@ def test_a_zombies_late_report_is_ignored_and_recorded(
     events = kubectl.json("get", "events", "--field-selector=involvedObject.name=victim")["items"]
     assert any(e["reason"] == "ReportIgnored" and "attempt 7 by ghost" in e["message"] for e in events)
     # The real agent's report is refused by compare-and-set? No: it re-reads, sees its attempt current, and lands.
-    wait_for(lambda: phases(api, kubectl.namespace).get("victim") in ("Succeeded", "Failed"), 60, what="the end")
+    wait_for(lambda: api.phases(kubectl.namespace).get("victim") in ("Succeeded", "Failed"), 60, what="the end")
     final = kubectl.json("get", "qtask", "victim")["status"]
     assert final["phase"] == "Succeeded"
     assert final["execution"]["agent"] == "slow-0"
@@ -137,20 +116,22 @@ def test_a_recreated_task_never_receives_the_old_incarnations_report(
     kubectl: Kubectl, operators: OperatorFleet, pools: PoolFleet, api: Api
 ) -> None:
     """Defect 4: a Task deleted and recreated mid-attempt: the old attempt's finish never lands on the new one."""
-    kubectl.apply(POLICY)
-    kubectl.apply(yaml.safe_dump_all(agents("solo", 1, 2)))
+    kubectl.apply(policy())
+    kubectl.apply(stream(agents("solo", 1, 2)))
     pools.start("solo", selector="pool=solo", work="4,4")
     operators.start("op")
     kubectl.apply(yaml.safe_dump(task("phoenix")))
-    wait_for(lambda: phases(api, kubectl.namespace).get("phoenix") == "Running", 60, what="the first incarnation")
+    wait_for(lambda: api.phases(kubectl.namespace).get("phoenix") == "Running", 60, what="the first incarnation")
     old_uid = kubectl.json("get", "qtask", "phoenix")["metadata"]["uid"]
     kubectl("delete", "qtask", "phoenix")
     kubectl.apply(yaml.safe_dump(task("phoenix")))
-    wait_for(lambda: phases(api, kubectl.namespace).get("phoenix") == "Succeeded", 60, what="the new incarnation")
+    wait_for(lambda: api.phases(kubectl.namespace).get("phoenix") == "Succeeded", 60, what="the new incarnation")
     new = kubectl.json("get", "qtask", "phoenix")
     assert new["metadata"]["uid"] != old_uid
     assert [(h["reason"], h["attempt"]) for h in new["status"]["history"]] == [
-        ("Scheduled", 1), ("Started", 1), ("Succeeded", 1),
+        ("Scheduled", 1),
+        ("Started", 1),
+        ("Succeeded", 1),
     ]
     time.sleep(1)
     old_events = [r for r in pools.records() if r["uid"] == old_uid]
@@ -161,13 +142,13 @@ def test_attempts_that_fail_within_milliseconds_are_counted_and_end(
     kubectl: Kubectl, operators: OperatorFleet, pools: PoolFleet, api: Api
 ) -> None:
     """Defect 5: every attempt fails at once; attempts reach maxAttempts and the task ends Failed."""
-    kubectl.apply(POLICY)
-    kubectl.apply(yaml.safe_dump_all(agents("broken", 2, 4)))
+    kubectl.apply(policy())
+    kubectl.apply(stream(agents("broken", 2, 4)))
     pools.start("broken", selector="pool=broken", work="0,0.001", failure_rate=1.0)
     operators.start("op")
     retry = {"maxAttempts": 3, "backoffSeconds": 0, "maxBackoffSeconds": 0}
     kubectl("create", "-f", "-", stdin=yaml.safe_dump_all([task(f"f{i}", retry=retry) for i in range(10)]))
-    wait_for(lambda: set(phases(api, kubectl.namespace).values()) == {"Failed"}, 120, what="all to fail")
+    wait_for(lambda: set(api.phases(kubectl.namespace).values()) == {"Failed"}, 120, what="all to fail")
     claims = claims_per_attempt(pools.records())
     for item in api.tasks(kubectl.namespace):
         assert item["status"]["attempts"] == 3, item["metadata"]["name"]

@@ -9,14 +9,13 @@ from __future__ import annotations
 
 import time
 from pathlib import Path
-from typing import Any
 
 import pytest
-import yaml
 
 from qorch.testing import Kubectl
 from qorch.testing.faultproxy import Fault, FaultProxy
 from support.api import Api
+from support.manifests import agents, lease, policy, stream, tasks
 from support.operators import OperatorFleet
 from support.pools import CapacitySampler, PoolFleet, claims_per_attempt, wait_for
 
@@ -25,45 +24,12 @@ pytestmark = pytest.mark.e2e
 FAST = (4.0, 3.0, 1.0)  # lease duration, renew deadline, retry period
 
 
-def agents(count: int, capacity: int, prefix: str = "a") -> list[dict[str, Any]]:
-    return [
-        {
-            "apiVersion": "qorch.io/v1alpha1",
-            "kind": "Agent",
-            "metadata": {"name": f"{prefix}-{i}", "labels": {"pool": prefix}},
-            "spec": {"capabilities": ["code"], "capacity": capacity},
-        }
-        for i in range(count)
-    ]
-
-
-def tasks(count: int, prefix: str = "t") -> str:
-    return yaml.safe_dump_all(
-        [
-            {
-                "apiVersion": "qorch.io/v1alpha1",
-                "kind": "Task",
-                "metadata": {"name": f"{prefix}-{i}"},
-                "spec": {"goal": "x", "requires": ["code"]},
-            }
-            for i in range(count)
-        ]
+def holder(kubectl: Kubectl, lease_name: str) -> str:
+    """Who holds a leader Lease ('' if nobody, or no Lease)."""
+    got = kubectl.run(
+        "get", "lease", lease_name, "-n", "qorch-system", "-o", "jsonpath={.spec.holderIdentity}", check=False
     )
-
-
-POLICY = yaml.safe_dump(
-    {"apiVersion": "qorch.io/v1alpha1", "kind": "SchedulingPolicy", "metadata": {"name": "default"},
-     "spec": {"agentGraceSeconds": 30}}
-)  # fmt: skip
-
-
-def holder(kubectl: Kubectl, lease: str) -> str:
-    got = kubectl.run("get", "lease", lease, "-n", "qorch-system", "-o", "jsonpath={.spec.holderIdentity}", check=False)
     return got.stdout.strip() if got.returncode == 0 else ""
-
-
-def count(api: Api, namespace: str, phase: str) -> int:
-    return sum(1 for t in api.tasks(namespace) if (t.get("status") or {}).get("phase") == phase)
 
 
 @pytest.mark.parametrize("action", ["reset", "hang"])
@@ -72,7 +38,9 @@ def test_a_leader_that_cannot_renew_steps_down_in_time(
 ) -> None:
     """Defect 1: resets or a hung renew: the leader exits 3 within renewDeadline, and the follower leads."""
     lease = f"renew-{action}-{kubectl.namespace}"[:60]
-    proxied = operators.start("op-proxied", lease_name=lease, timings=FAST, kubeconfig=proxy.kubeconfig(tmp_path / "kc"))
+    proxied = operators.start(
+        "op-proxied", lease_name=lease, timings=FAST, kubeconfig=proxy.kubeconfig(tmp_path / "kc")
+    )
     wait_for(lambda: holder(kubectl, lease) == "op-proxied", 30, what="the proxied replica to lead")
     operators.start("op-direct", lease_name=lease, timings=FAST)
     time.sleep(1)
@@ -86,9 +54,7 @@ def test_a_leader_that_cannot_renew_steps_down_in_time(
     assert "Traceback" not in proxied.log_text()
 
 
-def test_a_leader_that_reads_another_holder_steps_down_at_once(
-    kubectl: Kubectl, operators: OperatorFleet
-) -> None:
+def test_a_leader_that_reads_another_holder_steps_down_at_once(kubectl: Kubectl, operators: OperatorFleet) -> None:
     """Defect 1: someone else's name on the Lease (an overwrite): the leader exits at its next renewal."""
     lease = f"usurp-{kubectl.namespace}"[:60]
     leader = operators.start("op-a", lease_name=lease, timings=(30.0, 20.0, 1.0))
@@ -115,16 +81,16 @@ def test_failed_status_writes_never_strand_a_task(
     kubectl: Kubectl, operators: OperatorFleet, proxy: FaultProxy, api: Api, tmp_path: Path, fault: Fault
 ) -> None:
     """Defect 2: writes that reset, fail, hang or lose their answer: every task still gets exactly one assignment."""
-    kubectl.apply(POLICY)
-    kubectl.apply(yaml.safe_dump_all(agents(10, 10)))
-    kubectl.apply(_leases(10))
+    kubectl.apply(policy())
+    kubectl.apply(stream(agents("a", 10, 10)))
+    kubectl.apply(stream([lease(f"a-{i}") for i in range(10)]))
     op = operators.start("op", kubeconfig=proxy.kubeconfig(tmp_path / "kc"), health=True)
     proxy.add(fault)
-    kubectl("create", "-f", "-", stdin=tasks(60))
-    wait_for(lambda: count(api, kubectl.namespace, "Assigned") == 60, 120, what="all 60 assigned")
+    kubectl("create", "-f", "-", stdin=tasks("t", 60))
+    wait_for(lambda: api.count(kubectl.namespace, "Assigned") == 60, 120, what="all 60 assigned")
     assert fault.hits > 0
     time.sleep(2)
-    assert count(api, kubectl.namespace, "Assigned") == 60
+    assert api.count(kubectl.namespace, "Assigned") == 60
     for item in api.tasks(kubectl.namespace):
         assert item["status"]["assignment"]["attempt"] == 1, item["metadata"]["name"]
         assert [h["reason"] for h in item["status"]["history"]] == ["Scheduled"], item["metadata"]["name"]
@@ -137,8 +103,8 @@ def test_a_write_that_landed_unseen_never_overfills_an_agent(
     kubectl: Kubectl, operators: OperatorFleet, pools: PoolFleet, proxy: FaultProxy, api: Api, tmp_path: Path
 ) -> None:
     """Defect 9: assignment answers are lost while slots are scarce; no agent ever holds more than its capacity."""
-    kubectl.apply(POLICY)
-    kubectl.apply(yaml.safe_dump_all(agents(4, 1)))
+    kubectl.apply(policy())
+    kubectl.apply(stream(agents("a", 4, 1)))
     pools.start("a", selector="pool=a", work="1,2")
     operators.start("op", kubeconfig=proxy.kubeconfig(tmp_path / "kc"))
     lost = proxy.add(Fault("lost", method="PATCH", path="/tasks/", times=25))
@@ -156,12 +122,12 @@ def test_a_write_that_landed_unseen_never_overfills_an_agent(
 
     worst = 0
     with CapacitySampler(api, kubectl.namespace, period=0.2) as sampler:
-        kubectl("create", "-f", "-", stdin=tasks(30))
+        kubectl("create", "-f", "-", stdin=tasks("t", 30))
         deadline = time.monotonic() + 150
-        while time.monotonic() < deadline and count(api, kubectl.namespace, "Succeeded") < 30:
+        while time.monotonic() < deadline and api.count(kubectl.namespace, "Succeeded") < 30:
             worst = max(worst, held())
             time.sleep(0.1)
-    assert count(api, kubectl.namespace, "Succeeded") == 30
+    assert api.count(kubectl.namespace, "Succeeded") == 30
     assert lost.hits == 25
     assert worst <= 1, f"an agent held {worst} assignments with capacity 1"
     assert sampler.violations == []
@@ -173,22 +139,20 @@ def test_a_hung_events_api_does_not_slow_scheduling(
     kubectl: Kubectl, operators: OperatorFleet, proxy: FaultProxy, api: Api, tmp_path: Path
 ) -> None:
     """Defect 15: every Event POST hangs; assignments go on at full speed and the Events are dropped, counted."""
-    kubectl.apply(POLICY)
-    kubectl.apply(yaml.safe_dump_all(agents(10, 30)))
-    kubectl.apply(_leases(10))
+    kubectl.apply(policy())
+    kubectl.apply(stream(agents("a", 10, 30)))
+    kubectl.apply(stream([lease(f"a-{i}") for i in range(10)]))
     op = operators.start("op", kubeconfig=proxy.kubeconfig(tmp_path / "kc"))
     hung = proxy.add(Fault("hang", method="POST", path="/events", seconds=600))
     started = time.monotonic()
-    kubectl("create", "-f", "-", stdin=tasks(200))
-    wait_for(lambda: count(api, kubectl.namespace, "Assigned") == 200, 60, what="all 200 assigned")
+    kubectl("create", "-f", "-", stdin=tasks("t", 200))
+    wait_for(lambda: api.count(kubectl.namespace, "Assigned") == 200, 60, what="all 200 assigned")
     assert time.monotonic() - started < 30
     assert hung.hits >= 1
     assert op.metric("qorch_writes_open") <= 10
 
 
-def test_a_missing_operator_namespace_is_one_clear_line(
-    kubectl: Kubectl, operators: OperatorFleet, api: Api, tmp_path: Path
-) -> None:
+def test_a_missing_operator_namespace_is_one_clear_line(kubectl: Kubectl, operators: OperatorFleet) -> None:
     """Defect 16: without the Lease's namespace the operator says what to create, once, then leads when it exists."""
     namespace = f"missing-{kubectl.namespace}"[:60]
     op = operators.start("op", lease_namespace=namespace, timings=FAST)
@@ -197,7 +161,8 @@ def test_a_missing_operator_namespace_is_one_clear_line(
     assert f"namespace {namespace} does not exist" in log
     assert f"kubectl create namespace {namespace}" in log
     assert log.count("does not exist") == 1, log
-    assert "HTTP response headers" not in log and "Traceback" not in log
+    assert "HTTP response headers" not in log
+    assert "Traceback" not in log
     kubectl.run("create", "namespace", namespace)
     try:
         wait_for(
@@ -207,15 +172,3 @@ def test_a_missing_operator_namespace_is_one_clear_line(
         )
     finally:
         kubectl.run("delete", "namespace", namespace, "--wait=false", check=False)
-
-
-def _leases(count: int, prefix: str = "a") -> str:
-    """Agent Leases valid for an hour."""
-    now = time.strftime("%Y-%m-%dT%H:%M:%S.000000Z", time.gmtime())
-    return yaml.safe_dump_all(
-        [
-            {"apiVersion": "coordination.k8s.io/v1", "kind": "Lease", "metadata": {"name": f"qorch-agent-{prefix}-{i}"},
-             "spec": {"holderIdentity": f"{prefix}-{i}", "leaseDurationSeconds": 3600, "renewTime": now}}
-            for i in range(count)
-        ]
-    )  # fmt: skip

@@ -3,46 +3,21 @@
 from __future__ import annotations
 
 import time
-from typing import Any
 
 import pytest
 import yaml
 
 from qorch.testing import Kubectl, KubectlError
 from support.api import Api
+from support.manifests import agent, approval, policy, stream, task
 from support.operators import OperatorFleet
 from support.pools import CapacitySampler, PoolFleet, wait_for
 
 pytestmark = pytest.mark.e2e
 
 
-def agent(name: str, capacity: int = 4, pool: str = "all", **spec: Any) -> dict[str, Any]:
-    return {
-        "apiVersion": "qorch.io/v1alpha1",
-        "kind": "Agent",
-        "metadata": {"name": name, "labels": {"pool": pool}},
-        "spec": {"capabilities": ["code"], "capacity": capacity, **spec},
-    }
-
-
-def task(name: str, **spec: Any) -> dict[str, Any]:
-    return {"apiVersion": "qorch.io/v1alpha1", "kind": "Task", "metadata": {"name": name},
-            "spec": {"goal": name, "requires": ["code"], **spec}}  # fmt: skip
-
-
-def approval(name: str, task_name: str, decision: str = "Approve") -> dict[str, Any]:
-    return {"apiVersion": "qorch.io/v1alpha1", "kind": "Approval", "metadata": {"name": name},
-            "spec": {"taskRef": task_name, "decision": decision, "approver": "qorch-admin"}}  # fmt: skip
-
-
-def policy(**spec: Any) -> str:
-    return yaml.safe_dump(
-        {"apiVersion": "qorch.io/v1alpha1", "kind": "SchedulingPolicy", "metadata": {"name": "default"},
-         "spec": {"agentGraceSeconds": 30, **spec}}
-    )  # fmt: skip
-
-
 def phase(kubectl: Kubectl, name: str) -> str:
+    """A task's phase, read with kubectl."""
     return (kubectl.json("get", "qtask", name).get("status") or {}).get("phase", "")
 
 
@@ -51,7 +26,7 @@ def test_a_recreated_task_waits_for_a_new_approval(
 ) -> None:
     """Defect 13: an Approval binds to the Task it found; the same name recreated is not approved by it."""
     kubectl.apply(policy())
-    kubectl.apply(yaml.safe_dump(agent("worker")))
+    kubectl.apply(stream(agent("worker", capacity=4, pool="all")))
     pools.start("all", selector="pool=all", work="0.2,0.4")
     operators.start("op")
     gated = task("deploy", approval={"required": True})
@@ -107,7 +82,7 @@ def test_namespace_quotas_cap_running_work(
 ) -> None:
     """Defect 14: maxConcurrentTasks holds at every sample; the rest wait as OverQuota and run as slots free."""
     kubectl.apply(policy(quotas=[{"namespace": kubectl.namespace, "maxConcurrentTasks": 3}]))
-    kubectl.apply(yaml.safe_dump_all([agent("a", 10), agent("b", 10)]))
+    kubectl.apply(stream(agent("a", capacity=10, pool="all"), agent("b", capacity=10, pool="all")))
     pools.start("all", selector="pool=all", work="1,1.5")
     operators.start("op")
     peak = 0
@@ -131,15 +106,15 @@ def test_namespace_quotas_cap_running_work(
 
 
 def test_default_retry_applies_and_retries_avoid_the_failed_domain(
-    kubectl: Kubectl, operators: OperatorFleet, pools: PoolFleet, api: Api
+    kubectl: Kubectl, operators: OperatorFleet, pools: PoolFleet
 ) -> None:
     """Defect 14: defaultRetry bounds attempts; a retry moves off the entanglement group that failed it."""
     kubectl.apply(policy(defaultRetry={"maxAttempts": 2, "backoffSeconds": 0, "maxBackoffSeconds": 0}))
-    kubectl.apply(yaml.safe_dump_all([
-        agent("bad-0", 1, pool="bad", entanglementGroup="rack-bad"),
-        agent("bad-1", 1, pool="bad", entanglementGroup="rack-bad"),
-        agent("good-0", 1, pool="good", entanglementGroup="rack-good"),
-    ]))  # fmt: skip
+    kubectl.apply(stream(
+        agent("bad-0", pool="bad", entanglementGroup="rack-bad"),
+        agent("bad-1", pool="bad", entanglementGroup="rack-bad"),
+        agent("good-0", pool="good", entanglementGroup="rack-good"),
+    ))  # fmt: skip
     pools.start("bad", selector="pool=bad", work="0,0.01", failure_rate=1.0)
     pools.start("good", selector="pool=good", work="1,1")
     operators.start("op")

@@ -8,39 +8,20 @@ does not fail work that is running.
 from __future__ import annotations
 
 import contextlib
-import datetime as dt
 import threading
 import time
 from collections.abc import Iterator
 from typing import Any
 
 import pytest
-import yaml
 
 from qorch.testing import Kubectl
 from support.api import Api
+from support.manifests import agent, lease, policy, stream, task
 from support.operators import OperatorFleet
 from support.pools import CapacitySampler, PoolFleet, claims_per_attempt, wait_for
 
 pytestmark = pytest.mark.e2e
-
-
-def agent(name: str, *, capacity: int = 1, pool: str = "", cordoned: bool = False) -> dict[str, Any]:
-    return {
-        "apiVersion": "qorch.io/v1alpha1",
-        "kind": "Agent",
-        "metadata": {"name": name, "labels": {"pool": pool or name, "agent": name}},
-        "spec": {"capabilities": ["code"], "capacity": capacity, "cordoned": cordoned},
-    }
-
-
-def task(name: str, **spec: Any) -> dict[str, Any]:
-    return {
-        "apiVersion": "qorch.io/v1alpha1",
-        "kind": "Task",
-        "metadata": {"name": name},
-        "spec": {"goal": name, "requires": ["code"], **spec},
-    }
 
 
 def only(*agents: str) -> dict[str, Any]:
@@ -48,18 +29,8 @@ def only(*agents: str) -> dict[str, Any]:
     return {"matchExpressions": [{"key": "agent", "operator": "In", "values": list(agents)}]}
 
 
-def policy(grace: int = 30) -> str:
-    return yaml.safe_dump(
-        {
-            "apiVersion": "qorch.io/v1alpha1",
-            "kind": "SchedulingPolicy",
-            "metadata": {"name": "default"},
-            "spec": {"agentGraceSeconds": grace},
-        }
-    )
-
-
 def status(kubectl: Kubectl, name: str) -> dict[str, Any]:
+    """A task's status, read with kubectl."""
     return kubectl.json("get", "qtask", name).get("status") or {}
 
 
@@ -69,24 +40,24 @@ def reasons(kubectl: Kubectl, name: str) -> list[tuple[str, str, int]]:
 
 
 def test_a_dead_agents_unstarted_work_moves_for_free_and_started_work_is_retried(
-    kubectl: Kubectl, operators: OperatorFleet, pools: PoolFleet, api: Api
+    kubectl: Kubectl, operators: OperatorFleet, pools: PoolFleet
 ) -> None:
     """Lease stale: the unclaimed attempt is requeued (attempt not used); the claimed one is lost and retried."""
     kubectl.apply(policy())
-    kubectl.apply(yaml.safe_dump_all([agent("worker"), agent("slowpoke")]))
+    kubectl.apply(stream([agent("worker"), agent("slowpoke")]))
     worker = pools.start("worker", selector="pool=worker", work="60,60", lease_seconds=3, renew_seconds=0.5)
     slowpoke = pools.start("slowpoke", selector="pool=slowpoke", claim_delay=120, lease_seconds=3, renew_seconds=0.5)
     operators.start("op")
     retry = {"maxAttempts": 3, "backoffSeconds": 0, "maxBackoffSeconds": 0}
-    kubectl.apply(yaml.safe_dump(task("started", retry=retry, agentSelector=only("worker", "spare"))))
+    kubectl.apply(stream(task("started", retry=retry, agentSelector=only("worker", "spare"))))
     wait_for(lambda: status(kubectl, "started").get("phase") == "Running", 60, what="the first task to run")
-    kubectl.apply(yaml.safe_dump(task("unstarted", agentSelector=only("slowpoke", "spare"))))
+    kubectl.apply(stream(task("unstarted", agentSelector=only("slowpoke", "spare"))))
     wait_for(lambda: status(kubectl, "unstarted").get("phase") == "Assigned", 60, what="the second assignment")
     assert status(kubectl, "unstarted")["assignment"]["agent"] == "slowpoke"
 
     worker.stop()
     slowpoke.stop()
-    kubectl.apply(yaml.safe_dump(agent("spare", capacity=2)))
+    kubectl.apply(stream(agent("spare", capacity=2)))
     pools.start("spare", selector="pool=spare", work="0.2,0.4")
     for name in ("started", "unstarted"):
         wait_for(lambda n=name: status(kubectl, n).get("phase") == "Succeeded", 90, what=f"{name} to succeed")
@@ -103,17 +74,17 @@ def test_a_dead_agents_unstarted_work_moves_for_free_and_started_work_is_retried
 
 
 def test_cordoning_an_agent_keeps_its_running_work(
-    kubectl: Kubectl, operators: OperatorFleet, pools: PoolFleet, api: Api
+    kubectl: Kubectl, operators: OperatorFleet, pools: PoolFleet
 ) -> None:
     """Defect 3: cordon an agent mid-run: its attempts finish on it; new work waits until uncordoned."""
     kubectl.apply(policy())
-    kubectl.apply(yaml.safe_dump(agent("busy", capacity=2)))
+    kubectl.apply(stream(agent("busy", capacity=2)))
     pools.start("busy", selector="pool=busy", work="6,6", lease_seconds=5, renew_seconds=0.5)
     operators.start("op")
-    kubectl.apply(yaml.safe_dump_all([task("one"), task("two")]))
+    kubectl.apply(stream([task("one"), task("two")]))
     wait_for(lambda: all(status(kubectl, n).get("phase") == "Running" for n in ("one", "two")), 60, what="both running")
     kubectl("patch", "qagent", "busy", "--type=merge", "-p", '{"spec":{"cordoned":true}}')
-    kubectl.apply(yaml.safe_dump(task("three")))
+    kubectl.apply(stream(task("three")))
     wait_for(lambda: status(kubectl, "three").get("phase") == "Queued", 30, what="the new task to queue")
     for name in ("one", "two"):
         wait_for(lambda n=name: status(kubectl, n).get("phase") == "Succeeded", 60, what=f"{name} to finish")
@@ -131,16 +102,8 @@ def skewed_heartbeats(kubectl: Kubectl, skews: dict[str, float], duration: int) 
 
     def renew() -> None:
         while not stop.is_set():
-            leases = []
-            for name, skew in skews.items():
-                when = dt.datetime.now(dt.UTC) + dt.timedelta(seconds=skew)
-                leases.append({
-                    "apiVersion": "coordination.k8s.io/v1", "kind": "Lease",
-                    "metadata": {"name": f"qorch-agent-{name}"},
-                    "spec": {"holderIdentity": name, "leaseDurationSeconds": duration,
-                             "renewTime": when.strftime("%Y-%m-%dT%H:%M:%S.%fZ")},
-                })  # fmt: skip
-            kubectl.run("apply", "-f", "-", stdin=yaml.safe_dump_all(leases), check=False)
+            leases = [lease(name, duration=duration, skew=skew) for name, skew in skews.items()]
+            kubectl.run("apply", "-f", "-", stdin=stream(leases), check=False)
             stop.wait(0.5)
 
     thread = threading.Thread(target=renew, daemon=True)
@@ -154,17 +117,12 @@ def skewed_heartbeats(kubectl: Kubectl, skews: dict[str, float], duration: int) 
 
 def test_agents_clocks_and_lease_durations_are_honoured(kubectl: Kubectl, operators: OperatorFleet) -> None:
     """Defect 6: skewed renewTimes do not matter; a Lease's own leaseDurationSeconds beats the policy's grace."""
-    kubectl.apply(policy(grace=3))
-    kubectl.apply(yaml.safe_dump_all([agent("past"), agent("future"), agent("long")]))
-    long_lease = {
-        "apiVersion": "coordination.k8s.io/v1", "kind": "Lease", "metadata": {"name": "qorch-agent-long"},
-        "spec": {"holderIdentity": "long", "leaseDurationSeconds": 3600,
-                 "renewTime": dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")},
-    }  # fmt: skip
-    kubectl.apply(yaml.safe_dump(long_lease))  # renewed once, valid for an hour
+    kubectl.apply(policy(agentGraceSeconds=3))
+    kubectl.apply(stream([agent("past"), agent("future"), agent("long")]))
+    kubectl.apply(stream(lease("long", duration=3600)))  # renewed once, valid for an hour
     with skewed_heartbeats(kubectl, {"past": -3600.0, "future": 3600.0}, duration=3):
         operators.start("op")
-        kubectl.apply(yaml.safe_dump_all([task(f"t{i}") for i in range(3)]))
+        kubectl.apply(stream([task(f"t{i}") for i in range(3)]))
         wait_for(
             lambda: sum(status(kubectl, f"t{i}").get("phase") == "Assigned" for i in range(3)) == 3,
             60,
@@ -189,11 +147,11 @@ def test_a_restarted_operator_does_not_fail_running_work(
     kubectl: Kubectl, operators: OperatorFleet, pools: PoolFleet, api: Api
 ) -> None:
     """Defect 11: kill -9 and restart the only operator while 40 attempts run: none is declared lost."""
-    kubectl.apply(policy(grace=3))
-    kubectl.apply(yaml.safe_dump_all([agent(f"a{i}", capacity=4, pool="all") for i in range(10)]))
+    kubectl.apply(policy(agentGraceSeconds=3))
+    kubectl.apply(stream([agent(f"a{i}", capacity=4, pool="all") for i in range(10)]))
     pools.start("all", selector="pool=all", work="15,15", lease_seconds=4, renew_seconds=0.5)
     first = operators.start("op-1")
-    kubectl.apply(yaml.safe_dump_all([task(f"t{i}") for i in range(40)]))
+    kubectl.apply(stream([task(f"t{i}") for i in range(40)]))
     wait_for(
         lambda: sum((t.get("status") or {}).get("phase") == "Running" for t in api.tasks(kubectl.namespace)) == 40,
         60,

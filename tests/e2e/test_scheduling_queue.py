@@ -20,13 +20,12 @@ import statistics
 import subprocess
 import time
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any
 
 import pytest
-import yaml
 
 from qorch.testing import Kubectl
 from support.api import Api
+from support.manifests import agent, lease, policy, stream, task
 from support.operators import OperatorFleet
 from support.pools import wait_for
 
@@ -36,12 +35,8 @@ HOPELESS = 20_000
 PROBES = 30
 
 
-def task(name: str, requires: str) -> dict[str, Any]:
-    return {"apiVersion": "qorch.io/v1alpha1", "kind": "Task", "metadata": {"name": name},
-            "spec": {"goal": name, "requires": [requires]}}  # fmt: skip
-
-
 def p95(values: list[float]) -> float:
+    """The 95th percentile."""
     return statistics.quantiles(values, n=20)[-1]
 
 
@@ -51,7 +46,7 @@ def probe(kubectl: Kubectl, api: Api, prefix: str) -> list[float]:
     for i in range(PROBES):
         name = f"{prefix}-{i}"
         started[name] = time.time()
-        kubectl("create", "-f", "-", stdin=yaml.safe_dump(task(name, "code")))
+        kubectl("create", "-f", "-", stdin=stream(task(name)))
         time.sleep(0.2)
 
     def assigned() -> dict[str, float] | None:
@@ -67,6 +62,7 @@ def probe(kubectl: Kubectl, api: Api, prefix: str) -> list[float]:
 
 
 def histogram(text: str, name: str) -> dict[str, float]:
+    """A Prometheus histogram's cumulative buckets, by `le`."""
     return {m[0]: float(m[1]) for m in re.findall(rf'^{name}_bucket{{le="([^"]+)"}} (\S+)$', text, re.MULTILINE)}
 
 
@@ -74,35 +70,37 @@ def test_twenty_thousand_unschedulable_tasks_do_not_slow_a_new_one(
     kubectl: Kubectl, operators: OperatorFleet, api: Api
 ) -> None:
     """p95 create->assigned with 20,000 hopeless tasks queued is within +-50% of the empty queue's."""
-    kubectl.apply(yaml.safe_dump(
-        {"apiVersion": "qorch.io/v1alpha1", "kind": "SchedulingPolicy", "metadata": {"name": "default"},
-         "spec": {"agentGraceSeconds": 30}}
-    ))  # fmt: skip
-    now = dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
-    kubectl.apply(yaml.safe_dump_all([
-        {"apiVersion": "qorch.io/v1alpha1", "kind": "Agent", "metadata": {"name": "worker"},
-         "spec": {"capabilities": ["code"], "capacity": 1000}},
-        {"apiVersion": "coordination.k8s.io/v1", "kind": "Lease", "metadata": {"name": "qorch-agent-worker"},
-         "spec": {"holderIdentity": "worker", "leaseDurationSeconds": 3600, "renewTime": now}},
-    ]))  # fmt: skip
+    kubectl.apply(policy())
+    kubectl.apply(stream(agent("worker", capacity=1000), lease("worker")))
     op = operators.start("op")
     wait_for(lambda: kubectl.json("get", "qagent", "worker").get("status", {}).get("phase") == "Ready", 30,
              what="the agent to be Ready")  # fmt: skip
     empty = probe(kubectl, api, "empty")
 
     chunks = 8
-    documents = [task(f"hopeless-{i}", "quantum-physics") for i in range(HOPELESS)]
+    documents = [task(f"hopeless-{i}", requires=("quantum-physics",)) for i in range(HOPELESS)]
 
     def create(part: int) -> None:
-        body = yaml.safe_dump_all(documents[part::chunks])
-        subprocess.run([str(kubectl.binary), f"--kubeconfig={kubectl.kubeconfig}", "-n", str(kubectl.namespace),
-                        "create", "-f", "-"], input=body, text=True, capture_output=True, check=True, timeout=600)  # fmt: skip
+        argv = [
+            str(kubectl.binary),
+            f"--kubeconfig={kubectl.kubeconfig}",
+            "-n",
+            str(kubectl.namespace),
+            "create",
+            "-f",
+            "-",
+        ]
+        subprocess.run(
+            argv, input=stream(documents[part::chunks]), text=True, capture_output=True, check=True, timeout=600
+        )
 
     with ThreadPoolExecutor(chunks) as pool:
         list(pool.map(create, range(chunks)))
 
     def all_have_status() -> bool:
-        items = api.get(f"/apis/qorch.io/v1alpha1/namespaces/{kubectl.namespace}/tasks?fieldSelector=status.phase=Queued")
+        items = api.get(
+            f"/apis/qorch.io/v1alpha1/namespaces/{kubectl.namespace}/tasks?fieldSelector=status.phase=Queued"
+        )
         return len(items["items"]) >= HOPELESS
 
     wait_for(all_have_status, 300, period=2, what="every hopeless task to carry a status")
@@ -124,8 +122,13 @@ def test_twenty_thousand_unschedulable_tasks_do_not_slow_a_new_one(
     total = buckets["+Inf"]
     assert total >= HOPELESS + 2 * PROBES
     assert buckets["2.0"] == total, f"some tasks waited more than two cycles for a status: {buckets}"
-    print(f"\np95 create->assigned: empty {p95(empty) * 1000:.0f} ms, with {HOPELESS} parked "
+    print(  # noqa: T201 - the measured numbers belong in the log
+        f"\np95 create->assigned: empty {p95(empty) * 1000:.0f} ms, with {HOPELESS} parked "
           f"{p95(loaded) * 1000:.0f} ms (ratio {p95(loaded) / p95(empty):.2f})")  # fmt: skip
-    print("empty ms: ", " ".join(f"{x * 1000:.0f}" for x in sorted(empty)))
-    print("loaded ms:", " ".join(f"{x * 1000:.0f}" for x in sorted(loaded)))
+    print(  # noqa: T201 - the measured numbers belong in the log
+        "empty ms: ", " ".join(f"{x * 1000:.0f}" for x in sorted(empty))
+    )
+    print(  # noqa: T201 - the measured numbers belong in the log
+        "loaded ms:", " ".join(f"{x * 1000:.0f}" for x in sorted(loaded))
+    )
     assert p95(loaded) <= 1.5 * p95(empty), (sorted(empty), sorted(loaded))

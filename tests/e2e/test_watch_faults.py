@@ -10,60 +10,30 @@ from __future__ import annotations
 import threading
 import time
 from pathlib import Path
-from typing import Any
 
 import pytest
-import yaml
 
 from qorch.testing import Kubectl
 from qorch.testing.faultproxy import Fault, FaultProxy
 from support.api import Api
+from support.manifests import agent, lease, policy, stream, task
 from support.operators import OperatorFleet
 from support.pools import PoolFleet, wait_for
 
 pytestmark = pytest.mark.e2e
-
-POLICY = yaml.safe_dump(
-    {"apiVersion": "qorch.io/v1alpha1", "kind": "SchedulingPolicy", "metadata": {"name": "default"},
-     "spec": {"agentGraceSeconds": 30}}
-)  # fmt: skip
-
-
-def agent(name: str, capacity: int, pool: str = "fleet") -> dict[str, Any]:
-    return {
-        "apiVersion": "qorch.io/v1alpha1",
-        "kind": "Agent",
-        "metadata": {"name": name, "labels": {"pool": pool}},
-        "spec": {"capabilities": ["code"], "capacity": capacity},
-    }
-
-
-def task(name: str) -> dict[str, Any]:
-    return {"apiVersion": "qorch.io/v1alpha1", "kind": "Task", "metadata": {"name": name},
-            "spec": {"goal": name, "requires": ["code"]}}  # fmt: skip
-
-
-def lease(name: str) -> dict[str, Any]:
-    now = time.strftime("%Y-%m-%dT%H:%M:%S.000000Z", time.gmtime())
-    return {"apiVersion": "coordination.k8s.io/v1", "kind": "Lease", "metadata": {"name": f"qorch-agent-{name}"},
-            "spec": {"holderIdentity": name, "leaseDurationSeconds": 3600, "renewTime": now}}  # fmt: skip
-
-
-def phase(api: Api, namespace: str) -> dict[str, str]:
-    return {t["metadata"]["name"]: (t.get("status") or {}).get("phase", "") for t in api.tasks(namespace)}
 
 
 def test_objects_deleted_while_the_watch_was_down_do_not_linger(
     kubectl: Kubectl, operators: OperatorFleet, proxy: FaultProxy, api: Api, tmp_path: Path
 ) -> None:
     """Defect 10: deletes during a watch gap ending in 410 Gone: the re-list drops them, their slots are freed."""
-    kubectl.apply(POLICY)
-    kubectl.apply(yaml.safe_dump_all([agent("a", 3), agent("b", 3), lease("a"), lease("b")]))
+    kubectl.apply(policy())
+    kubectl.apply(stream(agent("a", capacity=3), agent("b", capacity=3), lease("a"), lease("b")))
     op = operators.start("op", kubeconfig=proxy.kubeconfig(tmp_path / "kc"))
-    kubectl("create", "-f", "-", stdin=yaml.safe_dump_all([task(f"t{i}") for i in range(6)]))
-    wait_for(lambda: list(phase(api, kubectl.namespace).values()).count("Assigned") == 6, 60, what="6 assigned")
-    kubectl("create", "-f", "-", stdin=yaml.safe_dump_all([task("waiting")]))
-    wait_for(lambda: phase(api, kubectl.namespace).get("waiting") == "Queued", 30, what="the extra task to wait")
+    kubectl("create", "-f", "-", stdin=stream([task(f"t{i}") for i in range(6)]))
+    wait_for(lambda: list(api.phases(kubectl.namespace).values()).count("Assigned") == 6, 60, what="6 assigned")
+    kubectl("create", "-f", "-", stdin=stream(task("waiting")))
+    wait_for(lambda: api.phases(kubectl.namespace).get("waiting") == "Queued", 30, what="the extra task to wait")
 
     hold = proxy.add(Fault("hang", path="/tasks", watch=True))
     proxy.sever("/tasks")  # the task watch breaks and cannot come back yet
@@ -74,7 +44,7 @@ def test_objects_deleted_while_the_watch_was_down_do_not_linger(
     proxy.add(Fault("gone", path="/tasks", watch=True, times=1))
     proxy.remove(hold)  # the reconnection is answered 410 Gone: the informer must list again
 
-    wait_for(lambda: phase(api, kubectl.namespace).get("waiting") == "Assigned", 60, what="a freed slot to be used")
+    wait_for(lambda: api.phases(kubectl.namespace).get("waiting") == "Assigned", 60, what="a freed slot to be used")
     assert op.metric("qorch_informer_lists_total") > lists_before
     loads = {a["metadata"]["name"]: a["status"]["activeTasks"] for a in kubectl.json("get", "qagent")["items"]}
     assert sum(loads.values()) == 4, loads
@@ -87,28 +57,21 @@ def test_a_fleet_changing_during_cycles_never_stops_scheduling(
     kubectl: Kubectl, operators: OperatorFleet, pools: PoolFleet, api: Api
 ) -> None:
     """Defects 7 and 8: agents appear, renew and change while cycles run; every task is placed, no cycle fails."""
-    kubectl.apply(POLICY)
-    kubectl.apply(yaml.safe_dump_all([agent("seed", 5)]))
+    kubectl.apply(policy())
+    kubectl.apply(stream(agent("seed", capacity=5, pool="fleet")))
     pools.start("fleet", selector="pool=fleet", work="0.2,0.6", renew_seconds=0.3, lease_seconds=5)
     op = operators.start("op")
-    stop = threading.Event()
-
     def grow() -> None:
         for batch in range(10):
-            if stop.is_set():
-                return
-            kubectl.run("apply", "-f", "-", check=False,
-                        stdin=yaml.safe_dump_all([agent(f"g{batch}-{i}", 2) for i in range(10)]))  # fmt: skip
+            batch_of_agents = [agent(f"g{batch}-{i}", capacity=2, pool="fleet") for i in range(10)]
+            kubectl.run("apply", "-f", "-", check=False, stdin=stream(batch_of_agents))
             time.sleep(0.3)
 
     grower = threading.Thread(target=grow, daemon=True)
     grower.start()
-    try:
-        kubectl("create", "-f", "-", stdin=yaml.safe_dump_all([task(f"t{i}") for i in range(300)]))
-        wait_for(lambda: set(phase(api, kubectl.namespace).values()) == {"Succeeded"}, 180, what="all 300 to succeed")
-    finally:
-        stop.set()
-        grower.join(30)
+    kubectl("create", "-f", "-", stdin=stream([task(f"t{i}") for i in range(300)]))
+    wait_for(lambda: set(api.phases(kubectl.namespace).values()) == {"Succeeded"}, 180, what="all 300 to succeed")
+    grower.join(60)
     log = op.log_text()
     assert "scheduling cycle failed" not in log
     assert "Traceback" not in log

@@ -21,6 +21,7 @@ class Api:
     """GETs against the cluster a kubeconfig points at."""
 
     def __init__(self, kubeconfig: Path) -> None:
+        """Read the server, the CA and the client certificate from `kubeconfig`."""
         config = yaml.safe_load(kubeconfig.read_text())
         context = next(c for c in config["contexts"] if c["name"] == config["current-context"])["context"]
         cluster = next(c for c in config["clusters"] if c["name"] == context["cluster"])["cluster"]
@@ -35,18 +36,30 @@ class Api:
         self._server = str(cluster["server"]).rstrip("/")
 
     def get(self, path: str) -> dict[str, Any]:
+        """GET a path, decoded."""
         with urllib.request.urlopen(self._server + path, context=self._tls, timeout=10) as resp:  # noqa: S310
             return json.loads(resp.read())
 
     def tasks(self, namespace: str) -> list[dict[str, Any]]:
+        """Every Task of a namespace."""
         return self.get(f"/apis/qorch.io/v1alpha1/namespaces/{namespace}/tasks")["items"]
 
     def agents(self, namespace: str) -> list[dict[str, Any]]:
+        """Every Agent of a namespace."""
         return self.get(f"/apis/qorch.io/v1alpha1/namespaces/{namespace}/agents")["items"]
 
     def send(self, method: str, path: str, body: Any, content_type: str = "application/json") -> dict[str, Any]:
+        """Send a body; the decoded answer."""
         request = urllib.request.Request(  # noqa: S310
             self._server + path, data=json.dumps(body).encode(), method=method, headers={"Content-Type": content_type}
         )
         with urllib.request.urlopen(request, context=self._tls, timeout=30) as resp:  # noqa: S310
             return json.loads(resp.read())
+
+    def phases(self, namespace: str) -> dict[str, str]:
+        """Task name -> phase ('' before the first status)."""
+        return {t["metadata"]["name"]: (t.get("status") or {}).get("phase", "") for t in self.tasks(namespace)}
+
+    def count(self, namespace: str, phase: str) -> int:
+        """How many Tasks of a namespace are in `phase`."""
+        return sum(1 for value in self.phases(namespace).values() if value == phase)

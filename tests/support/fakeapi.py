@@ -68,21 +68,21 @@ class FakeApi:
         query: Any = None,
         body: Any = None,
         content_type: str = "application/json",
-        timeout: float | None = None,
+        timeout: float | None = None,  # noqa: ASYNC109 - the interface of KubeApi.call
     ) -> dict[str, Any]:
         """One request."""
-        del query, timeout
+        del query, timeout, content_type  # JSON and merge patches are told apart by their shape
         self.calls.append((method, path))
         for fault in self.before:
             if (error := fault(method, path)) is not None:
                 raise error
-        answer = self._apply(method, path, body, content_type)
+        answer = self._apply(method, path, body)
         for fault in self.after:
             if (error := fault(method, path)) is not None:
                 raise error
         return answer
 
-    def _apply(self, method: str, path: str, body: Any, content_type: str) -> dict[str, Any]:
+    def _apply(self, method: str, path: str, body: Any) -> dict[str, Any]:
         match = _PATH.match(path)
         if match is None:
             raise ApiError(404, "NotFound", path)
@@ -103,10 +103,7 @@ class FakeApi:
                 raise ApiError(409, "Conflict", "the object has been modified")
             return self.put(key[0], body)
         if method == "PATCH":
-            if isinstance(body, list):
-                patched = jsonpatch.apply_patch(current, body)
-            else:
-                patched = merge(current, body)
+            patched = jsonpatch.apply_patch(current, body) if isinstance(body, list) else merge(current, body)
             wanted = patched["metadata"].get("resourceVersion")
             if wanted != current["metadata"]["resourceVersion"]:
                 raise ApiError(409, "Conflict", "the object has been modified")

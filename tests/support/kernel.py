@@ -24,9 +24,11 @@ class Posted:
     events: list[dict[str, Any]] = field(default_factory=list)
 
     def post(self, **event: Any) -> None:
+        """Record an Event instead of posting it."""
         self.events.append(event)
 
     def reasons(self) -> list[str]:
+        """The reasons of the Events posted, in order."""
         return [e["reason"] for e in self.events]
 
 
@@ -42,6 +44,7 @@ class Harness:
     now: list[float]  # [monotonic seconds]
 
     def advance(self, seconds: float) -> None:
+        """Move the monotonic (and wall) clock on."""
         self.now[0] += seconds
 
     def create(self, plural: str, body: dict[str, Any]) -> dict[str, Any]:
@@ -57,9 +60,11 @@ class Harness:
                 self.store.sink(plural).upsert(body)
 
     def task(self, name: str, namespace: str = "ns") -> dict[str, Any]:
+        """A Task as the apiserver holds it."""
         return self.api.get(TASKS, namespace, name)
 
     def status(self, name: str, namespace: str = "ns") -> dict[str, Any]:
+        """A Task's status as the apiserver holds it."""
         return self.task(name, namespace).get("status") or {}
 
     def renew(self, agent: str, namespace: str = "ns", duration: int = 10) -> None:
@@ -80,6 +85,7 @@ class Harness:
 
 @contextlib.asynccontextmanager
 async def harness(api: FakeApi | None = None) -> AsyncIterator[Harness]:
+    """A kernel on `api`, with the writer's workers running, at monotonic time 100."""
     api = api or FakeApi()
     now = [100.0]
     wall = [WALL0]

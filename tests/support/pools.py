@@ -12,7 +12,7 @@ import time
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Self
 
 from support.api import Api
 
@@ -27,12 +27,14 @@ class Pool:
     record: Path
 
     def stop(self, sig: signal.Signals = signal.SIGTERM) -> None:
+        """Signal the pool and reap it."""
         if self.popen.poll() is None:
             self.popen.send_signal(sig)
         with contextlib.suppress(subprocess.TimeoutExpired):
             self.popen.wait(timeout=20)
 
     def tail(self, lines: int = 20) -> str:
+        """The end of its log."""
         return "\n".join(self.log.read_text(errors="replace").splitlines()[-lines:])
 
 
@@ -58,6 +60,7 @@ class PoolFleet:
         claim_delay: float = 0.0,
         kubeconfig: Path | None = None,
     ) -> Pool:
+        """Start `qorch dev agents` serving the Agents that `selector` matches, recording to a file."""
         log = self.workdir / f"pool-{name}.log"
         record = self.workdir / f"pool-{name}.jsonl"
         argv = [
@@ -82,6 +85,7 @@ class PoolFleet:
         return sorted(out, key=lambda r: r["time"])
 
     def stop_all(self) -> None:
+        """Stop every pool started."""
         for pool in self.started:
             pool.stop()
 
@@ -112,6 +116,7 @@ class CapacitySampler:
     """
 
     def __init__(self, api: Api, namespace: str, period: float = 0.3) -> None:
+        """Sample `namespace` every `period` seconds once entered."""
         self._api = api
         self._namespace = namespace
         self._period = period
@@ -121,23 +126,24 @@ class CapacitySampler:
         self.violations: list[str] = []
         self.peak: dict[str, int] = {}
 
-    def __enter__(self) -> CapacitySampler:
+    def __enter__(self) -> Self:
+        """Start sampling."""
         self._thread.start()
         return self
 
     def __exit__(self, *_: object) -> None:
+        """Stop sampling (after one last sample in flight)."""
         self._stop.set()
         self._thread.join(10)
 
     def _run(self) -> None:
         while not self._stop.is_set():
-            try:
+            with contextlib.suppress(OSError):  # an apiserver restart during a fault test: try again
                 self.sample()
-            except OSError:
-                pass  # an apiserver restart during a fault test: try again
             self._stop.wait(self._period)
 
     def sample(self) -> None:
+        """One look at every agent's claimed, unfinished attempts."""
         capacity = {a["metadata"]["name"]: a["spec"].get("capacity", 1) for a in self._api.agents(self._namespace)}
         held: Counter[str] = Counter()
         names: dict[str, list[str]] = {}
@@ -161,7 +167,7 @@ class CapacitySampler:
                 self.violations.append(f"{agent}: {count} running > capacity {capacity.get(agent)}: {names[agent]}")
 
 
-def wait_for(predicate: Any, timeout: float, period: float = 0.5, what: str = "condition") -> Any:  # noqa: ANN401
+def wait_for(predicate: Any, timeout: float, period: float = 0.5, what: str = "condition") -> Any:
     """Poll until `predicate()` returns something truthy; return it, or fail naming `what`."""
     deadline = time.monotonic() + timeout
     while True:

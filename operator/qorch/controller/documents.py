@@ -24,10 +24,10 @@ if TYPE_CHECKING:
     from collections.abc import Mapping
 
     from qorch.controller.records import AgentRecord, TaskRecord
+    from qorch.scheduler.result import Candidate
 
 __all__ = [
     "HISTORY_LIMIT",
-    "Candidate",
     "StatusChange",
     "agent_status",
     "approval_binding",
@@ -52,15 +52,6 @@ _SCHEDULED = frozenset({TaskPhase.ASSIGNED.value, TaskPhase.RUNNING.value, TaskP
 def stamp(when: float) -> str:
     """POSIX seconds -> RFC 3339 with microseconds (assignedAt once lost everything below a second)."""
     return dt.datetime.fromtimestamp(when, dt.UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
-
-
-@dataclass(frozen=True, slots=True)
-class Candidate:
-    """One agent shown in a task's explanation."""
-
-    agent: str
-    score: float
-    probability: float
 
 
 @dataclass(frozen=True, slots=True)

@@ -10,7 +10,6 @@ retried.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import datetime as dt
 import logging
 import uuid
@@ -18,7 +17,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from qorch.api import constants
-from qorch.controller import metrics
+from qorch.controller import metrics, workers
 from qorch.controller.kube import KubeError, Resource
 
 if TYPE_CHECKING:
@@ -37,7 +36,6 @@ class EventRecorder:
     api: KubeApi
     identity: str
     workers: int = 4
-    capacity: int = 10_000
     _queue: asyncio.Queue[dict[str, Any]] = field(default_factory=lambda: asyncio.Queue(10_000))
 
     def post(self, *, kind: str, namespace: str, name: str, uid: str, warning: bool, reason: str, message: str) -> None:
@@ -71,14 +69,7 @@ class EventRecorder:
 
     async def run(self) -> None:
         """Post queued Events until cancelled."""
-        tasks = [asyncio.create_task(self._worker()) for _ in range(self.workers)]
-        try:
-            await asyncio.gather(*tasks)
-        finally:
-            for task in tasks:
-                task.cancel()
-            with contextlib.suppress(BaseException):
-                await asyncio.gather(*tasks, return_exceptions=True)
+        await workers.together(self._worker() for _ in range(self.workers))
 
     async def _worker(self) -> None:
         while True:

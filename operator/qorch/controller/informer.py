@@ -20,7 +20,6 @@ renewals and the writer keep their turn.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import time
 from typing import TYPE_CHECKING, Any
@@ -166,15 +165,3 @@ class Informer:
                     await asyncio.sleep(0)
         self.resource_version = version
         return version
-
-
-async def run_all(informers: list[Informer]) -> None:
-    """Run informers side by side until cancelled."""
-    tasks = [asyncio.create_task(i.run()) for i in informers]
-    try:
-        await asyncio.gather(*tasks)
-    finally:
-        for task in tasks:
-            task.cancel()
-        with contextlib.suppress(BaseException):
-            await asyncio.gather(*tasks, return_exceptions=True)

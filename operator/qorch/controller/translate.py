@@ -21,9 +21,9 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from qorch.api.enums import Reason, Strategy
-from qorch.controller.documents import Candidate
 from qorch.scheduler import Policy, Snapshot, TaskBatch
 from qorch.scheduler.queue import effective_priority
+from qorch.scheduler.result import Candidate
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Mapping, Sequence

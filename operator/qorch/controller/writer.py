@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import asyncio
 import collections
-import contextlib
 import enum
 import json
 import logging
@@ -27,7 +26,7 @@ import time
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from qorch.controller import metrics
+from qorch.controller import metrics, workers
 from qorch.controller.kube import MERGE_PATCH, ApiError, KubeError
 from qorch.controller.ledger import Entry, Ledger
 from qorch.controller.store import AGENTS, TASKS
@@ -127,16 +126,12 @@ class StatusWriter:
     # ------------------------------------------------------------------ workers
     async def run(self) -> None:
         """Send queued writes and settle due entries until cancelled."""
-        workers = [asyncio.create_task(self._worker()) for _ in range(self.concurrency)]
-        try:
-            while True:
-                await asyncio.sleep(0.5)
-                await self.settle_due()
-        finally:
-            for worker in workers:
-                worker.cancel()
-            with contextlib.suppress(BaseException):
-                await asyncio.gather(*workers, return_exceptions=True)
+        await workers.together([*(self._worker() for _ in range(self.concurrency)), self._settler()])
+
+    async def _settler(self) -> None:
+        while True:
+            await asyncio.sleep(0.5)
+            await self.settle_due()
 
     async def settle_due(self) -> None:
         """GET every entry whose deadline passed, so none outlives the truth."""

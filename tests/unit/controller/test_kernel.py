@@ -24,6 +24,8 @@ from support.kernel import Harness, harness
 
 
 def run(test: Callable[[Harness], Coroutine[Any, Any, None]], api: FakeApi | None = None) -> None:
+    """Run an async test body against a fresh harness."""
+
     async def main() -> None:
         async with harness(api) as h:
             await test(h)
@@ -32,10 +34,12 @@ def run(test: Callable[[Harness], Coroutine[Any, Any, None]], api: FakeApi | Non
 
 
 def policy(**spec: Any) -> dict[str, Any]:
+    """SchedulingPolicy `default` with this spec."""
     return {"metadata": {"name": "default"}, "spec": spec}
 
 
 def phases(h: Harness, names: list[str]) -> dict[str, str | None]:
+    """Phases of some tasks, as the apiserver holds them."""
     return {n: h.status(n).get("phase") for n in names}
 
 
@@ -67,13 +71,13 @@ def test_an_agent_created_during_a_cycle_does_not_abort_it(monkeypatch: pytest.M
     real = translate.placements
 
     def placements_while_an_agent_appears(*args: Any, **kwargs: Any) -> Any:
-        HARNESS[0].create(AGENTS, bodies.agent("late", capabilities=["code"]))
+        harnesses[0].create(AGENTS, bodies.agent("late", capabilities=["code"]))
         return real(*args, **kwargs)
 
-    HARNESS: list[Harness] = []
+    harnesses: list[Harness] = []
 
     async def test(h: Harness) -> None:
-        HARNESS.append(h)
+        harnesses.append(h)
         monkeypatch.setattr(translate, "placements", placements_while_an_agent_appears)
         h.create(AGENTS, bodies.agent("a", capabilities=["code"]))
         h.renew("a")
@@ -378,7 +382,7 @@ def test_the_ledger_stays_bounded_after_objects_vanish() -> None:
     """Defect 15: entries of objects deleted before their echo are dropped with the objects."""
 
     async def test(h: Harness) -> None:
-        h.api.after.append(lambda m, p: TransportError("lost") if m == "PATCH" else None)
+        h.api.after.append(lambda method, _: TransportError("lost") if method == "PATCH" else None)
         h.create(AGENTS, bodies.agent("a", capabilities=["code"], capacity=50))
         h.renew("a")
         for i in range(20):

@@ -15,10 +15,12 @@ RETRY = Retry(max_attempts=3, backoff_seconds=10, max_backoff_seconds=300)
 
 
 def record(body: dict) -> TaskRecord:
+    """The record of a body."""
     return TaskRecord.of(body)
 
 
 def approvals(*items: dict) -> list[ApprovalRecord]:
+    """Records of Approval bodies."""
     return [ApprovalRecord.of(a) for a in items]
 
 
@@ -93,6 +95,7 @@ def test_succeeded_dependencies_let_the_task_through() -> None:
 
 # ---------------------------------------------------------------------------------------------- progress
 def run(status: dict, alive: Liveness = Liveness.ALIVE, *, retry_policy: Retry = RETRY):
+    """progress() for a task with this status."""
     return progress.progress(record(bodies.task("t", status=status)), liveness=alive, retry=retry_policy, now=NOW)
 
 
@@ -187,6 +190,7 @@ def test_a_live_or_unknown_agent_keeps_its_work(alive: Liveness) -> None:
 
 # ---------------------------------------------------------------------------------------------- liveness
 def lease(observed_at: float, duration: float | None = 10, holder: str = "a") -> LeaseRecord:
+    """A Lease record observed at `observed_at`."""
     return LeaseRecord("ns", "a", "1", holder, duration, "2020-01-01T00:00:00Z", observed_at)
 
 

@@ -10,6 +10,7 @@ from support import bodies
 
 
 def fresh() -> ClusterState:
+    """An empty store whose clock reads 100."""
     state = ClusterState()
     now = [100.0]
     state.clock = lambda: now[0]
