@@ -61,6 +61,7 @@ def test_a_fleet_changing_during_cycles_never_stops_scheduling(
     kubectl.apply(stream(agent("seed", capacity=5, pool="fleet")))
     pools.start("fleet", selector="pool=fleet", work="0.2,0.6", renew_seconds=0.3, lease_seconds=5)
     op = operators.start("op")
+
     def grow() -> None:
         for batch in range(10):
             batch_of_agents = [agent(f"g{batch}-{i}", capacity=2, pool="fleet") for i in range(10)]

@@ -183,3 +183,19 @@ def test_indexes_equal_a_rebuild_after_any_sequence_of_events() -> None:
     assert state.by_agent == by_agent
     assert state.dependents == dependents
     assert {p: c for p, c in state.phases.items() if c} == counts
+
+
+def test_kopf_handlers_run_on_the_event_loop_never_on_a_thread() -> None:
+    """Defect 8: every kopf handler is a coroutine, so kopf never runs one on a thread beside the store."""
+    import inspect  # noqa: PLC0415
+
+    import kopf  # noqa: PLC0415
+
+    from qorch.controller import handlers  # noqa: PLC0415
+
+    registry = kopf.OperatorRegistry()
+    handlers.register(registry, fresh(), lambda: None, kopf.ConnectionInfo(server="https://127.0.0.1"))
+    found = [h for r in (registry._watching, registry._activities) for h in r.get_all_handlers()]
+    watching = [h for h in found if getattr(h, "id", "") in ("approvals", "policy")]
+    assert len(watching) == 2
+    assert all(inspect.iscoroutinefunction(h.fn) for h in watching)
