@@ -232,7 +232,8 @@ async def _main(settings: PoolSettings) -> None:
     for sig in (signal.SIGTERM, signal.SIGINT):
         asyncio.get_running_loop().add_signal_handler(sig, stop.set)
     async with client.ApiClient() as api_client:
-        pool = SimulatedPool(KubeApi(api_client), settings)
+        api = KubeApi(api_client)
+        pool = SimulatedPool(api, settings)
 
         async def work() -> None:
             if not pool.capacity:
@@ -242,10 +243,13 @@ async def _main(settings: PoolSettings) -> None:
             await pool.work()
 
         # Leases are renewed on their own cadence, never behind a slow round of work.
-        await asyncio.gather(
-            _every(settings.renew_seconds, stop, pool.renew),
-            _every(settings.poll_seconds, stop, work),
-        )
+        try:
+            await asyncio.gather(
+                _every(settings.renew_seconds, stop, pool.renew),
+                _every(settings.poll_seconds, stop, work),
+            )
+        finally:
+            await api.close()
 
 
 def run(settings: PoolSettings) -> None:

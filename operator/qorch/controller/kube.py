@@ -3,8 +3,10 @@
 Why not the generated client's API classes: they turn every response into
 models or sanitised dicts (CPU and memory the operator cannot spare at 100k
 objects), they have no default timeout (a hung PATCH held the loop forever),
-and their exceptions print whole HTTP dumps. This module reuses the generated
-client's session and authentication only.
+and their exceptions print whole HTTP dumps. This module takes only the
+loaded configuration (server, TLS, credentials, token refresh) from the
+generated client, and keeps a session of its own: keep-alive connections
+sized for the writer, no proxy or netrc lookups per request, orjson for JSON.
 
 What it must never do: retry a write on its own (the caller owns every
 decision, so a retried write could land on a newer version), or log a
@@ -16,14 +18,15 @@ connection or a 504 may have).
 from __future__ import annotations
 
 import asyncio
-import json
 import random
+import ssl
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 from urllib.parse import quote, urlencode
 
 import aiohttp
+import orjson
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator, Mapping
@@ -86,25 +89,52 @@ class Resource:
 
 def _message(payload: bytes) -> str:
     try:
-        body = json.loads(payload)
-    except ValueError:
+        body = orjson.loads(payload)
+    except orjson.JSONDecodeError:
         return payload[:200].decode(errors="replace").strip()
     return str(body.get("message", ""))[:500] if isinstance(body, dict) else ""
 
 
-class KubeApi:
-    """Requests against one apiserver, with the loaded client's session and credentials."""
+def _tls(configuration: Any) -> ssl.SSLContext:  # noqa: ANN401 - kubernetes_asyncio's Configuration is untyped
+    """The TLS context a loaded kubeconfig (or in-cluster config) describes, as the generated client builds it."""
+    context = ssl.create_default_context(cafile=configuration.ssl_ca_cert)
+    if configuration.cert_file:
+        context.load_cert_chain(configuration.cert_file, keyfile=configuration.key_file)
+    if not configuration.verify_ssl:
+        context.check_hostname = False
+        context.verify_mode = ssl.CERT_NONE
+    return context
 
-    def __init__(self, client: ApiClient, *, timeout: float = 10.0) -> None:
-        """Borrow the generated client's connection pool and auth; `timeout` bounds every call."""
+
+class KubeApi:
+    """Requests against one apiserver, with the loaded client's configuration and credentials."""
+
+    def __init__(self, client: ApiClient, *, timeout: float = 10.0, connections: int = 64) -> None:
+        """Take the configuration and auth of `client`; `timeout` bounds every call."""
         self._client = client
-        self._host = str(client.configuration.host).rstrip("/")
+        configuration = client.configuration
+        self._host = str(configuration.host).rstrip("/")
+        self._tls_context = _tls(configuration) if self._host.startswith("https") else None
+        self._server_name = configuration.tls_server_name
+        self._connections = connections
+        self._own: aiohttp.ClientSession | None = None
         self.timeout = timeout
 
     @property
     def _session(self) -> aiohttp.ClientSession:
-        session: aiohttp.ClientSession = self._client.rest_client.pool_manager
-        return session
+        if self._own is None or self._own.closed:
+            self._own = aiohttp.ClientSession(
+                connector=aiohttp.TCPConnector(ssl=self._tls_context or False, limit=self._connections),
+                trust_env=False,
+                read_bufsize=2**21,  # watch lines of large objects
+                json_serialize=lambda o: orjson.dumps(o).decode(),
+            )
+        return self._own
+
+    async def close(self) -> None:
+        """Close the connections."""
+        if self._own is not None:
+            await self._own.close()
 
     async def _headers(self, content_type: str | None) -> dict[str, str]:
         headers = {"Accept": "application/json", "User-Agent": _USER_AGENT}
@@ -130,19 +160,24 @@ class KubeApi:
         timeout: float | None = None,  # noqa: ASYNC109 - a per-request HTTP timeout, not a cancel scope
     ) -> dict[str, Any]:
         """One request; the decoded JSON answer, or a `KubeError`."""
-        data = None if body is None else json.dumps(body, separators=(",", ":"))
+        data = None if body is None else orjson.dumps(body)
         headers = await self._headers(content_type if data is not None else None)
         limit = aiohttp.ClientTimeout(total=timeout or self.timeout)
         try:
             async with self._session.request(
-                method, self._url(path, query), data=data, headers=headers, timeout=limit
+                method,
+                self._url(path, query),
+                data=data,
+                headers=headers,
+                timeout=limit,
+                server_hostname=self._server_name,
             ) as resp:
                 payload = await resp.read()
                 if resp.status >= 300:  # noqa: PLR2004 - HTTP's own boundary
                     raise _api_error(resp, payload)
         except (aiohttp.ClientError, TimeoutError, OSError) as exc:
             raise TransportError(f"{method} {path}: {type(exc).__name__} {exc}".strip()) from None
-        decoded = json.loads(payload) if payload else {}
+        decoded = orjson.loads(payload) if payload else {}
         return decoded if isinstance(decoded, dict) else {}
 
     @asynccontextmanager
@@ -157,7 +192,9 @@ class KubeApi:
         headers = await self._headers(None)
         limit = aiohttp.ClientTimeout(total=timeout, sock_connect=self.timeout)
         try:
-            resp = await self._session.get(self._url(path, query), headers=headers, timeout=limit)
+            resp = await self._session.get(
+                self._url(path, query), headers=headers, timeout=limit, server_hostname=self._server_name
+            )
         except (aiohttp.ClientError, TimeoutError, OSError) as exc:
             raise TransportError(f"WATCH {path}: {type(exc).__name__} {exc}".strip()) from None
         try:
@@ -168,7 +205,7 @@ class KubeApi:
                 try:
                     async for line in resp.content:
                         if line.strip():
-                            yield json.loads(line)
+                            yield orjson.loads(line)
                 except (aiohttp.ClientError, TimeoutError, OSError) as exc:
                     raise TransportError(f"WATCH {path}: {type(exc).__name__} {exc}".strip()) from None
 

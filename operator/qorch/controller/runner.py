@@ -273,6 +273,7 @@ async def _main(settings: OperatorSettings) -> int:
         await parts.stop()
         if probes is not None:
             await probes.cleanup()
+        await api.close()
         await api_client.close()
     return code
 
