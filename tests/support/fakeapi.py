@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import jsonpatch
+import orjson
 
 from qorch.controller.kube import ApiError, KubeError, TransportError
 
@@ -69,7 +70,8 @@ class FakeApi:
         body: Any = None,
         content_type: str = "application/json",
         timeout: float | None = None,  # noqa: ASYNC109 - the interface of KubeApi.call
-    ) -> dict[str, Any]:
+        decode: bool = True,
+    ) -> Any:
         """One request."""
         del query, timeout, content_type  # JSON and merge patches are told apart by their shape
         self.calls.append((method, path))
@@ -80,7 +82,7 @@ class FakeApi:
         for fault in self.after:
             if (error := fault(method, path)) is not None:
                 raise error
-        return answer
+        return answer if decode else orjson.dumps(answer)
 
     def _apply(self, method: str, path: str, body: Any) -> dict[str, Any]:
         match = _PATH.match(path)

@@ -73,10 +73,12 @@ class Harness:
 
         self.create(LEASES, bodies.lease(agent, namespace=namespace, duration=duration))
 
-    async def cycle(self) -> None:
-        """One cycle, then every write it decided is sent."""
+    async def cycle(self, *, echo: bool = True) -> None:
+        """One cycle, then every write it decided is sent (and, with `echo`, the watch brings them back)."""
         await self.kernel.cycle()
         await self.writer.drained()
+        if echo:
+            self.sync()
 
     async def settle(self) -> None:
         """Let due ledger entries be checked with a GET."""

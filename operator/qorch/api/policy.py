@@ -48,7 +48,14 @@ class SchedulingPolicySpec(SpecModel):
             description="Scorer name -> weight; unnamed scorers keep their default weight.",
         ),
     ] = {}
-    batch_size: Annotated[int, Field(ge=1, le=100_000, description="Most tasks decided in one cycle.")] = 4096
+    batch_size: Annotated[
+        int,
+        Field(
+            ge=1,
+            le=100_000,
+            description="Most tasks decided in one cycle; the rest wait for the next (NotInBatch).",
+        ),
+    ] = 16_384
     agent_grace_seconds: Annotated[
         int,
         Field(

@@ -8,7 +8,6 @@ from pathlib import Path
 
 import typer
 
-from qorch.agent import simulated
 from qorch.devcluster import AssetsNotFoundError, ControlPlaneError, background, build_binaries, stack
 
 __all__ = ["app"]
@@ -68,6 +67,8 @@ def dev_agents(
         raise _fail(f"--work-seconds must be MIN,MAX in seconds, got {work_seconds!r}", 2) from None
     if not 0 <= low <= high:
         raise _fail(f"--work-seconds must satisfy 0 <= MIN <= MAX, got {work_seconds!r}", 2)
+    from qorch.agent import simulated  # noqa: PLC0415 - only this command needs the pool
+
     simulated.run(
         simulated.PoolSettings(
             namespace=namespace,

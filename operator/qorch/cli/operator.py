@@ -7,9 +7,6 @@ import sys
 
 import typer
 
-from qorch.controller.leader import LeaseTimings
-from qorch.controller.runner import OperatorSettings, run
-
 __all__ = ["app"]
 
 app = typer.Typer(help="The qorch operator.", no_args_is_help=True)
@@ -35,8 +32,18 @@ def run_command(
     retry_period: float = typer.Option(2.0, envvar="QORCH_RETRY_PERIOD", help="Seconds between lease attempts."),
     lease_name: str = typer.Option("qorch-operator", envvar="QORCH_LEASE_NAME", help="Leader Lease name."),
     lease_namespace: str = typer.Option("qorch-system", envvar="QORCH_LEASE_NAMESPACE", help="Leader Lease namespace."),
+    write_concurrency: int = typer.Option(
+        16, min=1, max=256, envvar="QORCH_WRITE_CONCURRENCY", help="Status writes in flight at once."
+    ),
+    events_per_second: float = typer.Option(
+        50.0, min=0.1, envvar="QORCH_EVENTS_PER_SECOND", help="Budget of Events (burst 3x; Warnings first)."
+    ),
 ) -> None:
     """Watch Agents and Tasks and, while holding the leader Lease, schedule them."""
+    # Imported here, not at the top: the operator's process loads only what it runs.
+    from qorch.controller.leader import LeaseTimings  # noqa: PLC0415
+    from qorch.controller.runner import OperatorSettings, run  # noqa: PLC0415
+
     try:
         timings = LeaseTimings(lease_duration, renew_deadline, retry_period)
     except ValueError as exc:
@@ -50,6 +57,8 @@ def run_command(
         lease_name=lease_name,
         lease_namespace=lease_namespace,
         timings=timings,
+        write_concurrency=write_concurrency,
+        events_per_second=events_per_second,
     )
     if identity:
         settings = dataclasses.replace(settings, identity=identity)

@@ -5,6 +5,12 @@ go through a bounded queue and a few workers; when the queue is full the
 newest are dropped and counted (`qorch_events_dropped_total`), so a slow
 apiserver can cost Events but never scheduling. An Event that fails is not
 retried.
+
+Events spend the apiserver's time that assignments need, so they have a
+budget, as every Kubernetes component's do: a token bucket of `per_second`
+(burst 3x). A quarter of the bucket is kept for Warnings, so under load the
+routine Normal Events ("Scheduled", "Started") go first; the Task's status and
+history say the same thing, for every task.
 """
 
 from __future__ import annotations
@@ -12,6 +18,7 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import logging
+import time
 import uuid
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
@@ -21,6 +28,8 @@ from qorch.controller import metrics, workers
 from qorch.controller.kube import KubeError, Resource
 
 if TYPE_CHECKING:
+    from collections.abc import Callable
+
     from qorch.controller.kube import KubeApi
 
 __all__ = ["EventRecorder"]
@@ -35,11 +44,31 @@ class EventRecorder:
 
     api: KubeApi
     identity: str
+    per_second: float = 50.0
     workers: int = 4
+    clock: Callable[[], float] = time.monotonic
     _queue: asyncio.Queue[dict[str, Any]] = field(default_factory=lambda: asyncio.Queue(10_000))
+    _tokens: float = -1.0
+    _refilled: float = 0.0
+
+    def _take(self, *, warning: bool) -> bool:
+        """Spend a token; Normal Events leave a quarter of the bucket to Warnings."""
+        burst = 3.0 * self.per_second
+        now = self.clock()
+        if self._tokens < 0:
+            self._tokens, self._refilled = burst, now
+        self._tokens = min(burst, self._tokens + (now - self._refilled) * self.per_second)
+        self._refilled = now
+        if self._tokens < (1.0 if warning else 1.0 + burst / 4):
+            return False
+        self._tokens -= 1.0
+        return True
 
     def post(self, *, kind: str, namespace: str, name: str, uid: str, warning: bool, reason: str, message: str) -> None:
-        """Queue one Event about an object; never blocks, never raises."""
+        """Queue one Event about an object; never blocks, never raises (over budget: dropped, counted)."""
+        if not self._take(warning=warning):
+            metrics.EVENTS_DROPPED.inc()
+            return
         now = dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
         body = {
             "apiVersion": "v1",

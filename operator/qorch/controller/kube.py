@@ -22,7 +22,7 @@ import random
 import ssl
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal, overload
 from urllib.parse import quote, urlencode
 
 import aiohttp
@@ -149,6 +149,32 @@ class KubeApi:
         flat = {k: ("true" if v is True else "false" if v is False else v) for k, v in query.items() if v is not None}
         return f"{self._host}{path}?{urlencode(flat)}"
 
+    @overload
+    async def call(
+        self,
+        method: str,
+        path: str,
+        *,
+        query: Mapping[str, object] | None = ...,
+        body: object = ...,
+        content_type: str = ...,
+        timeout: float | None = ...,  # noqa: ASYNC109
+        decode: Literal[True] = ...,
+    ) -> dict[str, Any]: ...
+
+    @overload
+    async def call(
+        self,
+        method: str,
+        path: str,
+        *,
+        query: Mapping[str, object] | None = ...,
+        body: object = ...,
+        content_type: str = ...,
+        timeout: float | None = ...,  # noqa: ASYNC109
+        decode: Literal[False],
+    ) -> bytes: ...
+
     async def call(
         self,
         method: str,
@@ -158,8 +184,9 @@ class KubeApi:
         body: object = None,
         content_type: str = "application/json",
         timeout: float | None = None,  # noqa: ASYNC109 - a per-request HTTP timeout, not a cancel scope
-    ) -> dict[str, Any]:
-        """One request; the decoded JSON answer, or a `KubeError`."""
+        decode: bool = True,
+    ) -> dict[str, Any] | bytes:
+        """One request; the decoded JSON answer (raw bytes when `decode` is False), or a `KubeError`."""
         data = None if body is None else orjson.dumps(body)
         headers = await self._headers(content_type if data is not None else None)
         limit = aiohttp.ClientTimeout(total=timeout or self.timeout)
@@ -177,6 +204,8 @@ class KubeApi:
                     raise _api_error(resp, payload)
         except (aiohttp.ClientError, TimeoutError, OSError) as exc:
             raise TransportError(f"{method} {path}: {type(exc).__name__} {exc}".strip()) from None
+        if not decode:
+            return payload
         decoded = orjson.loads(payload) if payload else {}
         return decoded if isinstance(decoded, dict) else {}
 

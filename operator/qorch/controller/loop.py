@@ -57,6 +57,7 @@ AGENT_RESOURCE = Resource("qorch.io", "v1alpha1", AGENTS)
 APPROVAL_RESOURCE = Resource("qorch.io", "v1alpha1", APPROVALS)
 _FLUSH_EVERY = 1.0  # seconds between flushes of parked tasks whose wait is over
 _HEARTBEAT_EVERY = 300.0  # seconds between writes of an Agent's lastHeartbeat when nothing else changes
+_LOAD_EVERY = 15.0  # seconds between writes of an Agent's activeTasks when only the load changed
 _REFUSAL_PAUSE = 5.0  # an agent that refused work for lack of room gets none for this long
 _IGNORED_MEMORY = 10_000  # ignored reports remembered, so each is reported once
 _AGENT_TIMER, _TASK_TIMER, _FLUSH_TIMER = "agent", "task", "flush"
@@ -87,6 +88,9 @@ class Kernel:
     _paused: dict[Key, float] = field(default_factory=dict)  # agent -> monotonic end of its refusal pause
     _unseen: dict[Key, int] = field(default_factory=dict)  # tasks without a status -> cycle first seen
     _flushed: float = 0.0  # monotonic time of the last flush of parked tasks
+    _skipped: set[Key] = field(default_factory=set)  # active tasks the last pass skipped (a write was open)
+    _again: bool = False  # the last pass left active tasks undecided (not in its batch)
+    _agent_written: dict[Key, float] = field(default_factory=dict)  # agent -> monotonic time of its last write
 
     def poke(self) -> None:
         """Something changed: run a cycle soon."""
@@ -109,7 +113,8 @@ class Kernel:
                 self._led = False
                 pause = 0.0
                 continue
-            if not self._led:
+            first = not self._led
+            if first:
                 self._take_over()
             started = time.perf_counter()
             try:
@@ -117,6 +122,14 @@ class Kernel:
             except Exception:  # a bad cycle must not end the loop; its changes were put back
                 log.exception("scheduling cycle failed")
                 deciding = time.perf_counter() - started
+            if first:
+                log.info(
+                    "first cycle as leader: %d writes decided in %.2fs (%d tasks queued, %d parked)",
+                    self.writer.backlog,
+                    time.perf_counter() - started,
+                    len(self.queue.active),
+                    len(self.queue.parked),
+                )
             metrics.CYCLE_SECONDS.observe(time.perf_counter() - started)
             self.last_cycle = self.mono()
             # Pace by CPU spent deciding: the informers sharing this process keep two thirds of it.
@@ -164,8 +177,11 @@ class Kernel:
         self._report_ignored(feed)
         for key in feed.tasks:
             self._task(key, now, mono)
-        # 4. Schedule the queue's active tasks with the scheduler core.
-        if self.queue.active and not self.writer.ledger.full:
+        # 4. Schedule the queue's active tasks with the scheduler core, when something could have
+        #    changed the answer: a task became active (new, woken, its write settled), or the last
+        #    pass left tasks out of its batch. A cycle woken by an echo alone costs no pass.
+        if self.queue.active and (self.queue.fresh or self._again) and not self.writer.ledger.full:
+            self.queue.fresh = False
             await self._schedule(now, mono)
         # 5. Agents' status: phase and load where they changed.
         for key in feed.agents | feed.freed:
@@ -251,6 +267,9 @@ class Kernel:
             return
         if self.writer.busy(TASKS, key):
             return  # its open write settles first; settling marks it changed again
+        if key in self._skipped:  # the last pass left it out while its write was open: offer it again
+            self._skipped.discard(key)
+            self.queue.fresh = True
         if task.phase is None:
             self._unseen.setdefault(key, self.cycles)
         if task.phase in FINAL_PHASES:
@@ -334,12 +353,16 @@ class Kernel:
     async def _schedule(self, now: float, mono: float) -> None:
         store, policy_record = self.store, self.store.policy
         queued: list[TaskRecord] = []
+        self._skipped.clear()
         for key in list(self.queue.active):
             task = store.tasks.get(key)
             if task is None:
                 self.queue.discard(key)
-            elif not self.writer.busy(TASKS, key):
+            elif self.writer.busy(TASKS, key):
+                self._skipped.add(key)
+            else:
                 queued.append(task)
+        self._again = False
         if not queued:
             return
         agents = list(store.agents.values())
@@ -401,6 +424,8 @@ class Kernel:
 
     def _place(self, placement: translate.Placement, epoch: int, now: float, mono: float) -> None:
         task = placement.task
+        if placement.reason is Reason.NOT_IN_BATCH:
+            self._again = True
         if placement.agent is not None:
             change = documents.assigned(
                 agent=placement.agent.name,
@@ -417,7 +442,10 @@ class Kernel:
             return
         reason = placement.reason or Reason.CAPACITY_EXHAUSTED
         if reason is Reason.NOT_IN_BATCH:
-            if task.phase != TaskPhase.QUEUED.value:  # every task carries a status within a cycle or two
+            # Every task carries a status within two cycles: one the next pass will decide gets its
+            # real status then; only one further down the line is told now where it stands.
+            far = placement.line > 2 * self.store.policy.batch_size
+            if far and task.phase != TaskPhase.QUEUED.value:
                 self._write_task(task, documents.queued(reason, placement.message, [], event=False), now)
             return
         self.queue.park(task.key, Shape.of(task), reason, mono)
@@ -453,25 +481,33 @@ class Kernel:
     # ------------------------------------------------------------------ 5. agents' status
     def _agent_status(self, key: Key, now: float, mono: float) -> None:
         agent = self.store.agents.get(key)
-        if agent is None or self.writer.busy(AGENTS, key):
+        if agent is None:
+            self._agent_written.pop(key, None)
+            return
+        if self.writer.busy(AGENTS, key):
             return
         judged = self._liveness.get(key) or self._judge(key, mono)
         phase, reason, message = liveness.agent_phase(agent, judged)
         load = self.store.load(key)
         lease = self.store.leases.get(key)
         heartbeat = lease.renew_time if lease is not None else ""
-        changed = (
-            agent.phase != phase.value
-            or agent.active_tasks != load
-            or agent.observed_generation != agent.generation
-            or agent.ready_reason != reason
+        news = (
+            agent.phase != phase.value or agent.observed_generation != agent.generation or agent.ready_reason != reason
         )
-        if not changed and not _heartbeat_due(agent.last_heartbeat, heartbeat):
+        if not news and agent.active_tasks != load:
+            due = self._agent_written.get(key, -_LOAD_EVERY) + _LOAD_EVERY
+            if due > mono:  # a load change alone is written at most every few seconds per agent
+                self._arm(due, _AGENT_TIMER, key)
+                return
+            news = True
+        if not news and not _heartbeat_due(agent.last_heartbeat, heartbeat):
             return  # like a Node's status: the Lease is the heartbeat, the status follows changes
+        self._agent_written[key] = mono
         body = documents.agent_status(
             agent, phase=phase, load=load, heartbeat=heartbeat, reason=reason, message=message, when=now
         )
-        self.writer.submit(Write(AGENT_RESOURCE, key, agent.resource_version, body, urgent=agent.phase != phase.value))
+        # An Agent's status is for people; assignments go first.
+        self.writer.submit(Write(AGENT_RESOURCE, key, agent.resource_version, body, urgent=False))
 
     # ------------------------------------------------------------------ 6. writes
     def _write_task(self, task: TaskRecord, change: StatusChange, now: float, *, created: float | None = None) -> None:

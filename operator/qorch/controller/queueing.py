@@ -89,6 +89,7 @@ class SchedulingQueue:
     due: list[tuple[float, Key]] = field(default_factory=list)  # (until, key) heap; stale entries skipped
     groups: dict[str, dict[Shape, dict[Reason, set[Key]]]] = field(default_factory=dict)  # namespace -> ...
     tries: dict[Key, int] = field(default_factory=dict)  # fruitless tries since the last placement
+    fresh: bool = False  # a task became active since the last scheduling pass
 
     def __len__(self) -> int:
         """Tasks in the queue, active or parked."""
@@ -96,8 +97,9 @@ class SchedulingQueue:
 
     def add(self, key: Key) -> None:
         """The task is eligible: try it, unless it is parked."""
-        if key not in self.parked:
+        if key not in self.parked and key not in self.active:
             self.active[key] = None
+            self.fresh = True
 
     def discard(self, key: Key) -> None:
         """The task is no longer eligible (placed, held, final or deleted)."""
@@ -129,6 +131,7 @@ class SchedulingQueue:
         """The task changed: try it again."""
         if self._unpark(key):
             self.active[key] = None
+            self.fresh = True
 
     def _unpark(self, key: Key) -> bool:
         parked = self.parked.pop(key, None)

@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any
 
 from qorch.api import constants
 from qorch.api.enums import Clearance, Reason
+from qorch.api.policy import SchedulingPolicySpec
 from qorch.api.protocol import Report
 from qorch.api.task import RetryPolicy
 from qorch.scheduler.tasks import Selector
@@ -398,8 +399,8 @@ class PolicyRecord:
     temperature: float = 0.05
     seed: int = 0
     weights: Mapping[str, float] = field(default_factory=dict)
-    batch_size: int = 4096
-    agent_grace_seconds: int = 30
+    batch_size: int = SchedulingPolicySpec.model_fields["batch_size"].default
+    agent_grace_seconds: int = SchedulingPolicySpec.model_fields["agent_grace_seconds"].default
     quotas: Mapping[str, Quota] = field(default_factory=dict)
     default_retry: Retry = field(default_factory=Retry)
 

@@ -63,6 +63,7 @@ class OperatorSettings:
     lease_name: str = constants.LEADER_LEASE
     timings: LeaseTimings = field(default_factory=LeaseTimings)
     write_concurrency: int = 16
+    events_per_second: float = 50.0
     request_timeout: float = 10.0
     tick_seconds: float = 1.0
 
@@ -244,7 +245,7 @@ async def _main(settings: OperatorSettings) -> int:
     status_writer = StatusWriter(api, state, elector.may_write, concurrency=settings.write_concurrency)
     for resource in (TASK_RESOURCE, AGENT_RESOURCE, APPROVAL_RESOURCE):
         writer.register(resource)
-    recorder = EventRecorder(api, settings.identity)
+    recorder = EventRecorder(api, settings.identity, per_second=settings.events_per_second)
     kernel = Kernel(
         state,
         status_writer,

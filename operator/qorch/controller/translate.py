@@ -112,6 +112,7 @@ class Placement:
     message: str
     candidates: list[Candidate]
     strategy: str
+    line: int = 0  # place in line among the tasks left out of the batch (0: it was in the batch)
 
 
 def placements(
@@ -191,7 +192,7 @@ def placements(
             )
         elif reason is Reason.NOT_IN_BATCH:
             message = f"number {line[i]} of {len(queued)} in line; each cycle decides {len(heads)} at most"
-        out.append(Placement(task, None, 0.0, 0.0, reason, message, candidates, result.strategy))
+        out.append(Placement(task, None, 0.0, 0.0, reason, message, candidates, result.strategy, line.get(i, 0)))
     return out
 
 

@@ -22,9 +22,12 @@ import collections
 import enum
 import json
 import logging
+import re
 import time
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
+
+import orjson
 
 from qorch.controller import metrics, workers
 from qorch.controller.kube import MERGE_PATCH, ApiError, KubeError
@@ -198,6 +201,7 @@ class StatusWriter:
                     query={"fieldManager": self.field_manager},
                     body=patch,
                     content_type=write.content_type,
+                    decode=False,
                 )
             except ApiError as exc:
                 metrics.API_WRITE_SECONDS.observe(time.perf_counter() - started)
@@ -211,10 +215,8 @@ class StatusWriter:
             except KubeError as exc:
                 return self._failed(write, exc)
             metrics.API_WRITE_SECONDS.observe(time.perf_counter() - started)
-            if self.ledger.is_open(entry):
-                entry.written = str((answer.get("metadata") or {}).get("resourceVersion", ""))
-                # Our own answer is as good as its echo: the store has it at once.
-                self.store.sink(write.resource.plural).upsert(answer)
+            if self.ledger.is_open(entry):  # the echo, when the watch brings it, settles the entry
+                entry.written = _version(answer)
             return Outcome.WRITTEN
         return Outcome.UNKNOWN
 
@@ -271,6 +273,21 @@ class StatusWriter:
         if self.ledger.is_open(entry):
             self.ledger.checked(entry)
             self._retouch(entry)
+
+
+_VERSION = re.compile(rb'"resourceVersion":"([^"]*)"')
+
+
+def _version(answer: bytes) -> str:
+    """The resourceVersion of an object in its JSON answer, without decoding the whole of it.
+
+    The apiserver writes `metadata` before `spec` and `status`, and the first
+    `resourceVersion` key of an object is its own (managedFields entries have none).
+    """
+    found = _VERSION.search(answer)
+    if found is not None:
+        return found.group(1).decode()
+    return str((orjson.loads(answer).get("metadata") or {}).get("resourceVersion", ""))
 
 
 _RESOURCES: dict[str, Resource] = {}

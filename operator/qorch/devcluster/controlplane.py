@@ -147,9 +147,11 @@ class ControlPlane:
         secure_port: int | None = None,
         etcd_port: int | None = None,
         start_timeout: float = 90.0,
+        apiserver_args: Sequence[str] = (),
     ) -> None:
-        """Configure; nothing starts until `start()`."""
+        """Configure; nothing starts until `start()`. `apiserver_args` are extra flags, last (so they win)."""
         self._binaries = binaries
+        self._apiserver_args = tuple(apiserver_args)
         self._base = base_dir or Path(tempfile.gettempdir())
         self._want_secure_port = secure_port
         self._want_etcd_port = etcd_port
@@ -344,6 +346,7 @@ class ControlPlane:
             "--disable-admission-plugins=ServiceAccount",
             "--endpoint-reconciler-type=none",
             "--profiling=false",
+            *self._apiserver_args,
         ]
         apiserver = self._spawn("kube-apiserver", state.apiserver_argv)
         admin = state.ca.client(ADMIN_USER, ["system:masters"])
