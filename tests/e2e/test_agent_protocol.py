@@ -37,7 +37,8 @@ def test_two_pools_racing_requeues_and_a_zombie_run_every_attempt_once(
     pools.start("west", selector="pool=west", work="0.002,0.02", failure_rate=0.4)
     # A pool whose Lease lapses a second after each renewal, and that waits 1.2 s before claiming: most
     # of its claims arrive after the operator has judged it dead and requeued the attempt.
-    pools.start("flaky", selector="pool=flaky", work="0.01,0.05", lease_seconds=1, renew_seconds=2.5, claim_delay=1.2)  # fmt: skip
+    flaky = {"work": "0.01,0.05", "lease_seconds": 1, "renew_seconds": 2.5, "claim_delay": 1.2}
+    pools.start("flaky", selector="pool=flaky", **flaky)
     operators.start("op")
     retry = {"maxAttempts": 6, "backoffSeconds": 0, "maxBackoffSeconds": 0}
     names = [f"t{i}" for i in range(80)]

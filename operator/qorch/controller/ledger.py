@@ -35,6 +35,7 @@ __all__ = ["Entry", "Ledger", "State"]
 class State(enum.Enum):
     """Where one write stands."""
 
+    QUEUED = "queued"  # decided, not sent yet: a newer decision on the same version may replace it
     IN_FLIGHT = "in-flight"
     WRITTEN = "written"  # answered 2xx; waiting to see the echo
     REFUSED = "refused"  # certainly not written; waiting for a newer version or the cool-down
@@ -49,7 +50,7 @@ class Entry:
     key: Key
     decided_on: str  # resourceVersion the decision read
     reserve: Key | None  # agent whose slot this write takes
-    state: State = State.IN_FLIGHT
+    state: State = State.QUEUED
     written: str = ""  # resourceVersion our write produced
     due: float = 0.0  # monotonic time after which a GET settles it
     checks: int = 0  # GETs made so far
@@ -70,17 +71,33 @@ class Ledger:
         return len(self.entries)
 
     def busy(self, plural: str, key: Key) -> bool:
-        """Whether a write on this object is still open (deciding it now would read a stale view)."""
-        return (plural, key) in self.entries
+        """Whether a write on this object was sent and is unsettled (deciding now would read a stale view).
+
+        A write still waiting in the writer's queue does not make its object busy: a newer
+        decision on the same version replaces it (`open` with `replace`).
+        """
+        entry = self.entries.get((plural, key))
+        return entry is not None and entry.state is not State.QUEUED
+
+    def queued(self, plural: str, key: Key) -> bool:
+        """Whether a write on this object waits in the writer's queue, not sent yet."""
+        entry = self.entries.get((plural, key))
+        return entry is not None and entry.state is State.QUEUED
 
     def slots(self, agent: Key) -> int:
         """Slots reserved on `agent` by assignments not yet seen in the store."""
         return self.reserved.get(agent, 0)
 
     def open(self, plural: str, key: Key, decided_on: str, reserve: Key | None, now: float) -> Entry | None:
-        """Record a decided write; None when one is already open for the object (never two at once)."""
-        if (plural, key) in self.entries:
-            return None
+        """Record a decided write; None when one was sent and is unsettled (never two in flight at once).
+
+        A write of the same object still queued, decided on the same version, is replaced.
+        """
+        held = self.entries.get((plural, key))
+        if held is not None:
+            if held.state is not State.QUEUED or held.decided_on != decided_on:
+                return None
+            self.close(held)  # superseded before it was sent: its worker will skip it
         entry = Entry(plural, key, decided_on, reserve, due=now + self.settle_after)
         self.entries[(plural, key)] = entry
         if reserve is not None:
@@ -136,9 +153,16 @@ class Ledger:
         self.close(entry)
         return echo
 
+    def sending(self, entry: Entry) -> bool:
+        """The writer takes the entry's write out of its queue: False when it was superseded meanwhile."""
+        if not self.is_open(entry):
+            return False
+        entry.state = State.IN_FLIGHT
+        return True
+
     def due(self, now: float) -> list[Entry]:
         """Entries whose deadline passed: the writer must GET them."""
-        return [e for e in self.entries.values() if e.due <= now and e.state is not State.IN_FLIGHT]
+        return [e for e in self.entries.values() if e.due <= now and e.state not in (State.IN_FLIGHT, State.QUEUED)]
 
     def checked(self, entry: Entry) -> None:
         """A GET has read the object and the store was told what it read: the entry is settled.

@@ -39,6 +39,7 @@ from qorch.controller.records import ACTIVE_PHASES, FINAL_PHASES, parse_time
 from qorch.controller.store import AGENTS, APPROVALS, TASKS
 from qorch.controller.writer import Outcome, Write
 from qorch.scheduler import schedule
+from qorch.scheduler.queue import effective
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -58,6 +59,7 @@ APPROVAL_RESOURCE = Resource("qorch.io", "v1alpha1", APPROVALS)
 _FLUSH_EVERY = 1.0  # seconds between flushes of parked tasks whose wait is over
 _HEARTBEAT_EVERY = 300.0  # seconds between writes of an Agent's lastHeartbeat when nothing else changes
 _LOAD_EVERY = 15.0  # seconds between writes of an Agent's activeTasks when only the load changed
+_IN_LINE_PER_PASS = 2_000  # NotInBatch statuses written in one pass at most (the least urgent writes)
 _REFUSAL_PAUSE = 5.0  # an agent that refused work for lack of room gets none for this long
 _IGNORED_MEMORY = 10_000  # ignored reports remembered, so each is reported once
 _AGENT_TIMER, _TASK_TIMER, _FLUSH_TIMER = "agent", "task", "flush"
@@ -91,6 +93,7 @@ class Kernel:
     _skipped: set[Key] = field(default_factory=set)  # active tasks the last pass skipped (a write was open)
     _again: bool = False  # the last pass left active tasks undecided (not in its batch)
     _agent_written: dict[Key, float] = field(default_factory=dict)  # agent -> monotonic time of its last write
+    _told: int = 0  # NotInBatch statuses written in this pass
 
     def poke(self) -> None:
         """Something changed: run a cycle soon."""
@@ -352,17 +355,9 @@ class Kernel:
     # ------------------------------------------------------------------ 4. schedule
     async def _schedule(self, now: float, mono: float) -> None:
         store, policy_record = self.store, self.store.policy
-        queued: list[TaskRecord] = []
-        self._skipped.clear()
-        for key in list(self.queue.active):
-            task = store.tasks.get(key)
-            if task is None:
-                self.queue.discard(key)
-            elif self.writer.busy(TASKS, key):
-                self._skipped.add(key)
-            else:
-                queued.append(task)
         self._again = False
+        self._told = 0
+        queued = self._unbusy()
         if not queued:
             return
         agents = list(store.agents.values())
@@ -370,6 +365,7 @@ class Kernel:
         # Tasks no agent could ever take (no capability, clearance, selector or budget fits) need
         # no batch slot: one of each shape learns the reason, and the rest share it.
         hopeless, queued = self._hopeless(agents, queued)
+        queued = self._head_of_line(queued, now)
         free_quota, cost_left = self._quotas(agents, fleet.load)
         policy = translate.policy(policy_record, free_quota=free_quota, cycle=self.cycles)
         batch = translate.tasks(fleet, queued, now=now, avoid_group=self._avoid_group)
@@ -442,15 +438,58 @@ class Kernel:
             return
         reason = placement.reason or Reason.CAPACITY_EXHAUSTED
         if reason is Reason.NOT_IN_BATCH:
-            # Every task carries a status within two cycles: one the next pass will decide gets its
-            # real status then; only one further down the line is told now where it stands.
+            # A task the next pass will decide gets its real status then; one further down the line
+            # is told where it stands, a bounded number per pass (they are the least urgent writes).
             far = placement.line > 2 * self.store.policy.batch_size
             if far and task.phase != TaskPhase.QUEUED.value:
-                self._write_task(task, documents.queued(reason, placement.message, [], event=False), now)
+                self._tell_in_line(task, placement.message, now)
             return
         self.queue.park(task.key, Shape.of(task), reason, mono)
         if task.phase != TaskPhase.QUEUED.value or task.reason != reason.value:
             self._write_task(task, documents.queued(reason, placement.message, placement.candidates), now)
+
+    def _unbusy(self) -> list[TaskRecord]:
+        """The active tasks whose last write has settled."""
+        queued: list[TaskRecord] = []
+        self._skipped.clear()
+        for key in list(self.queue.active):
+            task = self.store.tasks.get(key)
+            if task is None:
+                self.queue.discard(key)
+            elif self.writer.busy(TASKS, key):
+                self._skipped.add(key)
+            else:
+                queued.append(task)
+        return queued
+
+    def _head_of_line(self, queued: list[TaskRecord], now: float) -> list[TaskRecord]:
+        """Within two batches of the head of the line; the rest are decided in a later pass."""
+        queued, waiting = self._preselect(queued, now)
+        for task in waiting:
+            self._again = True
+            if task.phase != TaskPhase.QUEUED.value:
+                self._tell_in_line(task, f"more than {2 * self.store.policy.batch_size} tasks ahead in line", now)
+        return queued
+
+    def _tell_in_line(self, task: TaskRecord, message: str, now: float) -> None:
+        if self._told >= _IN_LINE_PER_PASS or self.writer.queued(TASKS, task.key):
+            return
+        self._told += 1
+        self._write_task(task, documents.queued(Reason.NOT_IN_BATCH, message, [], event=False), now)
+
+    def _preselect(self, queued: list[TaskRecord], now: float) -> tuple[list[TaskRecord], list[TaskRecord]]:
+        """At most two batches' worth per namespace, by effective priority: the rest cannot be heads now."""
+        limit = 2 * self.store.policy.batch_size
+        if len(queued) <= limit:
+            return queued, []
+        by_namespace: dict[str, list[TaskRecord]] = {}
+        for task in queued:
+            by_namespace.setdefault(task.namespace, []).append(task)
+        offered: list[TaskRecord] = []
+        for members in by_namespace.values():
+            offered += heapq.nlargest(limit, members, key=lambda t: _effective(t, now))
+        chosen = {t.key for t in offered}
+        return offered, [t for t in queued if t.key not in chosen]
 
     def _load(self, agent: Key) -> int:
         return self.store.load(agent) + self.writer.ledger.slots(agent)
@@ -541,7 +580,7 @@ class Kernel:
             TASK_RESOURCE,
             task.key,
             task.resource_version,
-            documents.render(change, task, now),
+            lambda: documents.render(change, task, now),
             reserve=reserve,
             done=done,
             urgent=change.urgent,
@@ -554,6 +593,11 @@ class Kernel:
         metrics.QUEUE.labels("active").set(len(self.queue.active))
         metrics.QUEUE.labels("parked").set(len(self.queue.parked))
         metrics.LEDGER.set(len(self.writer.ledger))
+
+
+def _effective(task: TaskRecord, now: float) -> float:
+    deadline = task.deadline - now if task.deadline is not None else float("inf")
+    return effective(task.priority, deadline, now - task.created)
 
 
 def _heartbeat_due(written: str, renewed: str) -> bool:

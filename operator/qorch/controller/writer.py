@@ -69,15 +69,14 @@ class Write:
     resource: Resource
     key: Key
     decided_on: str  # resourceVersion
-    patch: Any  # a JSON patch (list of operations) or a merge patch (dict)
+    patch: Any  # a JSON patch (list of operations), a merge patch (dict), or a callable that renders one
     reserve: Key | None = None  # the agent whose slot an assignment takes
     done: Callable[[Outcome], None] | None = None
     urgent: bool = True  # placements and transitions go ahead of reason-only updates
 
-    @property
-    def content_type(self) -> str:
-        """JSON patch for lists of operations, merge patch for documents."""
-        return JSON_PATCH if isinstance(self.patch, list) else MERGE_PATCH
+    def render(self) -> Any:  # noqa: ANN401 - a JSON patch or a merge patch
+        """The patch, rendered now if it was given as a callable (queued writes stay small)."""
+        return self.patch() if callable(self.patch) else self.patch
 
 
 @dataclass(slots=True)
@@ -104,11 +103,15 @@ class StatusWriter:
 
     # ------------------------------------------------------------------ the loop's side
     def busy(self, plural: str, key: Key) -> bool:
-        """Whether a write on this object is still open."""
+        """Whether a write on this object was sent and is unsettled."""
         return self.ledger.busy(plural, key)
 
+    def queued(self, plural: str, key: Key) -> bool:
+        """Whether a write on this object waits, not sent yet."""
+        return self.ledger.queued(plural, key)
+
     def submit(self, write: Write) -> bool:
-        """Queue a write; False (and nothing queued) when one is already open for the object."""
+        """Queue a write (replacing one still queued for the object); False when one was sent and is unsettled."""
         entry = self.ledger.open(write.resource.plural, write.key, write.decided_on, write.reserve, self.clock())
         if entry is None:
             return False
@@ -144,22 +147,26 @@ class StatusWriter:
     async def _worker(self) -> None:
         while True:
             write, entry = await self._next()
-            self._sending += 1
-            try:
-                outcome = await self._send(write, entry)
-            except Exception:  # a bug here must not lose the entry: treat it as unknown
-                log.exception("status write to %s %s/%s crashed", write.resource.plural, *write.key)
-                outcome = Outcome.UNKNOWN
-            finally:
-                self._sending -= 1
-            self._record(write, entry, outcome)
-            if write.done is not None:
-                try:
-                    write.done(outcome)
-                except Exception:
-                    log.exception("after-write callback failed")
+            if self.ledger.sending(entry):  # else superseded by a newer decision before it was sent
+                await self._deliver(write, entry)
             if not self._urgent and not self._later and self._sending == 0:
                 self._idle.set()
+
+    async def _deliver(self, write: Write, entry: Entry) -> None:
+        self._sending += 1
+        try:
+            outcome = await self._send(write, entry)
+        except Exception:  # a bug here must not lose the entry: treat it as unknown
+            log.exception("status write to %s %s/%s crashed", write.resource.plural, *write.key)
+            outcome = Outcome.UNKNOWN
+        finally:
+            self._sending -= 1
+        self._record(write, entry, outcome)
+        if write.done is not None:
+            try:
+                write.done(outcome)
+            except Exception:
+                log.exception("after-write callback failed")
 
     async def _next(self) -> tuple[Write, Entry]:
         """The oldest urgent write, else the oldest reason-only one."""
@@ -187,7 +194,8 @@ class StatusWriter:
         if not self.may_write():
             return Outcome.DROPPED
         namespace, name = write.key
-        patch = write.patch
+        patch = write.render()
+        content_type = MERGE_PATCH if isinstance(patch, dict) else JSON_PATCH
         if isinstance(patch, dict):
             patch = {**patch, "metadata": {**patch.get("metadata", {}), "resourceVersion": write.decided_on}}
         else:
@@ -200,7 +208,7 @@ class StatusWriter:
                     write.resource.path(namespace, name, "status"),
                     query={"fieldManager": self.field_manager},
                     body=patch,
-                    content_type=write.content_type,
+                    content_type=content_type,
                     decode=False,
                 )
             except ApiError as exc:

@@ -26,7 +26,15 @@ if TYPE_CHECKING:
 
     from qorch.scheduler.tasks import TaskBatch
 
-__all__ = ["DEADLINE_BOOST", "DEADLINE_HORIZON_S", "WAIT_BOOST", "WAIT_STEP_S", "effective_priority", "heads"]
+__all__ = [
+    "DEADLINE_BOOST",
+    "DEADLINE_HORIZON_S",
+    "WAIT_BOOST",
+    "WAIT_STEP_S",
+    "effective",
+    "effective_priority",
+    "heads",
+]
 
 DEADLINE_BOOST = 250.0
 DEADLINE_HORIZON_S = 3600.0
@@ -35,6 +43,14 @@ WAIT_STEP_S = 60.0
 
 FloatArray = npt.NDArray[np.float64]
 IntArray = npt.NDArray[np.int32]
+
+
+def effective(priority: float, deadline_s: float, waited_s: float) -> float:
+    """The effective priority of one task: the scalar twin of `effective_priority` (same formula)."""
+    urgency = 0.0
+    if deadline_s != float("inf"):
+        urgency = min(max(1.0 - deadline_s / DEADLINE_HORIZON_S, 0.0), 1.0)
+    return priority + DEADLINE_BOOST * urgency + min(max(waited_s, 0.0) / WAIT_STEP_S, WAIT_BOOST)
 
 
 def effective_priority(tasks: TaskBatch) -> FloatArray:

@@ -9,13 +9,28 @@ AGENT = ("ns", "a")
 
 
 def test_an_open_write_makes_the_object_busy_and_takes_a_slot() -> None:
-    """Decided on version 5 with a reservation: busy, one slot held, no second write for the object."""
+    """Decided on version 5 with a reservation: one slot held; once sent, busy, and no second write for it."""
     ledger = Ledger()
     entry = ledger.open("tasks", TASK, "5", AGENT, now=0.0)
     assert entry is not None
-    assert ledger.busy("tasks", TASK)
     assert ledger.slots(AGENT) == 1
+    assert ledger.queued("tasks", TASK)
+    assert ledger.sending(entry)
+    assert ledger.busy("tasks", TASK)
     assert ledger.open("tasks", TASK, "5", AGENT, now=0.0) is None
+
+
+def test_a_queued_write_is_replaced_by_a_newer_decision() -> None:
+    """Not sent yet: a new decision on the same version replaces it, slot and all; the old one is never sent."""
+    ledger = Ledger()
+    old = ledger.open("tasks", TASK, "5", ("ns", "b"), now=0.0)
+    assert old is not None
+    assert not ledger.busy("tasks", TASK)
+    new = ledger.open("tasks", TASK, "5", AGENT, now=0.0)
+    assert new is not None
+    assert not ledger.sending(old)
+    assert ledger.reserved == {AGENT: 1}
+    assert ledger.open("tasks", TASK, "6", AGENT, now=0.0) is None  # another version: the queued one stands
 
 
 def test_the_echo_settles_and_is_recognised_as_ours() -> None:
@@ -33,7 +48,9 @@ def test_the_echo_settles_and_is_recognised_as_ours() -> None:
 def test_a_replay_of_the_decided_version_settles_nothing() -> None:
     """A re-list delivering version 5 again leaves the write open."""
     ledger = Ledger()
-    ledger.open("tasks", TASK, "5", AGENT, now=0.0)
+    entry = ledger.open("tasks", TASK, "5", AGENT, now=0.0)
+    assert entry is not None
+    ledger.sending(entry)
     assert ledger.observe("tasks", TASK, "5") is False
     assert ledger.busy("tasks", TASK)
 
