@@ -26,7 +26,7 @@ import urllib.request
 from pathlib import Path
 from typing import Any
 
-from kubernetes_asyncio import client, config, watch
+from kubernetes_asyncio import client, config
 
 import report
 from qorch.api import crd
@@ -41,6 +41,8 @@ BEGIN, END = "<!-- e2e-bench:begin -->", "<!-- e2e-bench:end -->"
 GROUP, VERSION = "qorch.io", "v1alpha1"
 CONCURRENCY = 16  # the operator's default write concurrency
 TASKS = Resource(GROUP, VERSION, "tasks")
+AGENTS = Resource(GROUP, VERSION, "agents")
+LEASES = Resource("coordination.k8s.io", "v1", "leases")
 Row = tuple[str, str, str, str]
 
 
@@ -264,21 +266,52 @@ async def raw_patches(api: client.ApiClient, ns: str, count: int, prefix: str, c
     return elapsed
 
 
-async def latency_run(api: client.ApiClient, ns: str, rate: float, seconds: float) -> list[float]:
-    """Offer tasks at `rate`/s; return create→assigned latencies seen through a watch."""
-    objects: Any = client.CustomObjectsApi(api)
+SKILLS = ["code", "review", "write", "data", "search", "sql", "test", "plan"]
+LEVELS = ["public", "internal", "confidential", "secret"]
+ZONES = ["eu", "us", "ap"]
+
+
+def varied_agent(i: int) -> dict[str, Any]:
+    """Agents of many profiles: four skills each, a clearance, a zone."""
+    return {
+        "apiVersion": f"{GROUP}/{VERSION}",
+        "kind": "Agent",
+        "metadata": {"name": f"agent-{i}", "labels": {"zone": ZONES[i % 3]}},
+        "spec": {
+            "capabilities": [SKILLS[(i + k) % 8] for k in range(4)],
+            "capacity": 50,
+            "clearance": LEVELS[1 + i % 3],
+        },
+    }
+
+
+def varied_task(i: int, name: str) -> dict[str, Any]:
+    """Tasks of many classes: a pair of skills, a classification, sometimes a zone selector."""
+    spec: dict[str, Any] = {
+        "goal": "live",
+        "requires": sorted({SKILLS[i % 8], SKILLS[(i * 3 + 1) % 8]}),
+        "priority": (i * 37) % 1000,
+        "classification": LEVELS[i % 3],
+    }
+    if i % 4 == 0:
+        spec["agentSelector"] = {"matchLabels": {"zone": ZONES[i % 3]}}
+    return {"apiVersion": f"{GROUP}/{VERSION}", "kind": "Task", "metadata": {"name": name}, "spec": spec}
+
+
+async def latency_run(api: client.ApiClient, ns: str, rate: float, seconds: float) -> tuple[list[float], int]:
+    """Offer tasks of many classes at `rate`/s; (create→assigned latencies seen through a watch, classes)."""
+    kube = KubeApi(api, connections=64)
     sent: dict[str, float] = {}
     seen: dict[str, float] = {}
     total = int(rate * seconds)
 
     async def watcher() -> None:
-        w = watch.Watch()
-        async with w.stream(
-            objects.list_namespaced_custom_object, GROUP, VERSION, ns, "tasks", timeout_seconds=int(seconds) + 60
-        ) as stream:
+        listed = await kube.call("GET", TASKS.path(ns), query={"limit": 1})
+        query = {"watch": True, "resourceVersion": listed["metadata"]["resourceVersion"], "timeoutSeconds": 600}
+        async with kube.stream(TASKS.path(ns), query=query, timeout=660) as stream:
             async for event in stream:
-                obj = event["object"]
-                name = obj["metadata"]["name"]
+                obj = event.get("object") or {}
+                name = (obj.get("metadata") or {}).get("name")
                 if name in sent and name not in seen and (obj.get("status") or {}).get("phase") == "Assigned":
                     seen[name] = time.perf_counter()
                     if len(seen) >= total:
@@ -286,24 +319,22 @@ async def latency_run(api: client.ApiClient, ns: str, rate: float, seconds: floa
 
     watching = asyncio.create_task(watcher())
     await asyncio.sleep(1.0)
+    classes = set()
+    creating = []
     for i in range(total):
         name = f"live-{i}"
+        body = varied_task(i, name)
+        classes.add(repr((body["spec"]["requires"], body["spec"]["classification"], body["spec"].get("agentSelector"))))
         sent[name] = time.perf_counter()
-        asyncio.create_task(
-            objects.create_namespaced_custom_object(
-                GROUP,
-                VERSION,
-                ns,
-                "tasks",
-                task_body(name, "live", "code", 500),
-            )
-        )
+        creating.append(asyncio.create_task(kube.call("POST", TASKS.path(ns), body=body)))
         await asyncio.sleep(1.0 / rate)
+    await asyncio.gather(*creating)
     try:
         await asyncio.wait_for(watching, 60)
     except TimeoutError:
         watching.cancel()
-    return [seen[n] - sent[n] for n in sent if n in seen]
+    await kube.close()
+    return [seen[n] - sent[n] for n in sent if n in seen], len(classes)
 
 
 async def run(quick: bool, stages: set[str], concurrency: int, repeat: int) -> list[Row]:
@@ -448,27 +479,55 @@ async def backlog_stage(
 
 
 async def latency_stage(api: client.ApiClient, plane: ControlPlane, work: Path, quick: bool) -> list[Row]:
-    """create→assigned latency at 50 tasks/s offered."""
+    """create→assigned latency at 50 tasks/s of many classes, with and without a second load on the machine."""
     rows: list[Row] = []
-    await seed(api, "live", agents=200, capacity=50, tasks=0)
+    kube = KubeApi(api, connections=64)
+    await seed(api, "live", agents=0, capacity=1, tasks=0)  # the namespace
+    fleet = [varied_agent(i) for i in range(200)]
+    profiles = len({repr((a["spec"], a["metadata"]["labels"])) for a in fleet})
+    await _bounded([kube.call("POST", AGENTS.path("live"), body=body) for body in fleet], 32)
+    now = _now()
+    await _bounded(
+        [
+            kube.call("POST", LEASES.path("live"), body={
+                "metadata": {"name": f"qorch-agent-agent-{i}"},
+                "spec": {"holderIdentity": f"agent-{i}", "leaseDurationSeconds": 3600, "renewTime": now}})
+            for i in range(200)
+        ],
+        32,
+    )  # fmt: skip
+    await kube.close()
     port = _ports.free_port()
     op = start_operator(plane.admin_kubeconfig, work, port, "live")
     await asyncio.sleep(8)  # leader elected, caches synced
-    progress("offering tasks at 50/s")
-    latencies = await latency_run(api, "live", rate=50, seconds=10 if quick else 20)
+    for loaded in (False, True):
+        hog = None
+        if loaded:  # a second load: another process keeps one of the two cores busy
+            hog = subprocess.Popen([sys.executable, "-c", "while True: pass"])  # noqa: ASYNC220 - started, not awaited
+            await asyncio.sleep(1)
+        progress(f"offering tasks at 50/s{' with a core kept busy' if loaded else ''}")
+        latencies, classes = await latency_run(api, "live", rate=50, seconds=10 if quick else 20)
+        if hog is not None:
+            hog.kill()
+            hog.wait()
+        await KubeApi(api).call("DELETE", TASKS.path("live"), timeout=120)
+        p50 = statistics.median(latencies) * 1000
+        p95 = sorted(latencies)[int(0.95 * (len(latencies) - 1))] * 1000
+        rows.append(
+            (
+                (
+                    f"create→assigned at 50 tasks/s offered, {classes} task classes, 200 agents of {profiles} profiles"
+                    f"{', one core kept busy by another process' if loaded else ''} ({len(latencies)} tasks, "
+                    "client clock via watch)"
+                ),
+                f"p50 {p50:.0f} ms, p95 {p95:.0f} ms",
+                "p95 ≤ 100 ms",
+                "met" if p95 <= 100 else "MISSED",
+            )
+        )
+        await asyncio.sleep(3)
     op.terminate()
     op.wait(timeout=30)
-    p50 = statistics.median(latencies) * 1000
-    p95 = sorted(latencies)[int(0.95 * (len(latencies) - 1))] * 1000
-    rows.append(
-        (
-            f"create→assigned at 50 tasks/s offered ({len(latencies)} tasks, client clock via watch)",
-            f"p50 {p50:.0f} ms, p95 {p95:.0f} ms",
-            "p95 ≤ 100 ms",
-            "met" if p95 <= 100 else "MISSED",
-        )
-    )
-
     return rows
 
 

@@ -94,6 +94,7 @@ class Kernel:
     _again: bool = False  # the last pass left active tasks undecided (not in its batch)
     _agent_written: dict[Key, float] = field(default_factory=dict)  # agent -> monotonic time of its last write
     _told: int = 0  # NotInBatch statuses written in this pass
+    _fleet: translate.FleetCache = field(default_factory=translate.FleetCache)
 
     def poke(self) -> None:
         """Something changed: run a cycle soon."""
@@ -360,8 +361,8 @@ class Kernel:
         queued = self._unbusy()
         if not queued:
             return
-        agents = list(store.agents.values())
-        fleet = translate.fleet(agents, schedulable=self._schedulable, load=self._load)
+        fleet = self._fleet.fleet(store.agents, store.fleet_version, schedulable=self._schedulable, load=self._load)
+        agents = fleet.agents
         # Tasks no agent could ever take (no capability, clearance, selector or budget fits) need
         # no batch slot: one of each shape learns the reason, and the rest share it.
         hopeless, queued = self._hopeless(agents, queued)

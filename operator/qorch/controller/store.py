@@ -149,6 +149,7 @@ class ClusterState:
     dependents: dict[Key, set[Key]] = field(default_factory=dict)  # task -> tasks that depend on it
     approvals_for: dict[Key, set[Key]] = field(default_factory=dict)  # task key -> Approval keys naming it
     phases: dict[str | None, int] = field(default_factory=dict)  # tasks per phase (None: no status yet)
+    fleet_version: int = 0  # bumped when an Agent comes, goes, or changes what it could run
     feed: Feed = field(default_factory=Feed)
     #: Called with every version seen (None: deleted); True when it is the echo of our own write.
     observe: Callable[[str, Key, str | None], bool] = _never_echo
@@ -261,6 +262,7 @@ class ClusterState:
         self.agents[key] = record
         self.feed.agents.add(key)
         if old is None or old.profile != record.profile:
+            self.fleet_version += 1
             self.feed.reshaped.add(key)
             self.feed.tasks.update(self.by_agent.get(key, ()))
 
@@ -270,6 +272,7 @@ class ClusterState:
         if old is None or (uid and old.uid != uid):
             return
         del self.agents[key]
+        self.fleet_version += 1
         self.observe(AGENTS, key, None)
         self.feed.agents.add(key)
         self.feed.tasks.update(self.by_agent.get(key, ()))

@@ -15,7 +15,7 @@ every agent and a matching selector on every task say so.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -31,7 +31,7 @@ if TYPE_CHECKING:
     from qorch.controller.records import AgentRecord, Key, PolicyRecord, TaskRecord
     from qorch.scheduler import Result
 
-__all__ = ["NAMESPACE_LABEL", "Fleet", "Placement", "fleet", "placements", "policy", "tasks"]
+__all__ = ["NAMESPACE_LABEL", "Fleet", "FleetCache", "Placement", "fleet", "placements", "policy", "tasks"]
 
 NAMESPACE_LABEL = "qorch.io/namespace"
 _TOP = 3
@@ -44,6 +44,42 @@ class Fleet:
     agents: list[AgentRecord]
     snapshot: Snapshot
     load: dict[Key, int]  # Assigned/Running tasks plus reserved slots, per agent
+
+
+@dataclass(slots=True)
+class FleetCache:
+    """The snapshot's static columns, kept across passes; rebuilt only when the fleet itself changes.
+
+    Capabilities, capacity, clearance, labels, cost and groups change only with an
+    Agent's spec, so they are built again only when the store's `fleet_version`
+    moved; load, readiness and success rate are set in place on every pass.
+    """
+
+    version: int = -1
+    agents: list[AgentRecord] = field(default_factory=list)
+    snapshot: Snapshot | None = None
+
+    def fleet(
+        self,
+        agents: Mapping[Key, AgentRecord],
+        version: int,
+        *,
+        schedulable: Callable[[AgentRecord], bool],
+        load: Callable[[Key], int],
+    ) -> Fleet:
+        """The fleet of this pass."""
+        if self.snapshot is None or version != self.version or len(agents) != len(self.agents):
+            built = fleet(list(agents.values()), schedulable=schedulable, load=load)
+            self.version, self.agents, self.snapshot = version, built.agents, built.snapshot
+            return built
+        current = [agents.get(a.key, a) for a in self.agents]  # same rows; newer status
+        loads = {a.key: load(a.key) for a in current}
+        snapshot = self.snapshot
+        snapshot.active[:] = [loads[a.key] for a in current]
+        snapshot.ready[:] = [schedulable(a) for a in current]
+        snapshot.success_rate[:] = [a.success_rate for a in current]
+        self.agents = current
+        return Fleet(current, snapshot, loads)
 
 
 def fleet(
