@@ -20,7 +20,6 @@ def test_the_cached_fleet_equals_a_fresh_one_after_any_events() -> None:
     sink = state.sink(AGENTS)
     cache = translate.FleetCache()
     skills = ["code", "review", "write", "data"]
-    load = {}
     for step in range(400):
         name = f"a{rnd.randrange(40)}"
         roll = rnd.random()
@@ -37,10 +36,9 @@ def test_the_cached_fleet_equals_a_fresh_one_after_any_events() -> None:
             sink.upsert(body)
         load = {key: rnd.randrange(3) for key in state.agents}
         alive = {key: rnd.random() < 0.8 for key in state.agents}
-        cached = cache.fleet(
-            state.agents, state.fleet_version, schedulable=lambda a: alive[a.key], load=lambda k: load[k]
-        )
-        fresh = translate.fleet(list(state.agents.values()), schedulable=lambda a: alive[a.key], load=lambda k: load[k])
+        schedulable, busy = (lambda a, alive=alive: alive[a.key]), (lambda k, load=load: load[k])
+        cached = cache.fleet(state.agents, state.fleet_version, schedulable=schedulable, load=busy)
+        fresh = translate.fleet(list(state.agents.values()), schedulable=schedulable, load=busy)
         assert cached.snapshot.names == fresh.snapshot.names, step
         for column in COLUMNS:
             assert np.array_equal(getattr(cached.snapshot, column), getattr(fresh.snapshot, column)), (step, column)
