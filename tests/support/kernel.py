@@ -42,6 +42,11 @@ class Harness:
     kernel: Kernel
     events: Posted
     now: list[float]  # [monotonic seconds]
+    wall: list[float]  # [wall-clock offset, seconds]: steps of the machine's clock
+
+    def step_wall_clock(self, seconds: float) -> None:
+        """The wall clock jumps (NTP, a VM restore); the monotonic clock does not."""
+        self.wall[0] += seconds
 
     def advance(self, seconds: float) -> None:
         """Move the monotonic (and wall) clock on."""
@@ -90,7 +95,7 @@ async def harness(api: FakeApi | None = None) -> AsyncIterator[Harness]:
     """A kernel on `api`, with the writer's workers running, at monotonic time 100."""
     api = api or FakeApi()
     now = [100.0]
-    wall = [WALL0]
+    wall = [0.0]
     store = ClusterState(clock=lambda: now[0])
     writer = StatusWriter(api, store, may_write=lambda: True, concurrency=4, clock=lambda: now[0])  # type: ignore[arg-type]
     for resource in (TASK_RESOURCE, AGENT_RESOURCE, APPROVAL_RESOURCE):
@@ -102,13 +107,13 @@ async def harness(api: FakeApi | None = None) -> AsyncIterator[Harness]:
         leading=lambda: True,
         epoch=lambda: 1,
         events=events,  # type: ignore[arg-type]
-        wall=lambda: wall[0] + (now[0] - 100.0),
+        wall=lambda: WALL0 + wall[0] + (now[0] - 100.0),
         mono=lambda: now[0],
     )
     kernel.watching_since = now[0]
     runner = asyncio.create_task(writer.run())
     try:
-        yield Harness(api, store, writer, kernel, events, now)
+        yield Harness(api, store, writer, kernel, events, now, wall)
     finally:
         runner.cancel()
         with contextlib.suppress(asyncio.CancelledError):

@@ -453,3 +453,25 @@ def test_lease_renewals_alone_do_not_rewrite_the_agent_status() -> None:
         assert h.api.get(AGENTS, "ns", "a")["status"]["phase"] == "Ready"
 
     run(test)
+
+
+@pytest.mark.parametrize("jump", [3600.0, -3600.0], ids=["forward", "backward"])
+def test_a_step_of_the_operators_wall_clock_fails_nothing(jump: float) -> None:
+    """Defect 6: the machine's clock jumps an hour; liveness runs on the monotonic clock, so work stays put."""
+
+    async def test(h: Harness) -> None:
+        h.create(AGENTS, bodies.agent("a", capabilities=["code"], capacity=2))
+        h.renew("a", duration=10)
+        running = bodies.assigned("a", 1, phase="Running", execution=bodies.execution("a", 1))
+        h.create(TASKS, bodies.task("busy", requires=["code"], status=running))
+        await h.cycle()
+        h.step_wall_clock(jump)
+        h.advance(5)
+        h.renew("a", duration=10)
+        await h.cycle()
+        h.advance(5)
+        await h.cycle()
+        assert h.status("busy")["phase"] == "Running"
+        assert h.api.get(AGENTS, "ns", "a")["status"]["phase"] == "Ready"
+
+    run(test)
