@@ -117,7 +117,8 @@ def main() -> None:
     for stat in snapshot.statistics("lineno")[:12]:
         frame = stat.traceback[0]
         print(
-            f"  {stat.size / 2**20:7.1f} MiB  {stat.count:>9,} blocks  {frame.filename.split('operator/')[-1]}:{frame.lineno}"
+            f"  {stat.size / 2**20:7.1f} MiB  {stat.count:>9,} blocks  "
+            f"{frame.filename.split('operator/')[-1]}:{frame.lineno}"
         )
 
 

@@ -29,6 +29,7 @@ import asyncio
 import datetime as dt
 import math
 import os
+import shutil
 import statistics
 import subprocess
 import sys
@@ -79,7 +80,9 @@ async def _bounded(coros: list[Any], limit: int = 32) -> None:
 def kube_scheduler() -> Path:
     """The kube-scheduler binary, built on first use."""
     script = Path(__file__).parent / "peers" / "build_kube_scheduler.sh"
-    done = subprocess.run(["bash", str(script)], capture_output=True, text=True, check=True)
+    done = subprocess.run(
+        [shutil.which("bash") or "/bin/bash", str(script)], capture_output=True, text=True, check=True
+    )
     return Path(done.stdout.strip().splitlines()[-1])
 
 
@@ -168,8 +171,11 @@ class Bench:
     async def clear(self, resource: Resource, namespace: str) -> None:
         """Delete every object of a kind in a namespace at once (pods without waiting for a kubelet)."""
         await self.api.call("DELETE", resource.path(namespace), query={"gracePeriodSeconds": 0}, timeout=120)
-        while (await self.api.call("GET", resource.path(namespace), query={"limit": 1}))["items"]:
+        for _ in range(600):
+            if not (await self.api.call("GET", resource.path(namespace), query={"limit": 1}))["items"]:
+                return
             await asyncio.sleep(0.5)
+        raise RuntimeError(f"{resource.plural} in {namespace} still present after 5 minutes")
 
 
 class Seen:
@@ -188,16 +194,34 @@ class Seen:
             return bool((obj.get("spec") or {}).get("nodeName"))
         return (obj.get("status") or {}).get("phase") in ("Assigned", "Running", "Succeeded")
 
-    async def _run(self) -> None:
+    def _see(self, obj: dict[str, Any]) -> None:
+        name = (obj.get("metadata") or {}).get("name")
+        if name and name not in self.at and self.decided(obj):
+            self.at[name] = time.perf_counter()
+
+    async def _list(self) -> str:
         listed = await self._api.call("GET", self._resource.path(self._namespace), timeout=120)
-        version = listed["metadata"]["resourceVersion"]
-        query = {"watch": True, "resourceVersion": version, "allowWatchBookmarks": True, "timeoutSeconds": 3600}
-        async with self._api.stream(self._resource.path(self._namespace), query=query, timeout=3700) as events:
-            async for event in events:
-                obj = event.get("object") or {}
-                name = (obj.get("metadata") or {}).get("name")
-                if name and name not in self.at and event.get("type") != "DELETED" and self.decided(obj):
-                    self.at[name] = time.perf_counter()
+        for item in listed["items"]:
+            self._see({**item, "kind": "Pod" if self._resource is PODS else "Task"})
+        return str(listed["metadata"]["resourceVersion"])
+
+    async def _run(self) -> None:
+        """Watch, resuming where it stopped: the apiserver closes a watcher that falls behind a flood."""
+        version = await self._list()
+        while True:
+            query = {"watch": True, "resourceVersion": version, "allowWatchBookmarks": True, "timeoutSeconds": 3600}
+            try:
+                async with self._api.stream(self._resource.path(self._namespace), query=query, timeout=3700) as events:
+                    async for event in events:
+                        obj = event.get("object") or {}
+                        if event.get("type") == "ERROR":
+                            version = await self._list()  # 410 Gone: list again
+                            break
+                        version = str((obj.get("metadata") or {}).get("resourceVersion") or version)
+                        if event.get("type") in ("ADDED", "MODIFIED"):
+                            self._see(obj)
+            except ApiError:
+                version = await self._list()
 
     async def __aenter__(self) -> Self:
         """Start watching (after listing what exists)."""
@@ -225,13 +249,38 @@ class Outcome:
     rate: float  # decisions per second, first to last
     startup: float  # process start to first decision, seconds
     done: int
+    server_ms: float = math.nan  # apiserver + etcd CPU per decision, ms
+    peer_ms: float = math.nan  # the scheduler's own CPU per decision, ms
 
 
-def _outcome(seen: Seen, started: float) -> Outcome:
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU seconds a process has used so far (0 once it is gone)."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def _outcome(seen: Seen, started: float, server: float = math.nan, peer: float = math.nan) -> Outcome:
     times = sorted(seen.at.values())
     if len(times) < 2:
         return Outcome(0.0, math.nan, len(times))
-    return Outcome((len(times) - 1) / (times[-1] - times[0]), times[0] - started, len(times))
+    per = 1000.0 / len(times)
+    return Outcome((len(times) - 1) / (times[-1] - times[0]), times[0] - started, len(times), server * per, peer * per)
+
+
+class Meter:
+    """CPU of the control plane over a run."""
+
+    def __init__(self, plane: ControlPlane) -> None:
+        """Start counting."""
+        self._plane = plane
+        self._before = sum(cpu_seconds(pid) for pid in plane.pids)
+
+    def server(self) -> float:
+        """CPU seconds of the apiserver and etcd since the start."""
+        return sum(cpu_seconds(pid) for pid in self._plane.pids) - self._before
 
 
 def start_kube_scheduler(
@@ -287,13 +336,18 @@ async def kube_scheduler_backlog(
     names = [f"p-{i}" for i in range(pods)]
     await bench.pods(namespace, names)
     async with Seen(bench.api, PODS, namespace) as seen:
+        meter = Meter(bench.plane)
         started = time.perf_counter()
         process = start_kube_scheduler(bench, binary, qps=qps, percentage=percentage, tag=tag)
         finished = await seen.until(pods, within=max(120.0, 3.0 * pods / 40))
+        server, peer = meter.server(), cpu_seconds(process.pid)
         _stop(process)
-    outcome = _outcome(seen, started)
-    progress(f"  kube-scheduler {tag}: {outcome.done}/{pods} bound, {outcome.rate:.0f}/s, start-up {outcome.startup:.1f}s"
-             f"{'' if finished else ' (timed out)'}")  # fmt: skip
+    outcome = _outcome(seen, started, server, peer)
+    progress(
+        f"  kube-scheduler {tag}: {outcome.done}/{pods} bound, {outcome.rate:.0f}/s, "
+        f"start-up {outcome.startup:.1f}s, cpu/decision: server {outcome.server_ms:.2f} ms, "
+        f"scheduler {outcome.peer_ms:.2f} ms{'' if finished else ' (timed out)'}"
+    )
     await bench.clear(PODS, namespace)
     return outcome
 
@@ -303,12 +357,15 @@ async def qorch_backlog(bench: Bench, *, agents_ns: str, tasks: int, tag: str) -
     names = [f"t-{tag}-{i}" for i in range(tasks)]
     await bench.tasks(agents_ns, names)
     async with Seen(bench.api, TASKS, agents_ns) as seen:
+        meter = Meter(bench.plane)
         started = time.perf_counter()
         process = start_operator(bench, agents_ns, tag)
         finished = await seen.until(tasks, within=max(120.0, 3.0 * tasks / 40))
+        server, peer = meter.server(), cpu_seconds(process.pid)
         _stop(process)
-    outcome = _outcome(seen, started)
-    progress(f"  qorch {tag}: {outcome.done}/{tasks} assigned, {outcome.rate:.0f}/s, start-up {outcome.startup:.1f}s"
+    outcome = _outcome(seen, started, server, peer)
+    progress(f"  qorch {tag}: {outcome.done}/{tasks} assigned, {outcome.rate:.0f}/s, start-up {outcome.startup:.1f}s, "
+             f"cpu/decision: server {outcome.server_ms:.2f} ms, operator {outcome.peer_ms:.2f} ms"
              f"{'' if finished else ' (timed out)'}")  # fmt: skip
     await bench.clear(TASKS, agents_ns)
     return outcome
@@ -352,18 +409,18 @@ async def run(quick: bool, repeat: int) -> list[Row]:
     rows: list[Row] = []
     with tempfile.TemporaryDirectory() as tmp, ControlPlane() as plane:
         work = Path(tmp)
-        kubectl = str(plane.binaries.kubectl)
-        subprocess.run([kubectl, f"--kubeconfig={plane.admin_kubeconfig}", "apply", "-f", "-"],
-                       input="---\n".join(crd.render().values()), text=True, check=True, capture_output=True)  # fmt: skip
-        subprocess.run([kubectl, f"--kubeconfig={plane.admin_kubeconfig}", "wait", "--for=condition=Established",
-                        "crd", "--all", "--timeout=60s"], check=True, capture_output=True)  # fmt: skip
+        kubectl = [str(plane.binaries.kubectl), f"--kubeconfig={plane.admin_kubeconfig}"]
+        manifests = "---\n".join(crd.render().values())
+        subprocess.run([*kubectl, "apply", "-f", "-"], input=manifests, text=True, check=True, capture_output=True)
+        established = ["wait", "--for=condition=Established", "crd", "--all", "--timeout=60s"]
+        subprocess.run([*kubectl, *established], check=True, capture_output=True)
         await config.load_kube_config(config_file=str(plane.admin_kubeconfig))
         api_client = client.ApiClient()
         api = KubeApi(api_client, connections=64)
         bench = Bench(plane, api, work)
         await bench.namespace("qorch-system")
-        await api.call("POST", POLICIES.path(), body={"apiVersion": "qorch.io/v1alpha1", "kind": "SchedulingPolicy",
-                                                       "metadata": {"name": "default"}, "spec": {"agentGraceSeconds": 3600}})  # fmt: skip
+        policy = {"apiVersion": "qorch.io/v1alpha1", "kind": "SchedulingPolicy", "metadata": {"name": "default"}}
+        await api.call("POST", POLICIES.path(), body={**policy, "spec": {"agentGraceSeconds": 3600}})
         for nodes in sizes:
             slots = max(40, math.ceil(1.2 * backlog / nodes))
             progress(f"N = {nodes}: nodes and agents with {slots} slots each")
@@ -395,16 +452,25 @@ async def run(quick: bool, repeat: int) -> list[Row]:
             ):
                 theirs = [o.rate for o in results[key]]
                 ratio = statistics.median(ours) / statistics.median(theirs)
+                costs = (
+                    f"start-up {statistics.median([o.startup for o in results[key]]):.1f} s; CPU per decision: "
+                    f"apiserver+etcd {statistics.median([o.server_ms for o in results[key]]):.2f} ms, "
+                    f"kube-scheduler {statistics.median([o.peer_ms for o in results[key]]):.2f} ms"
+                )
                 rows.append((
-                    f"N = {nodes}: backlog of {count:,} pods — {label} (start-up "
-                    f"{statistics.median([o.startup for o in results[key]]):.1f} s)",
+                    f"N = {nodes}: backlog of {count:,} pods — {label} ({costs})",
                     f"{median_spread(theirs)} pods/s",
                     "qorch ≥ 1.0×" if key == "ks-adaptive" else "reported",
                     f"qorch {ratio:.2f}×",
                 ))  # fmt: skip
+            costs = (
+                f"start-up incl. Lease {statistics.median([o.startup for o in results['qorch']]):.1f} s; "
+                f"CPU per decision: apiserver+etcd "
+                f"{statistics.median([o.server_ms for o in results['qorch']]):.2f} ms, "
+                f"operator {statistics.median([o.peer_ms for o in results['qorch']]):.2f} ms"
+            )
             rows.append((
-                f"N = {nodes}: backlog of {backlog:,} Tasks — qorch, one replica, Events unbudgeted (start-up incl. "
-                f"Lease {statistics.median([o.startup for o in results['qorch']]):.1f} s)",
+                f"N = {nodes}: backlog of {backlog:,} Tasks — qorch, one replica, Events unbudgeted ({costs})",
                 f"{median_spread(ours)} tasks/s",
                 "≥ 1.0× kube-scheduler unthrottled",
                 "met" if statistics.median(ours) >= statistics.median([o.rate for o in results["ks-adaptive"]])
@@ -424,7 +490,8 @@ async def run(quick: bool, repeat: int) -> list[Row]:
         _stop(scheduler)
         _stop(operator)
         rows.append((
-            f"N = {nodes}: streaming {rate:.0f}/s for {seconds:.0f} s, create → bound (kube-scheduler, QPS 5000, adaptive)",
+            (f"N = {nodes}: streaming {rate:.0f}/s for {seconds:.0f} s, create → bound "
+             "(kube-scheduler, QPS 5000, adaptive)"),
             f"p50 {statistics.median(ks_lat) * 1000:.0f} ms, p95 {p95(ks_lat) * 1000:.0f} ms ({len(ks_lat)} pods)",
             "reported", "—",
         ))  # fmt: skip

@@ -33,7 +33,7 @@ def run_command(
     lease_name: str = typer.Option("qorch-operator", envvar="QORCH_LEASE_NAME", help="Leader Lease name."),
     lease_namespace: str = typer.Option("qorch-system", envvar="QORCH_LEASE_NAMESPACE", help="Leader Lease namespace."),
     write_concurrency: int = typer.Option(
-        16, min=1, max=256, envvar="QORCH_WRITE_CONCURRENCY", help="Status writes in flight at once."
+        32, min=1, max=256, envvar="QORCH_WRITE_CONCURRENCY", help="Status writes in flight at once."
     ),
     events_per_second: float = typer.Option(
         50.0, min=0.1, envvar="QORCH_EVENTS_PER_SECOND", help="Budget of Events (burst 3x; Warnings first)."

@@ -49,6 +49,7 @@ if TYPE_CHECKING:
     from qorch.controller.records import AgentRecord, ApprovalRecord, Key, TaskRecord
     from qorch.controller.store import ClusterState, Feed
     from qorch.controller.writer import StatusWriter
+    from qorch.scheduler import Result
 
 __all__ = ["AGENT_RESOURCE", "APPROVAL_RESOURCE", "TASK_RESOURCE", "Kernel"]
 
@@ -60,6 +61,8 @@ _FLUSH_EVERY = 1.0  # seconds between flushes of parked tasks whose wait is over
 _HEARTBEAT_EVERY = 300.0  # seconds between writes of an Agent's lastHeartbeat when nothing else changes
 _LOAD_EVERY = 15.0  # seconds between writes of an Agent's activeTasks when only the load changed
 _IN_LINE_PER_PASS = 2_000  # NotInBatch statuses written in one pass at most (the least urgent writes)
+_INLINE_BATCH = 256  # batches up to this many tasks are decided on the event loop, not in a thread
+_HEAVY_CYCLE = 0.05  # seconds of deciding after which the loop pauses, so informers catch up
 _REFUSAL_PAUSE = 5.0  # an agent that refused work for lack of room gets none for this long
 _IGNORED_MEMORY = 10_000  # ignored reports remembered, so each is reported once
 _AGENT_TIMER, _TASK_TIMER, _FLUSH_TIMER = "agent", "task", "flush"
@@ -136,8 +139,9 @@ class Kernel:
                 )
             metrics.CYCLE_SECONDS.observe(time.perf_counter() - started)
             self.last_cycle = self.mono()
-            # Pace by CPU spent deciding: the informers sharing this process keep two thirds of it.
-            pause = min(2.0 * deciding, 2.0)
+            # After a heavy cycle, pause twice its deciding time: the informers sharing this process
+            # keep two thirds of it. A light cycle (the usual one) is followed by none.
+            pause = min(2.0 * deciding, 2.0) if deciding > _HEAVY_CYCLE else 0.0
 
     def _take_over(self) -> None:
         """Just won the lease: everything is news (a follower kept its store but decided nothing)."""
@@ -372,13 +376,17 @@ class Kernel:
         batch = translate.tasks(fleet, queued, now=now, avoid_group=self._avoid_group)
         representatives = [members[0] for members in hopeless.values()]
         probe = translate.tasks(fleet, representatives, now=now, avoid_group=self._avoid_group)
-        # CPU-bound and pure: off the event loop, so watch events and renewals keep flowing.
-        result, probed = await asyncio.to_thread(
-            lambda: (
+
+        def decide() -> tuple[Result | None, Result | None]:
+            return (
                 schedule(fleet.snapshot, batch, policy) if queued else None,
                 schedule(fleet.snapshot, probe, policy) if representatives else None,
             )
-        )
+
+        # CPU-bound and pure: a large batch goes off the event loop, so watch events and renewals
+        # keep flowing; a small one is decided at once (a thread hand-off would cost more than it).
+        small = len(queued) + len(representatives) <= _INLINE_BATCH
+        result, probed = decide() if small else await asyncio.to_thread(decide)
         for i, members in enumerate(hopeless.values()):
             assert probed is not None  # noqa: S101 - there were representatives
             reason, message = probed.reason(i) or (Reason.NO_CAPABLE_AGENT, "no agent fits")

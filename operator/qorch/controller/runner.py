@@ -62,7 +62,7 @@ class OperatorSettings:
     lease_namespace: str = constants.OPERATOR_NAMESPACE
     lease_name: str = constants.LEADER_LEASE
     timings: LeaseTimings = field(default_factory=LeaseTimings)
-    write_concurrency: int = 16
+    write_concurrency: int = 32
     events_per_second: float = 50.0
     request_timeout: float = 10.0
     tick_seconds: float = 1.0
