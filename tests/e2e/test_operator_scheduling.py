@@ -13,6 +13,7 @@ import yaml
 
 from qorch.testing import Kubectl
 from support.operators import OperatorFleet
+from support.pools import wait_for
 
 pytestmark = pytest.mark.e2e
 
@@ -165,12 +166,16 @@ def test_every_feasible_task_is_assigned_exactly_once(kubectl: Kubectl, operator
     described = kubectl("describe", "qtask", "task-2")
     assert "SelectorMismatch" in described
 
-    # Agent status: the load the operator reports is the load in the tasks.
+    # Agent status: the load the operator reports is the load in the tasks, once the load write
+    # (at most one per agent every 15 s) has gone out.
+    def reported() -> dict[str, int]:
+        return {
+            a["metadata"]["name"]: a["status"].get("activeTasks", 0) for a in kubectl.json("get", "qagent")["items"]
+        }
+
+    wait_for(lambda: all(n == load.get(name, 0) for name, n in reported().items()), 40, what="agents' load", period=2)
     for agent in kubectl.json("get", "qagent")["items"]:
-        status = agent["status"]
-        name = agent["metadata"]["name"]
-        assert status["activeTasks"] == load.get(name, 0), name
-        assert status["phase"] == ("Cordoned" if agent["spec"].get("cordoned") else "Ready")
+        assert agent["status"]["phase"] == ("Cordoned" if agent["spec"].get("cordoned") else "Ready")
 
     # Spec untouched: the operator owns only status, and kopf left no trace on user objects.
     for kind in ("qtask", "qagent"):
