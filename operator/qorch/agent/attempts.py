@@ -13,6 +13,8 @@ Used by the simulated pool of `qorch dev` and by the agent runtime.
 
 from __future__ import annotations
 
+import asyncio
+import random
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -23,11 +25,12 @@ if TYPE_CHECKING:
     from qorch.api.protocol import AttemptId
     from qorch.controller.kube import KubeApi
 
-__all__ = ["TASKS", "Attempts", "Claim"]
+__all__ = ["TASKS", "Attempts", "Claim", "UnsettledClaimError"]
 
 TASKS = Resource(constants.GROUP, constants.VERSION, "tasks")
 _CONFLICT, _NOT_FOUND = 409, 404
 _TRIES = 5
+_LANDED, _LOST, _PENDING = "landed", "lost", "pending"
 
 
 @dataclass(frozen=True, slots=True)
@@ -38,6 +41,16 @@ class Claim:
     agent: str
     task: str  # the Task's name
     started_at: str
+
+
+class UnsettledClaimError(KubeError):
+    """A claim whose outcome the apiserver never told: it may have landed, or may yet."""
+
+    def __init__(self, claim: Claim, resource_version: str) -> None:
+        """Remember the claim and the version it was sent against."""
+        super().__init__(f"claim of {claim.attempt} by {claim.agent}: outcome unknown")
+        self.claim = claim
+        self.resource_version = resource_version
 
 
 class Attempts:
@@ -66,41 +79,81 @@ class Attempts:
         )
 
     async def claim(self, task: dict[str, Any], agent: str) -> Claim | None:
-        """Claim the attempt `task` assigns to `agent`; None when it is not (or no longer) ours to run."""
+        """Claim the attempt `task` assigns to `agent`; None when it is not (or no longer) ours to run.
+
+        Raises `UnsettledClaimError` when, after every try, the apiserver never said whether the
+        claim landed: the caller holds the slot and asks `settle` later.
+        """
         attempt = protocol.claimable(task, agent)
+        if attempt is None:
+            return None
+        # One startedAt for the whole claim: a try whose answer was lost is recognised by it.
+        claim = Claim(attempt, agent, str(task["metadata"]["name"]), protocol.timestamp())
         body: dict[str, Any] | None = task
-        for _ in range(_TRIES):
-            if attempt is None or body is None or protocol.claimable(body, agent) != attempt:
+        pending: str | None = None  # the version of a claim that may yet land
+        for tries in range(_TRIES):
+            if body is None or protocol.claimable(body, agent) != attempt:
                 return None
-            claim, body = await self._try_claim(body, attempt, agent)
-            if claim is not None:
+            version = str(body["metadata"]["resourceVersion"])
+            answered = await self._send(claim, version)
+            if answered is not None:
+                return claim if answered == _LANDED else None
+            await _backoff(tries)
+            try:
+                outcome, body = await self._settle(claim, version)
+            except KubeError as exc:
+                raise UnsettledClaimError(claim, version) from exc
+            if outcome == _LANDED:
                 return claim
+            # Pending: the same patch goes again (idempotent). Lost: decided again on the fresh body.
+            pending = version if outcome == _PENDING else None
+        if pending is not None:
+            raise UnsettledClaimError(claim, pending)
         return None
 
-    async def _try_claim(
-        self, body: dict[str, Any], attempt: AttemptId, agent: str
-    ) -> tuple[Claim | None, dict[str, Any] | None]:
-        """One compare-and-set claim; on any doubt, the task read back says what happened."""
-        name = str(body["metadata"]["name"])
-        started = protocol.timestamp()
-        patch = protocol.claim_patch(
-            attempt, agent=agent, resource_version=body["metadata"]["resourceVersion"], now=started
-        )
+    async def _send(self, claim: Claim, version: str) -> str | None:
+        """One compare-and-set claim: landed, lost (the task is gone), or None (a conflict, or no answer)."""
         try:
-            await self._patch(name, patch)
+            await self._patch(claim.task, _claim_patch(claim, version))
         except ApiError as exc:
             if exc.status == _NOT_FOUND:
-                return None, None
+                return _LOST
             if exc.status != _CONFLICT and exc.definite:
                 raise
         except KubeError:
             pass  # the claim may have landed: the task says whether
         else:
-            return Claim(attempt, agent, name, started), body
-        fresh = await self._read(name)
-        if fresh is not None and _landed(fresh, attempt, agent, started):
-            return Claim(attempt, agent, name, started), fresh
-        return None, fresh
+            return _LANDED
+        return None
+
+    async def settle(self, unsettled: UnsettledClaimError) -> bool | None:
+        """Whether an unsettled claim landed: True, False (it never will), or None (still unknown)."""
+        claim, version = unsettled.claim, unsettled.resource_version
+        try:
+            outcome, _ = await self._settle(claim, version)
+            if outcome == _PENDING:  # not applied yet: the same patch again, so the question gets an answer
+                answered = await self._send(claim, version)
+                outcome, _ = (answered, None) if answered is not None else await self._settle(claim, version)
+        except KubeError:
+            return None
+        return {_LANDED: True, _LOST: False}.get(outcome)
+
+    async def _settle(self, claim: Claim, version: str) -> tuple[str, dict[str, Any] | None]:
+        """Read the task back after a claim patched on `version` whose answer was lost.
+
+        Landed when the task shows our startedAt. Lost (it never will land) when the
+        task moved past `version`, so the precondition can no longer hold, or is gone.
+        Otherwise pending: the patch may yet be applied, and sending the same patch
+        again is safe (same version, same startedAt).
+        """
+        fresh = await self._read(claim.task)
+        if fresh is None:
+            return _LOST, None
+        if _landed(fresh, claim.attempt, claim.agent, claim.started_at):
+            return _LANDED, fresh
+        if str(fresh["metadata"]["resourceVersion"]) != version:
+            return _LOST, fresh
+        return _PENDING, fresh
 
     async def refuse(self, task: dict[str, Any], agent: str, *, reason: str, message: str) -> bool:
         """Decline the attempt `task` assigns to `agent` without running it."""
@@ -121,11 +174,19 @@ class Attempts:
         return True
 
     async def finish(self, claim: Claim, *, result: str = "", error: str = "") -> bool:
-        """Report the end of a claimed attempt; False when it is no longer current (nothing written)."""
-        for _ in range(_TRIES):
+        """Report the end of a claimed attempt; False when it is no longer current (nothing written).
+
+        Raises KubeError when the apiserver could not be reached for every try: the
+        report is still owed, and the caller tries again later.
+        """
+        failure: KubeError | None = None
+        for tries in range(_TRIES):
+            if tries:
+                await _backoff(tries - 1)
             try:
                 body = await self._read(claim.task)
-            except KubeError:
+            except KubeError as exc:
+                failure = exc
                 continue
             if body is not None and _landed(body, claim.attempt, claim.agent, claim.started_at, finished=True):
                 return True  # an earlier try whose answer we lost did land
@@ -142,13 +203,23 @@ class Attempts:
             try:
                 await self._patch(claim.task, patch)
             except ApiError as exc:
-                if exc.status in (_CONFLICT, _NOT_FOUND) or not exc.definite:
-                    continue
-                raise
-            except KubeError:
-                continue  # read back on the next round: a landed finish makes the attempt not current
-            return True
-        return False
+                if exc.status not in (_CONFLICT, _NOT_FOUND) and exc.definite:
+                    raise
+                failure = exc
+            except KubeError as exc:
+                failure = exc  # read back on the next round: a landed finish makes the attempt not current
+            else:
+                return True
+        raise failure or KubeError(f"finish of {claim.attempt}: no answer after {_TRIES} tries")
+
+
+def _claim_patch(claim: Claim, version: str) -> dict[str, Any]:
+    return protocol.claim_patch(claim.attempt, agent=claim.agent, resource_version=version, now=claim.started_at)
+
+
+async def _backoff(tries: int) -> None:
+    """0.1 s, 0.2 s, 0.4 s … with jitter, so many agents retrying do not retry in step."""
+    await asyncio.sleep(min(0.1 * 2**tries, 2.0) * (0.5 + random.random()))  # noqa: S311 - jitter, not secrets
 
 
 def _landed(body: dict[str, Any], attempt: AttemptId, agent: str, started: str, *, finished: bool = False) -> bool:

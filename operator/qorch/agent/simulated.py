@@ -28,12 +28,12 @@ from typing import TYPE_CHECKING, Any
 
 from kubernetes_asyncio import client, config
 
-from qorch.agent.attempts import TASKS, Attempts, Claim
+from qorch.agent.attempts import TASKS, Attempts, Claim, UnsettledClaimError
 from qorch.api import constants, protocol
 from qorch.controller.kube import ApiError, KubeApi, KubeError, Resource
 
 if TYPE_CHECKING:
-    from collections.abc import Awaitable, Callable
+    from collections.abc import Awaitable, Callable, Iterable
 
     from qorch.api.protocol import AttemptId
 
@@ -83,6 +83,8 @@ class SimulatedPool:
     capacity: dict[str, int] = field(default_factory=dict)  # agent -> capacity
     running: dict[AttemptId, _Run] = field(default_factory=dict)
     claiming: dict[str, int] = field(default_factory=dict)  # agent -> claims in flight (they hold a slot)
+    # Claims whose outcome the apiserver never told; each holds a slot until settled.
+    unsettled: dict[AttemptId, UnsettledClaimError] = field(default_factory=dict)
     recovered: bool = False
     _attempts: Attempts | None = None
     _gate: asyncio.Semaphore = field(default_factory=lambda: asyncio.Semaphore(_CONCURRENCY))
@@ -111,7 +113,8 @@ class SimulatedPool:
 
     def load(self, agent: str) -> int:
         """Slots of `agent` taken: attempts running, and claims on their way (which may yet run)."""
-        return self.claiming.get(agent, 0) + sum(1 for run in self.running.values() if run.claim.agent == agent)
+        held = [*(run.claim for run in self.running.values()), *(u.claim for u in self.unsettled.values())]
+        return self.claiming.get(agent, 0) + sum(1 for claim in held if claim.agent == agent)
 
     async def renew(self) -> None:
         """Read the served Agents and renew their Leases."""
@@ -158,17 +161,41 @@ class SimulatedPool:
         self.recovered = True
 
     async def work(self) -> None:
-        """Claim what is assigned to our agents (up to capacity) and finish what is due."""
+        """Settle doubtful claims, claim what is assigned to our agents (up to capacity), finish what is due."""
+        await _all(self._settle(unsettled) for unsettled in list(self.unsettled.values()))
         assigned = await self._tasks("Assigned")
-        await asyncio.gather(*(self._take(task) for task in assigned))
+        await _all(self._take(task) for task in assigned)
         now = asyncio.get_running_loop().time()
         due = [run for run in self.running.values() if run.due <= now]
-        await asyncio.gather(*(self._finish(run) for run in due))
+        await _all(self._finish(run) for run in due)
+
+    async def _settle(self, unsettled: UnsettledClaimError) -> None:
+        """A claim whose answer was lost: run it if it landed, let it go if it never will."""
+        claim = unsettled.claim
+        async with self._gate:
+            landed = await self.attempts.settle(unsettled)
+        if landed is None:
+            return  # still unknown: the slot stays held
+        del self.unsettled[claim.attempt]
+        if landed:
+            self._start(claim)
+        else:
+            self._record("raced", claim.attempt, claim.agent, claim.task)
+
+    def _start(self, claim: Claim) -> None:
+        low, high = self.settings.work_seconds
+        key = str(claim.attempt)
+        self.running[claim.attempt] = _Run(
+            claim,
+            asyncio.get_running_loop().time() + low + (high - low) * _fraction(key),
+            _fraction("fail" + key) < self.settings.failure_rate,
+        )
+        self._record("claim", claim.attempt, claim.agent, claim.task)
 
     async def _take(self, task: dict[str, Any]) -> None:
         agent = str(task["status"]["assignment"]["agent"])
         attempt = protocol.claimable(task, agent)
-        if attempt is None or attempt in self.running:
+        if attempt is None or attempt in self.running or attempt in self.unsettled:
             return
         async with self._gate:
             if self.settings.claim_delay:
@@ -183,19 +210,16 @@ class SimulatedPool:
             self.claiming[agent] = self.claiming.get(agent, 0) + 1
             try:
                 claim = await self.attempts.claim(task, agent)
+            except UnsettledClaimError as doubt:
+                self.unsettled[attempt] = doubt  # holds the slot until settled
+                log.warning("%s; settling it later", doubt)
+                return
             finally:
                 self.claiming[agent] -= 1
             if claim is None:  # the assignment changed under us (requeued, reassigned, deleted): not ours
                 self._record("raced", attempt, agent, task["metadata"]["name"])
                 return
-            low, high = self.settings.work_seconds
-            key = str(claim.attempt)
-            self.running[claim.attempt] = _Run(
-                claim,
-                asyncio.get_running_loop().time() + low + (high - low) * _fraction(key),
-                _fraction("fail" + key) < self.settings.failure_rate,
-            )
-            self._record("claim", claim.attempt, agent, claim.task)
+            self._start(claim)
 
     async def _finish(self, run: _Run) -> None:
         claim = run.claim
@@ -210,6 +234,15 @@ class SimulatedPool:
                 return
             self.running.pop(claim.attempt, None)
             self._record("finish" if landed else "abandon", claim.attempt, claim.agent, claim.task, ok=not run.fails)
+
+
+async def _all(steps: Iterable[Awaitable[None]]) -> None:
+    """Run steps concurrently; one failing (the API) is logged and does not stop the others."""
+    for outcome in await asyncio.gather(*steps, return_exceptions=True):
+        if isinstance(outcome, KubeError):
+            log.warning("simulated pool: %s", outcome)
+        elif isinstance(outcome, BaseException):
+            raise outcome
 
 
 async def _every(seconds: float, stop: asyncio.Event, step: Callable[[], Awaitable[None]]) -> None:
