@@ -80,3 +80,41 @@ def test_a_fleet_changing_during_cycles_never_stops_scheduling(
     assert "scheduling cycle failed" not in log
     assert "Traceback" not in log
     assert len(kubectl.json("get", "qagent")["items"]) == 101
+
+
+def test_a_stalled_lease_watch_does_not_kill_the_fleet(
+    kubectl: Kubectl, operators: OperatorFleet, pools: PoolFleet, proxy: FaultProxy, api: Api, tmp_path: Path
+) -> None:
+    """A Lease watch that goes silent looks like every agent dying: Leases are read back before work is taken.
+
+    Agents keep renewing while the operator's Lease watch is held; their running
+    work stays theirs. Then an agent really stops, with the watch still held: its
+    Lease, read back unchanged, confirms the death and its work is retried.
+    """
+    kubectl.apply(policy())
+    kubectl.apply(stream(agent("a", capacity=2)))
+    pool = pools.start("a", work="3600,3600", lease_seconds=3, renew_seconds=0.5)
+    op = operators.start("op", kubeconfig=proxy.kubeconfig(tmp_path / "kc"))
+    retry = {"maxAttempts": 3, "backoffSeconds": 0, "maxBackoffSeconds": 0}
+    kubectl("create", "-f", "-", stdin=stream([task(f"t{i}", retry=retry) for i in range(2)]))
+    wait_for(lambda: set(api.phases(kubectl.namespace).values()) == {"Running"}, 60, what="both tasks to run")
+
+    proxy.add(Fault("hang", path="/leases", watch=True))
+    proxy.sever("/leases")  # the Lease watch breaks and its reconnection is held: no renewal is seen
+    time.sleep(12)  # four Lease durations
+    assert set(api.phases(kubectl.namespace).values()) == {"Running"}
+    assert op.metric('qorch_agent_leases_read_back_total{found="renewed"}') > 0
+    for item in kubectl.json("get", "qtask")["items"]:
+        assert item["status"]["attempts"] == 1, item["metadata"]["name"]
+        assert "AgentLost" not in [h["reason"] for h in item["status"].get("history", [])]
+
+    pool.stop()  # now the agent is gone for real, and the watch is still held
+    wait_for(
+        lambda: all(
+            "AgentLost" in [h["reason"] for h in item["status"].get("history", [])]
+            for item in kubectl.json("get", "qtask")["items"]
+        ),
+        60,
+        what="the lost agent's work to be taken back",
+    )
+    assert op.metric('qorch_agent_leases_read_back_total{found="dead"}') > 0

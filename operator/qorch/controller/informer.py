@@ -55,6 +55,7 @@ class Informer:
         name_prefix: str = "",
         page_size: int = 500,
         watch_seconds: int = 290,
+        idle_seconds: float = 150.0,
     ) -> None:
         """Configure; nothing happens until `run()`."""
         self._api = api
@@ -64,6 +65,7 @@ class Informer:
         self._prefix = name_prefix
         self._page_size = page_size
         self._watch_seconds = watch_seconds
+        self._idle_seconds = idle_seconds  # the apiserver sends a bookmark about every minute
         self.synced = asyncio.Event()
         self.lists = 0
         self.resource_version = ""
@@ -72,18 +74,19 @@ class Informer:
     async def run(self) -> None:
         """List and watch until cancelled; never raises."""
         failures = 0
-        version: str | None = None
+        listed = False
         while True:
             try:
-                if version is None:
-                    version = await self._list()
+                if not listed:
+                    await self._list()
+                    listed = True
                     self.synced.set()
-                version = await self._watch(version)
+                await self._watch()
                 failures = 0
             except _ExpiredError:
                 log.info("watch of %s expired; listing again", self.label)
-                version = None
-            except KubeError as exc:
+                listed = False
+            except KubeError as exc:  # resumes from the last version applied, not the last watch's start
                 failures += 1
                 if failures in (1, 10) or failures % 100 == 0:
                     log.warning("watch of %s failed (%d in a row): %s", self.label, failures, exc)
@@ -93,13 +96,13 @@ class Informer:
             except Exception:  # a bug in a sink must not end the watch for good
                 failures += 1
                 log.exception("informer %s: unexpected error; listing again", self.label)
-                version = None
+                listed = False
                 await sleep_backoff(failures, base=0.2, cap=10.0)
 
     def _mine(self, body: dict[str, Any]) -> bool:
         return not self._prefix or str(body["metadata"]["name"]).startswith(self._prefix)
 
-    async def _list(self) -> str:
+    async def _list(self) -> None:
         path = self._resource.path(self._namespace)
         started = time.perf_counter()
         token: str | None = None
@@ -131,18 +134,21 @@ class Informer:
         self.resource_version = version
         metrics.INFORMER_LISTS.labels(self._resource.plural).inc()
         log.info("listed %d %s in %.2fs", count, self.label, time.perf_counter() - started)
-        return version
 
-    async def _watch(self, version: str) -> str:
+    async def _watch(self) -> None:
+        """Watch from `resource_version`, which follows every event applied (so a broken watch resumes there)."""
         query = {
             "watch": True,
-            "resourceVersion": version,
+            "resourceVersion": self.resource_version,
             "allowWatchBookmarks": True,
             "timeoutSeconds": self._watch_seconds,
         }
         seen = 0
         async with self._api.stream(
-            self._resource.path(self._namespace), query=query, timeout=self._watch_seconds + 30
+            self._resource.path(self._namespace),
+            query=query,
+            timeout=self._watch_seconds + 30,
+            idle=self._idle_seconds,  # a watch that went silent (no event, no bookmark) is stalled
         ) as events:
             async for event in events:
                 kind = event.get("type")
@@ -151,17 +157,16 @@ class Informer:
                     if body.get("code") == _GONE:
                         raise _ExpiredError
                     raise ApiError(int(body.get("code") or 500), str(body.get("reason", "")), str(body.get("message")))
-                meta = body.get("metadata") or {}
-                version = str(meta.get("resourceVersion") or version)
-                if kind == "BOOKMARK" or not self._mine(body):
-                    continue
-                if kind == "DELETED":
-                    self._sink.delete(body)
-                else:
-                    self._sink.upsert(body)
-                metrics.WATCH_EVENTS.labels(self._resource.plural).inc()
-                seen += 1
-                if seen % _YIELD_EVERY == 0:
-                    await asyncio.sleep(0)
-        self.resource_version = version
-        return version
+                if kind != "BOOKMARK" and self._mine(body):
+                    if kind == "DELETED":
+                        self._sink.delete(body)
+                    else:
+                        self._sink.upsert(body)
+                version = (body.get("metadata") or {}).get("resourceVersion")
+                if version:  # applied: a watch broken from here on resumes after this event
+                    self.resource_version = str(version)
+                if kind != "BOOKMARK":
+                    metrics.WATCH_EVENTS.labels(self._resource.plural).inc()
+                    seen += 1
+                    if seen % _YIELD_EVERY == 0:
+                        await asyncio.sleep(0)

@@ -216,10 +216,11 @@ class KubeApi:
         *,
         query: Mapping[str, object],
         timeout: float,  # noqa: ASYNC109 - the watch's HTTP timeout, not a cancel scope
+        idle: float | None = None,
     ) -> AsyncIterator[AsyncIterator[dict[str, Any]]]:
-        """A watch: yields each JSON line as a dict until the server ends the stream."""
+        """A watch: yields each JSON line as a dict until the server ends the stream (or is silent `idle` s)."""
         headers = await self._headers(None)
-        limit = aiohttp.ClientTimeout(total=timeout, sock_connect=self.timeout)
+        limit = aiohttp.ClientTimeout(total=timeout, sock_connect=self.timeout, sock_read=idle)
         try:
             resp = await self._session.get(
                 self._url(path, query), headers=headers, timeout=limit, server_hostname=self._server_name

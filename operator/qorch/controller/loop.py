@@ -32,7 +32,7 @@ from typing import TYPE_CHECKING
 
 from qorch.api.enums import Reason, TaskPhase
 from qorch.controller import documents, metrics, translate
-from qorch.controller.kube import Resource
+from qorch.controller.kube import KubeError, Resource
 from qorch.controller.lifecycle import gate, liveness, progress
 from qorch.controller.queueing import SchedulingQueue, Shape
 from qorch.controller.records import ACTIVE_PHASES, FINAL_PHASES, parse_time
@@ -42,7 +42,8 @@ from qorch.scheduler import schedule
 from qorch.scheduler.queue import effective
 
 if TYPE_CHECKING:
-    from collections.abc import Callable
+    from collections.abc import Awaitable, Callable
+    from typing import Any
 
     from qorch.controller.documents import StatusChange
     from qorch.controller.events import EventRecorder
@@ -77,6 +78,9 @@ class Kernel:
     leading: Callable[[], bool]
     epoch: Callable[[], int]
     events: EventRecorder | None = None
+    # Reads an agent's Lease straight from the apiserver (None when it is gone): a death seen
+    # through the watch is confirmed by it before the agent's work is taken away. None: no check.
+    read_lease: Callable[[Key], Awaitable[dict[str, Any] | None]] | None = None
     tick: float = 1.0
     wall: Callable[[], float] = time.time
     mono: Callable[[], float] = time.monotonic
@@ -98,6 +102,9 @@ class Kernel:
     _agent_written: dict[Key, float] = field(default_factory=dict)  # agent -> monotonic time of its last write
     _told: int = 0  # NotInBatch statuses written in this pass
     _fleet: translate.FleetCache = field(default_factory=translate.FleetCache)
+    _confirmed: dict[Key, str] = field(default_factory=dict)  # agent -> Lease version read back unchanged
+    _confirming: set[asyncio.Task[None]] = field(default_factory=set)
+    _confirming_keys: set[Key] = field(default_factory=set)
 
     def poke(self) -> None:
         """Something changed: run a cycle soon."""
@@ -227,6 +234,8 @@ class Kernel:
         grace = float(self.store.policy.agent_grace_seconds)
         for key in feed.agents | feed.reshaped | feed.freed:
             now_is = self._judge(key, mono)
+            if now_is is liveness.Liveness.DEAD and not self._death_confirmed(key):
+                now_is = liveness.Liveness.UNKNOWN  # its work stays put until the Lease is read back
             was = self._liveness.get(key)
             self._liveness[key] = now_is
             due = liveness.next_change(self.store.leases.get(key), grace=grace, watching_since=self.watching_since)
@@ -239,6 +248,7 @@ class Kernel:
             if agent is None:
                 if key not in self.store.by_agent and key not in self.store.leases:
                     self._liveness.pop(key, None)
+                    self._confirmed.pop(key, None)
                 continue
             came_alive = now_is is liveness.Liveness.ALIVE and was is not liveness.Liveness.ALIVE
             pause_over = key in self._paused and self._paused[key] <= mono
@@ -246,6 +256,50 @@ class Kernel:
                 self.queue.agent_changed(agent, slot_freed_only=False)
             elif key in feed.freed:
                 self.queue.agent_changed(agent, slot_freed_only=True)
+
+    def _death_confirmed(self, key: Key) -> bool:
+        """Whether a Lease that looks dead through the watch was read back unchanged.
+
+        A stalled watch (a proxy that stopped forwarding, an apiserver that stopped
+        sending) looks exactly like every agent dying at once. So before an agent
+        with work is judged dead, its Lease is read from the apiserver: a version the
+        watch missed revives it; the same version (or none) confirms the death.
+        """
+        if self.read_lease is None or not self.store.by_agent.get(key):
+            return True  # nothing to take away: no need to be sure
+        lease = self.store.leases.get(key)
+        version = lease.resource_version if lease is not None else ""
+        if self._confirmed.get(key) == version:
+            return True
+        if key not in self._confirming_keys:
+            self._confirming_keys.add(key)
+            task = asyncio.get_running_loop().create_task(self._confirm(key, version))
+            self._confirming.add(task)
+            task.add_done_callback(self._confirming.discard)
+        return False
+
+    async def _confirm(self, key: Key, version: str) -> None:
+        assert self.read_lease is not None  # noqa: S101 - only started when set
+        try:
+            body = await self.read_lease(key)
+        except KubeError as exc:
+            log.warning("could not read the Lease of agent %s/%s back: %s; trying again", *key, exc)
+            await asyncio.sleep(1.0)
+        except Exception:  # a bug here must not leave the agent unjudged for good
+            log.exception("reading the Lease of agent %s/%s back failed", *key)
+            await asyncio.sleep(1.0)
+        else:
+            if body is not None and str(body["metadata"].get("resourceVersion")) != version:
+                log.warning("agent %s/%s renewed its Lease but the watch did not say so", *key)
+                metrics.LEASES_READ_BACK.labels("renewed").inc()
+                self.store.upsert_lease(body)
+            else:
+                metrics.LEASES_READ_BACK.labels("dead").inc()
+                self._confirmed[key] = version
+        finally:
+            self._confirming_keys.discard(key)
+            self.store.feed.agents.add(key)
+            self.poke()
 
     def _could_place(self, shape: Shape, reason: Reason) -> bool:
         """Whether a parked shape is worth another try: an agent admits it now (and is ready, with room)."""

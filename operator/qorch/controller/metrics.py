@@ -18,6 +18,7 @@ __all__ = [
     "EVENTS_DROPPED",
     "INFORMER_LISTS",
     "LEADER",
+    "LEASES_READ_BACK",
     "LEDGER",
     "LEDGER_CHECKS",
     "OBSERVABLE",
@@ -74,6 +75,11 @@ REPORTS_IGNORED = Counter(
 )
 EVENTS_DROPPED = Counter("qorch_events_dropped_total", "Events not posted (queue full or the API refused).")
 INFORMER_LISTS = Counter("qorch_informer_lists_total", "Full LISTs made by informers, by resource.", ["resource"])
+LEASES_READ_BACK = Counter(
+    "qorch_agent_leases_read_back_total",
+    "Agent Leases read from the apiserver before an agent with work was judged dead, by what they showed.",
+    ["found"],
+)
 WATCH_EVENTS = Counter("qorch_watch_events_total", "Watch events applied to the store, by resource.", ["resource"])
 LEADER = Gauge("qorch_leader", "1 while this replica holds the qorch-operator Lease, else 0.")
 OBSERVABLE = Gauge(

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import gc
 import logging
 import os
@@ -31,7 +32,7 @@ from qorch.api import constants
 from qorch.controller import handlers, metrics, writer
 from qorch.controller.events import EventRecorder
 from qorch.controller.informer import Informer
-from qorch.controller.kube import KubeApi, KubeError, Resource
+from qorch.controller.kube import ApiError, KubeApi, KubeError, Resource
 from qorch.controller.leader import LEASES, LeaderElector, LeaseTimings
 from qorch.controller.loop import AGENT_RESOURCE, APPROVAL_RESOURCE, TASK_RESOURCE, Kernel
 from qorch.controller.store import AGENTS, TASKS, ClusterState
@@ -196,6 +197,20 @@ def _informers(api: KubeApi, state: ClusterState, settings: OperatorSettings) ->
     ]
 
 
+async def _read_agent_lease(api: KubeApi, key: tuple[str, str]) -> dict[str, Any] | None:
+    """An agent's liveness Lease as the apiserver has it now; None when there is none."""
+    namespace, agent = key
+    try:
+        body: dict[str, Any] = await api.call(
+            "GET", LEASES.path(namespace, constants.AGENT_LEASE_PREFIX + agent), timeout=10.0
+        )
+    except ApiError as exc:
+        if exc.status == 404:  # noqa: PLR2004
+            return None
+        raise
+    return body
+
+
 async def _sweeper(api: KubeApi, state: ClusterState, settings: OperatorSettings) -> None:
     while True:
         await asyncio.sleep(_SWEEP_SECONDS)
@@ -252,6 +267,7 @@ async def _main(settings: OperatorSettings) -> int:
         leading=elector.leading.is_set,
         epoch=lambda: elector.epoch,
         events=recorder,
+        read_lease=functools.partial(_read_agent_lease, api),
         tick=settings.tick_seconds,
     )
     state.notify = kernel.poke
