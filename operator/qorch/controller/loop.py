@@ -197,7 +197,11 @@ class Kernel:
         #    pass left tasks out of its batch. A cycle woken by an echo alone costs no pass.
         if self.queue.active and (self.queue.fresh or self._again) and not self.writer.ledger.full:
             self.queue.fresh = False
-            await self._schedule(now, mono)
+            try:
+                await self._schedule(now, mono)
+            except BaseException:
+                self.queue.fresh = True  # the pass did not happen: the next cycle runs it again
+                raise
         # 5. Agents' status: phase and load where they changed.
         for key in feed.agents | feed.freed:
             self._agent_status(key, now, mono)

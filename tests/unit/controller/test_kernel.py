@@ -475,3 +475,26 @@ def test_a_step_of_the_operators_wall_clock_fails_nothing(jump: float) -> None:
         assert h.api.get(AGENTS, "ns", "a")["status"]["phase"] == "Ready"
 
     run(test)
+
+
+def test_a_scheduling_pass_that_fails_is_run_again_next_cycle(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Reviewer finding 5: a pass that raises must not leave its queued tasks waiting for an unrelated change."""
+    real = translate.placements
+    failures = [RuntimeError("a bug in one pass")]
+
+    def placements_failing_once(*args: Any, **kwargs: Any) -> Any:
+        if failures:
+            raise failures.pop()
+        return real(*args, **kwargs)
+
+    async def test(h: Harness) -> None:
+        monkeypatch.setattr(translate, "placements", placements_failing_once)
+        h.create(AGENTS, bodies.agent("a", capabilities=["code"]))
+        h.renew("a")
+        h.create(TASKS, bodies.task("t", requires=["code"]))
+        with pytest.raises(RuntimeError):
+            await h.cycle()
+        await h.cycle()  # nothing new happened in between
+        assert h.status("t").get("phase") == "Assigned"
+
+    run(test)
