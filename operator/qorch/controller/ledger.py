@@ -27,6 +27,8 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
+    from collections.abc import Callable
+
     from qorch.controller.records import Key
 
 __all__ = ["Entry", "Ledger", "State"]
@@ -65,6 +67,9 @@ class Ledger:
     limit: int = 50_000
     entries: dict[tuple[str, Key], Entry] = field(default_factory=dict)
     reserved: dict[Key, int] = field(default_factory=dict)
+    # Told when a reservation ends: a slot may have opened without the store changing
+    # (a refused, dropped or superseded assignment), and parked tasks must hear of it.
+    released: Callable[[Key], None] | None = None
 
     def __len__(self) -> int:
         """Open entries."""
@@ -111,6 +116,8 @@ class Ledger:
                 self.reserved[entry.reserve] = left
             else:
                 self.reserved.pop(entry.reserve, None)
+            if self.released is not None:
+                self.released(entry.reserve)
             entry.reserve = None
 
     def close(self, entry: Entry) -> None:

@@ -99,7 +99,11 @@ class StatusWriter:
     def __post_init__(self) -> None:
         """The store tells the ledger about every version it sees."""
         self.store.observe = self.ledger.observe
+        self.ledger.released = self._slot_freed
         self._idle.set()
+
+    def _slot_freed(self, agent: Key) -> None:
+        self.store.feed.freed.add(agent)  # the feed's sets are replaced on every drain: look it up now
 
     # ------------------------------------------------------------------ the loop's side
     def busy(self, plural: str, key: Key) -> bool:
@@ -270,12 +274,17 @@ class StatusWriter:
             if exc.status != _NOT_FOUND:
                 self.ledger.check_failed(entry, self.clock())
                 return
+            if not self.ledger.is_open(entry):
+                return  # the watch settled it while we read; it may know of a newer object of that name
             self.store.sink(entry.plural).delete({"metadata": {"namespace": namespace, "name": name}})
         except KubeError:
             self.ledger.check_failed(entry, self.clock())
             return
         else:
             metrics.LEDGER_CHECKS.inc()
+            if not self.ledger.is_open(entry):
+                return  # settled while we read (the watch was quicker): what we read may be older
+
             if str(body["metadata"].get("resourceVersion")) != entry.decided_on:
                 self.store.sink(entry.plural).upsert(body)
         if self.ledger.is_open(entry):

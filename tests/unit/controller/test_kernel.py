@@ -498,3 +498,59 @@ def test_a_scheduling_pass_that_fails_is_run_again_next_cycle(monkeypatch: pytes
         assert h.status("t").get("phase") == "Assigned"
 
     run(test)
+
+
+def test_a_refused_assignment_frees_its_slot_for_a_parked_task() -> None:
+    """Reviewer finding 6: a reservation released without any store change still wakes tasks parked for room."""
+    api = FakeApi()
+    fired: list[str] = []
+
+    def conflict_on_first(method: str, path: str) -> KubeError | None:
+        if method == "PATCH" and "/tasks/first/" in path + "/" and not fired:
+            fired.append(path)
+            return ApiError(409, "Conflict", "the object has been modified")
+        return None
+
+    api.before.append(conflict_on_first)
+
+    async def test(h: Harness) -> None:
+        h.create(AGENTS, bodies.agent("a", capabilities=["code"], capacity=1))
+        h.renew("a")
+        h.create(TASKS, bodies.task("first", requires=["code"], priority=900))
+        h.create(TASKS, bodies.task("second", requires=["code"], priority=100))
+        await h.cycle()
+        assert fired  # the assignment of `first` was refused: nothing written, its slot is free
+        assert h.status("second")["conditions"][0]["reason"] == "CapacityExhausted"
+        await h.cycle()  # no clock moved, no object changed
+        assert h.status("second").get("phase") == "Assigned"
+
+    run(test, api)
+
+
+def test_a_late_settling_read_never_removes_a_task_recreated_meanwhile() -> None:
+    """Reviewer finding 8: the GET that settles an entry answers 404, but the watch has since seen a new Task."""
+    api = FakeApi()
+    api.after.append(lambda m, p: TransportError("reset") if m == "PATCH" and "/tasks/" in p else None)
+
+    async def test(h: Harness) -> None:
+        h.create(AGENTS, bodies.agent("a", capabilities=["code"], capacity=1))
+        h.renew("a")
+        old = h.create(TASKS, bodies.task("t", uid="uid-1", requires=["code"]))
+        await h.cycle(echo=False)  # the assignment landed, its answer was lost: settled by a GET later
+        api.after.clear()
+
+        def recreated_while_reading(method: str, path: str) -> KubeError | None:
+            if method == "GET" and path.endswith("/tasks/t"):
+                api.before.clear()
+                del api.objects[(TASKS, "ns", "t")]
+                h.store.sink(TASKS).delete(old)  # the watch: deleted ...
+                h.create(TASKS, bodies.task("t", uid="uid-2", requires=["code"]))  # ... and created again
+                return ApiError(404, "NotFound", "the GET ran between the two")
+            return None
+
+        api.before.append(recreated_while_reading)
+        h.advance(5)
+        await h.settle()
+        assert h.store.tasks[("ns", "t")].uid == "uid-2"
+
+    run(test, api)
