@@ -85,7 +85,8 @@ class LeaderElector:
         self.epoch = 0  # leaseTransitions when we acquired
         self._observed_rv: str | None = None
         self._observed_at = 0.0
-        self._last_renew = 0.0
+        self._last_renew = 0.0  # when the latest successful attempt *started* (its write was sent after)
+        self._attempt = 0.0  # when the current attempt started
         self._complaint = ""
 
     @property
@@ -99,7 +100,7 @@ class LeaderElector:
     async def run(self) -> None:
         """Try to acquire, then renew, every retry period, until cancelled or until leadership is lost."""
         while True:
-            started = self._clock()
+            started = self._attempt = self._clock()
             if self.leading.is_set():
                 budget = self._timings.renew_deadline - (started - self._last_renew)
             else:
@@ -116,7 +117,10 @@ class LeaderElector:
                 held = False
             now = self._clock()
             if held:
-                self._last_renew = now
+                # Followers count the lease's age from when they saw our write, which was after we
+                # started this attempt; counting ours from the answer would let a slow answer stretch
+                # our term past theirs.
+                self._last_renew = started
             elif self.leading.is_set() and now - self._last_renew >= self._timings.renew_deadline:
                 self._step_down(f"no renewal for {now - self._last_renew:.1f}s")
                 return
@@ -189,7 +193,7 @@ class LeaderElector:
         if not self.leading.is_set():
             self.epoch = int((updated.get("spec") or {}).get("leaseTransitions") or 0)
             log.info("became leader of %s/%s (epoch %d) as %s", self._namespace, self._name, self.epoch, self.identity)
-            self._last_renew = self._clock()
+            self._last_renew = self._attempt
             self.leading.set()
         return True
 
@@ -230,7 +234,7 @@ class LeaderElector:
         self._observed_rv, self._observed_at = str(created["metadata"]["resourceVersion"]), self._clock()
         self.epoch = 0
         log.info("became leader of %s/%s (new lease) as %s", self._namespace, self._name, self.identity)
-        self._last_renew = self._clock()
+        self._last_renew = self._attempt
         self.leading.set()
         return True
 
