@@ -26,6 +26,7 @@ if TYPE_CHECKING:
     from collections.abc import Callable
 
     from qorch.controller.kube import KubeApi
+    from qorch.controller.records import Key
     from qorch.controller.store import ClusterState
 
 __all__ = ["APPROVAL_KINDS", "connection_of", "register", "sweep"]
@@ -68,30 +69,47 @@ def register(
 
 
 async def sweep(api: KubeApi, state: ClusterState, namespaces: tuple[str, ...]) -> None:
-    """LIST Approvals and the policy; load what kopf has not delivered yet and drop what is gone."""
+    """LIST Approvals and the policy; load what kopf has not delivered yet and drop what is gone.
+
+    An event that arrived after the LIST began is newer than the LIST: it wins.
+    """
     started = state.clock()
     listed: set[tuple[str, str]] = set()
-    approvals = state.sink(APPROVALS)
     for namespace in namespaces or (None,):
-        token = None
-        while True:
-            page = await api.call("GET", APPROVAL_KINDS.path(namespace), query={"limit": 500, "continue": token})
-            for item in page.get("items") or ():
-                approvals.upsert(item)
-                listed.add((item["metadata"]["namespace"], item["metadata"]["name"]))
-            token = (page.get("metadata") or {}).get("continue") or None
-            if token is None:
-                break
+        listed |= await _list_approvals(api, state, namespace, started)
     dropped = state.sweep(APPROVALS, listed, started)
     if dropped:
         log.info("dropped %d Approvals deleted while unwatched", dropped)
+    await _read_policy(api, state, started)
+
+
+async def _list_approvals(api: KubeApi, state: ClusterState, namespace: str | None, started: float) -> set[Key]:
+    listed: set[Key] = set()
+    approvals = state.sink(APPROVALS)
+    token = None
+    while True:
+        page = await api.call("GET", APPROVAL_KINDS.path(namespace), query={"limit": 500, "continue": token})
+        for item in page.get("items") or ():
+            key = (str(item["metadata"]["namespace"]), str(item["metadata"]["name"]))
+            listed.add(key)
+            if not state.seen_since(APPROVALS, key, started):
+                approvals.upsert(item)
+        token = (page.get("metadata") or {}).get("continue") or None
+        if token is None:
+            return listed
+
+
+async def _read_policy(api: KubeApi, state: ClusterState, started: float) -> None:
     try:
         policy = await api.call("GET", POLICY_KINDS.path(None, constants.DEFAULT_POLICY_NAME))
     except KubeError as exc:
         if getattr(exc, "status", None) != 404:  # noqa: PLR2004
             raise
-        policies = state.sink(POLICIES)
-        policies.delete({"metadata": {"name": constants.DEFAULT_POLICY_NAME}})
+        policy = None
+    if state.seen_since(POLICIES, ("", constants.DEFAULT_POLICY_NAME), started):
+        return
+    if policy is None:
+        state.sink(POLICIES).delete({"metadata": {"name": constants.DEFAULT_POLICY_NAME}})
     else:
         state.sink(POLICIES).upsert(policy)
 

@@ -253,9 +253,12 @@ class Kernel:
                 if key not in self.store.by_agent and key not in self.store.leases:
                     self._liveness.pop(key, None)
                     self._confirmed.pop(key, None)
+                    self._paused.pop(key, None)
                 continue
             came_alive = now_is is liveness.Liveness.ALIVE and was is not liveness.Liveness.ALIVE
             pause_over = key in self._paused and self._paused[key] <= mono
+            if pause_over:
+                del self._paused[key]
             if came_alive or key in feed.reshaped or pause_over:
                 self.queue.agent_changed(agent, slot_freed_only=False)
             elif key in feed.freed:
@@ -318,12 +321,7 @@ class Kernel:
         if agent.cordoned or self._liveness.get(agent.key) is not liveness.Liveness.ALIVE:
             return False
         paused = self._paused.get(agent.key)
-        if paused is None:
-            return True
-        if paused > self.mono():
-            return False
-        del self._paused[agent.key]
-        return True
+        return paused is None or paused <= self.mono()  # the pause itself ends in step 2, which wakes tasks
 
     # ------------------------------------------------------------------ 3. tasks
     def _task(self, key: Key, now: float, mono: float) -> None:

@@ -351,6 +351,10 @@ class ClusterState:
         """Note that an event for this object arrived now (for `sweep`)."""
         self._seen[(plural, key)] = self.clock()
 
+    def seen_since(self, plural: str, key: Key, when: float) -> bool:
+        """Whether an event for this object arrived at or after `when` (it is newer than a LIST begun then)."""
+        return self._seen.get((plural, key), float("-inf")) >= when
+
     def sweep(self, plural: str, listed: set[Key], started: float) -> int:
         """Drop objects of `plural` a LIST begun at `started` did not show, unless an event came since.
 

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import asyncio
 import random
 
+from qorch.controller import handlers
 from qorch.controller.records import ACTIVE_PHASES
 from qorch.controller.store import AGENTS, APPROVALS, LEASES, TASKS, ClusterState
 from support import bodies
+from support.fakeapi import FakeApi
 
 
 def fresh() -> ClusterState:
@@ -199,3 +202,23 @@ def test_kopf_handlers_run_on_the_event_loop_never_on_a_thread() -> None:
     watching = [h for h in found if getattr(h, "id", "") in ("approvals", "policy")]
     assert len(watching) == 2
     assert all(inspect.iscoroutinefunction(h.fn) for h in watching)
+
+
+def test_a_sweep_never_brings_back_an_approval_deleted_during_its_list() -> None:
+    """Reviewer finding 8: kopf delivers DELETED while the sweep's LIST is on its way; the LIST is older."""
+    state = fresh()
+    api = FakeApi()
+    approval = bodies.approval("ok", "t")
+    stored = api.put(APPROVALS, approval)
+    state.sink(APPROVALS).upsert(stored)
+
+    def deleted_while_listing(method: str, path: str) -> None:
+        if method == "GET" and path.endswith("/approvals"):
+            api.before.clear()
+            state.touch(APPROVALS, ("ns", "ok"))  # the kopf handler: an event for it now ...
+            state.sink(APPROVALS).delete(stored)  # ... DELETED (the LIST's answer was read before)
+
+    api.before.append(deleted_while_listing)  # type: ignore[arg-type]
+    api.objects[(APPROVALS, "ns", "")] = {"items": [stored], "metadata": {}}  # what the LIST answers
+    asyncio.run(handlers.sweep(api, state, ("ns",)))  # type: ignore[arg-type]
+    assert ("ns", "ok") not in state.approvals
