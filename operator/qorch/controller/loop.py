@@ -126,6 +126,7 @@ class Kernel:
             if not self.leading():
                 self._led = False
                 pause = 0.0
+                self.store.feed.drain()  # a follower decides nothing; taking over looks at everything
                 continue
             first = not self._led
             if first:

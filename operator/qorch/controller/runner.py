@@ -104,6 +104,14 @@ class _Parts:
         error = task.exception() if task is not None and task.done() and not task.cancelled() else None
         return f"{name} ended unexpectedly{f': {error!r}' if error else ''}"
 
+    async def cancel(self, name: str) -> None:
+        """Stop one part and wait for it to end."""
+        task = self.tasks.get(name)
+        if task is not None:
+            task.cancel()
+            with contextlib.suppress(BaseException):
+                await asyncio.wait_for(asyncio.gather(task, return_exceptions=True), 5)
+
     async def stop(self) -> None:
         for name, task in self.tasks.items():
             if name != "kopf":  # kopf stops on its own stop flag
@@ -284,6 +292,9 @@ async def _main(settings: OperatorSettings) -> int:
             code = await _operate(parts, api, state=state, settings=settings, stop=stop, kopf_run=kopf_run)
     finally:
         stop.set()
+        # The elector stops first: a renewal racing the release would conflict with it, and one
+        # after it would take the Lease back.
+        await parts.cancel("elector")
         if code == 0:
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(elector.release(), 3.0)
@@ -314,10 +325,9 @@ async def _operate(
         parts.start("events", parts.kernel.events.run())
     # The caches are complete before anyone may lead: deciding on half-loaded ones
     # (agents whose Leases have not arrived) would fail running tasks.
-    await _until(
-        asyncio.gather(kopf_ready.wait(), *(i.synced.wait() for i in parts.informers)), parts.first_end(), stop.wait()
-    )
+    await _until(kopf_ready.wait(), parts.first_end(), stop.wait())
     _take_signals(stop)  # kopf put in handlers of its own that stop kopf alone; SIGTERM must stop everything
+    await _until(asyncio.gather(*(i.synced.wait() for i in parts.informers)), parts.first_end(), stop.wait())
     if not stop.is_set() and parts.ended() is None:
         await handlers.sweep(api, state, settings.namespaces)
         _settle_heap()

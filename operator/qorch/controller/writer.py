@@ -146,7 +146,13 @@ class StatusWriter:
     async def settle_due(self) -> None:
         """GET every entry whose deadline passed, so none outlives the truth."""
         for entry in self.ledger.due(self.clock()):
-            await self._check(entry)
+            try:
+                await self._check(entry)
+            except asyncio.CancelledError:
+                raise
+            except Exception:  # a bug in one check must not end settling for every entry
+                log.exception("settling %s %s/%s failed", entry.plural, *entry.key)
+                self.ledger.check_failed(entry, self.clock())
 
     async def _worker(self) -> None:
         while True:

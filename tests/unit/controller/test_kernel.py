@@ -9,6 +9,7 @@ The same defects are driven through real processes in tests/e2e.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import Callable, Coroutine
 from typing import Any
 
@@ -18,6 +19,7 @@ from qorch.controller import loop as loop_module
 from qorch.controller import metrics, translate
 from qorch.controller.kube import ApiError, KubeError, TransportError
 from qorch.controller.store import AGENTS, APPROVALS, POLICIES, TASKS
+from qorch.controller.writer import StatusWriter
 from support import bodies
 from support.fakeapi import FakeApi
 from support.kernel import Harness, harness
@@ -554,3 +556,63 @@ def test_a_late_settling_read_never_removes_a_task_recreated_meanwhile() -> None
         assert h.store.tasks[("ns", "t")].uid == "uid-2"
 
     run(test, api)
+
+
+def test_a_check_that_crashes_does_not_end_settling(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Reviewer finding 11: a bug in one settling read is logged; the entry is checked again later."""
+    api = FakeApi()
+    api.after.append(lambda m, p: TransportError("reset") if m == "PATCH" and "/tasks/" in p else None)
+    real = StatusWriter._check
+    crashes = [KeyError("metadata")]
+
+    async def crash_once(self: StatusWriter, entry: Any) -> None:
+        if crashes:
+            raise crashes.pop()
+        await real(self, entry)
+
+    async def test(h: Harness) -> None:
+        monkeypatch.setattr(StatusWriter, "_check", crash_once)
+        h.create(AGENTS, bodies.agent("a", capabilities=["code"], capacity=1))
+        h.renew("a")
+        h.create(TASKS, bodies.task("t", requires=["code"]))
+        await h.cycle(echo=False)  # landed, answer lost: an unknown outcome, settled by reading
+        api.after.clear()
+        h.advance(5)
+        await h.settle()  # the first read crashes: no exception escapes, the entry stays open
+        assert h.writer.busy(TASKS, ("ns", "t"))
+        h.advance(60)
+        await h.settle()
+        assert not h.writer.busy(TASKS, ("ns", "t"))
+
+    run(test, api)
+
+
+def test_a_follower_keeps_no_backlog_of_changes() -> None:
+    """Reviewer finding 11: while following, the loop empties the feed (taking over looks at everything)."""
+
+    async def test(h: Harness) -> None:
+        leading = [False]
+        h.kernel.leading = lambda: leading[0]
+        h.kernel.tick = 0.01
+        loop = asyncio.create_task(h.kernel.run())
+        for i in range(50):
+            h.create(TASKS, bodies.task(f"t{i}"))
+            h.kernel.poke()
+            await asyncio.sleep(0.001)
+        await asyncio.sleep(0.05)
+        assert not h.store.feed.tasks
+        leading[0] = True
+        h.create(AGENTS, bodies.agent("a", capabilities=["code"], capacity=100))
+        h.renew("a")
+        h.kernel.poke()
+        for _ in range(200):
+            await asyncio.sleep(0.01)
+            if h.writer.ledger.entries or h.status("t0"):
+                break
+        loop.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await loop
+        await h.writer.drained()
+        assert all(h.status(f"t{i}").get("phase") for i in range(50))  # every task was decided on taking over
+
+    run(test)
