@@ -13,7 +13,10 @@ Outcomes, and what each keeps:
   until the store moves past the version (409) or a cool-down ends;
 - unknown (a timeout, a reset, a 5xx): the write may have landed. The slot
   stays reserved until the echo or a GET settles it. Releasing it early is
-  how one leader overfilled an agent.
+  how one leader overfilled an agent. A GET that still shows the version the
+  write was decided on settles it only once the apiserver can no longer be
+  working on the request (`in_flight_limit` after it was sent): until then
+  the write may yet land.
 
 Every entry carries a deadline; when it passes, the writer GETs the object to
 settle it. So no entry outlives the truth, and the ledger never grows without
@@ -55,6 +58,7 @@ class Entry:
     state: State = State.QUEUED
     written: str = ""  # resourceVersion our write produced
     due: float = 0.0  # monotonic time after which a GET settles it
+    sent: float = 0.0  # monotonic time the request went out
     checks: int = 0  # GETs made so far
 
 
@@ -64,6 +68,7 @@ class Ledger:
 
     settle_after: float = 15.0  # a written entry with no echo after this long is checked with a GET
     unknown_after: float = 1.0  # first check of an unknown outcome
+    in_flight_limit: float = 65.0  # the apiserver ends any request within 60 s (--request-timeout)
     limit: int = 50_000
     entries: dict[tuple[str, Key], Entry] = field(default_factory=dict)
     reserved: dict[Key, int] = field(default_factory=dict)
@@ -160,11 +165,18 @@ class Ledger:
         self.close(entry)
         return echo
 
-    def sending(self, entry: Entry) -> bool:
+    def sending(self, entry: Entry, now: float) -> bool:
         """The writer takes the entry's write out of its queue: False when it was superseded meanwhile."""
         if not self.is_open(entry):
             return False
-        entry.state = State.IN_FLIGHT
+        entry.state, entry.sent = State.IN_FLIGHT, now
+        return True
+
+    def may_yet_land(self, entry: Entry, now: float) -> bool:
+        """Whether an unknown write could still be applied by the apiserver (it is not final yet)."""
+        if entry.state is not State.UNKNOWN or now >= entry.sent + self.in_flight_limit:
+            return False
+        entry.due = entry.sent + self.in_flight_limit
         return True
 
     def due(self, now: float) -> list[Entry]:

@@ -157,7 +157,7 @@ class StatusWriter:
     async def _worker(self) -> None:
         while True:
             write, entry = await self._next()
-            if self.ledger.sending(entry):  # else superseded by a newer decision before it was sent
+            if self.ledger.sending(entry, self.clock()):  # else superseded by a newer decision before it was sent
                 await self._deliver(write, entry)
             if not self._urgent and not self._later and self._sending == 0:
                 self._idle.set()
@@ -288,14 +288,21 @@ class StatusWriter:
             return
         else:
             metrics.LEDGER_CHECKS.inc()
-            if not self.ledger.is_open(entry):
-                return  # settled while we read (the watch was quicker): what we read may be older
-
-            if str(body["metadata"].get("resourceVersion")) != entry.decided_on:
-                self.store.sink(entry.plural).upsert(body)
+            if not self._read_settles(entry, body):
+                return
         if self.ledger.is_open(entry):
             self.ledger.checked(entry)
             self._retouch(entry)
+
+    def _read_settles(self, entry: Entry, body: dict[str, Any]) -> bool:
+        """Whether what a settling GET read decides the entry (the store is told if it moved)."""
+        if not self.ledger.is_open(entry):
+            return False  # settled while we read (the watch was quicker): what we read may be older
+        if str(body["metadata"].get("resourceVersion")) != entry.decided_on:
+            self.store.sink(entry.plural).upsert(body)
+            return True
+        # Unchanged. An unanswered write may still be applied until the apiserver gives up on it.
+        return not self.ledger.may_yet_land(entry, self.clock())
 
 
 _VERSION = re.compile(rb'"resourceVersion":"([^"]*)"')

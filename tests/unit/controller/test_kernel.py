@@ -154,6 +154,11 @@ def test_a_failed_write_never_leaves_a_task_stuck(error: Exception) -> None:
         h.advance(5)
         await h.settle()
         await h.cycle()
+        assert "phase" not in h.status("t")  # the write may still be applied: not decided again yet
+        h.advance(65)  # past the longest the apiserver works on a request
+        h.renew("a")
+        await h.settle()
+        await h.cycle()
         assert h.status("t")["phase"] == "Assigned"
         assert h.api.get(AGENTS, "ns", "a")["status"]["activeTasks"] in (0, 1)  # written before or after the echo
         assert len(h.writer.ledger) <= 1  # at most the agent's own status write, settling
@@ -616,3 +621,36 @@ def test_a_follower_keeps_no_backlog_of_changes() -> None:
         assert all(h.status(f"t{i}").get("phase") for i in range(50))  # every task was decided on taking over
 
     run(test)
+
+
+def test_an_unanswered_assignment_keeps_its_slot_while_it_may_still_land() -> None:
+    """Reviewer finding 7: a read showing the old version does not prove a timed-out write will never land."""
+    api = FakeApi()
+    fired: list[str] = []
+
+    def time_out_first(method: str, path: str) -> KubeError | None:
+        if method == "PATCH" and "/tasks/" in path and not fired:
+            fired.append(path)
+            return TransportError("PATCH: TimeoutError")
+        return None
+
+    api.before.append(time_out_first)
+
+    async def test(h: Harness) -> None:
+        h.create(AGENTS, bodies.agent("a", capabilities=["code"], capacity=1))
+        h.renew("a")
+        h.create(TASKS, bodies.task("first", requires=["code"], priority=100))
+        await h.cycle()
+        assert fired
+        h.create(TASKS, bodies.task("second", requires=["code"], priority=900))  # would win the slot
+        h.advance(5)
+        await h.settle()  # `first` still shows the version it was decided on
+        await h.cycle()
+        assert h.status("second").get("phase") != "Assigned"  # the one slot may be taken by `first`'s write
+        h.advance(65)
+        h.renew("a")
+        await h.settle()
+        await h.cycle()
+        assert [h.status(n).get("phase") for n in ("first", "second")].count("Assigned") == 1
+
+    run(test, api)

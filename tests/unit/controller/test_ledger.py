@@ -15,7 +15,7 @@ def test_an_open_write_makes_the_object_busy_and_takes_a_slot() -> None:
     assert entry is not None
     assert ledger.slots(AGENT) == 1
     assert ledger.queued("tasks", TASK)
-    assert ledger.sending(entry)
+    assert ledger.sending(entry, 0.0)
     assert ledger.busy("tasks", TASK)
     assert ledger.open("tasks", TASK, "5", AGENT, now=0.0) is None
 
@@ -28,7 +28,7 @@ def test_a_queued_write_is_replaced_by_a_newer_decision() -> None:
     assert not ledger.busy("tasks", TASK)
     new = ledger.open("tasks", TASK, "5", AGENT, now=0.0)
     assert new is not None
-    assert not ledger.sending(old)
+    assert not ledger.sending(old, 0.0)
     assert ledger.reserved == {AGENT: 1}
     assert ledger.open("tasks", TASK, "6", AGENT, now=0.0) is None  # another version: the queued one stands
 
@@ -50,7 +50,7 @@ def test_a_replay_of_the_decided_version_settles_nothing() -> None:
     ledger = Ledger()
     entry = ledger.open("tasks", TASK, "5", AGENT, now=0.0)
     assert entry is not None
-    ledger.sending(entry)
+    ledger.sending(entry, 0.0)
     assert ledger.observe("tasks", TASK, "5") is False
     assert ledger.busy("tasks", TASK)
 
