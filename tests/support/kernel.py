@@ -85,6 +85,11 @@ class Harness:
         if echo:
             self.sync()
 
+    async def read_backs(self) -> None:
+        """Let the Lease read-backs the last cycle started finish."""
+        while self.kernel._confirming:
+            await asyncio.gather(*self.kernel._confirming, return_exceptions=True)
+
     async def settle(self) -> None:
         """Let due ledger entries be checked with a GET."""
         await self.writer.settle_due()

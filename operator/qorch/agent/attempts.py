@@ -28,7 +28,7 @@ if TYPE_CHECKING:
 __all__ = ["TASKS", "Attempts", "Claim", "UnsettledClaimError"]
 
 TASKS = Resource(constants.GROUP, constants.VERSION, "tasks")
-_CONFLICT, _NOT_FOUND = 409, 404
+_CONFLICT, _NOT_FOUND, _TOO_MANY = 409, 404, 429
 _TRIES = 5
 _LANDED, _LOST, _PENDING = "landed", "lost", "pending"
 
@@ -95,7 +95,12 @@ class Attempts:
             if body is None or protocol.claimable(body, agent) != attempt:
                 return None
             version = str(body["metadata"]["resourceVersion"])
-            answered = await self._send(claim, version)
+            try:
+                answered = await self._send(claim, version)
+            except KubeError as exc:
+                if pending is not None:  # an earlier try may still land: the question stays open
+                    raise UnsettledClaimError(claim, pending) from exc
+                raise
             if answered is not None:
                 return claim if answered == _LANDED else None
             await _backoff(tries)
@@ -118,7 +123,7 @@ class Attempts:
         except ApiError as exc:
             if exc.status == _NOT_FOUND:
                 return _LOST
-            if exc.status != _CONFLICT and exc.definite:
+            if exc.status not in (_CONFLICT, _TOO_MANY) and exc.definite:
                 raise
         except KubeError:
             pass  # the claim may have landed: the task says whether

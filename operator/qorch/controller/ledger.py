@@ -13,10 +13,12 @@ Outcomes, and what each keeps:
   until the store moves past the version (409) or a cool-down ends;
 - unknown (a timeout, a reset, a 5xx): the write may have landed. The slot
   stays reserved until the echo or a GET settles it. Releasing it early is
-  how one leader overfilled an agent. A GET that still shows the version the
-  write was decided on settles it only once the apiserver can no longer be
-  working on the request (`in_flight_limit` after it was sent): until then
-  the write may yet land.
+  how one leader overfilled an agent. For an assignment, a GET that still
+  shows the version the write was decided on settles it only once the
+  apiserver can no longer be working on the request (`in_flight_limit` after
+  the last try went unanswered): until then the write may yet land and fill
+  the slot. Other writes need no such wait: compare-and-set makes deciding
+  them again safe.
 
 Every entry carries a deadline; when it passes, the writer GETs the object to
 settle it. So no entry outlives the truth, and the ledger never grows without
@@ -58,7 +60,7 @@ class Entry:
     state: State = State.QUEUED
     written: str = ""  # resourceVersion our write produced
     due: float = 0.0  # monotonic time after which a GET settles it
-    sent: float = 0.0  # monotonic time the request went out
+    unanswered: float = 0.0  # monotonic time the last try went unanswered (it was sent before)
     checks: int = 0  # GETs made so far
 
 
@@ -114,22 +116,26 @@ class Ledger:
             self.reserved[reserve] = self.reserved.get(reserve, 0) + 1
         return entry
 
-    def _release(self, entry: Entry) -> None:
+    def _release(self, entry: Entry, *, freed: bool = True) -> None:
         if entry.reserve is not None:
             left = self.reserved.get(entry.reserve, 0) - 1
             if left > 0:
                 self.reserved[entry.reserve] = left
             else:
                 self.reserved.pop(entry.reserve, None)
-            if self.released is not None:
+            if freed and self.released is not None:
                 self.released(entry.reserve)
             entry.reserve = None
 
-    def close(self, entry: Entry) -> None:
-        """Forget an entry (its object's truth is in the store now)."""
+    def close(self, entry: Entry, *, freed: bool = True) -> None:
+        """Forget an entry (its object's truth is in the store now).
+
+        `freed=False` when the store now shows the assignment itself (our echo): the
+        slot moved from the reservation to the agent's load, nothing opened.
+        """
         if self.entries.get((entry.plural, entry.key)) is entry:
             del self.entries[(entry.plural, entry.key)]
-        self._release(entry)
+        self._release(entry, freed=freed)
 
     def is_open(self, entry: Entry) -> bool:
         """Whether `entry` is still the open one for its object."""
@@ -150,7 +156,7 @@ class Ledger:
     def unknown(self, entry: Entry, now: float) -> None:
         """The write may have landed: keep the slot until the truth is known."""
         if self.is_open(entry):
-            entry.state = State.UNKNOWN
+            entry.state, entry.unanswered = State.UNKNOWN, now
             entry.due = now + self.unknown_after * (2 ** min(entry.checks, 5))
 
     # ------------------------------------------------------------------ settling
@@ -162,21 +168,24 @@ class Ledger:
         if version is not None and version == entry.decided_on:
             return False  # a replay of the version we decided on: nothing settled
         echo = version is not None and version == entry.written
-        self.close(entry)
+        self.close(entry, freed=not echo)
         return echo
 
-    def sending(self, entry: Entry, now: float) -> bool:
+    def sending(self, entry: Entry) -> bool:
         """The writer takes the entry's write out of its queue: False when it was superseded meanwhile."""
         if not self.is_open(entry):
             return False
-        entry.state, entry.sent = State.IN_FLIGHT, now
+        entry.state = State.IN_FLIGHT
         return True
 
     def may_yet_land(self, entry: Entry, now: float) -> bool:
-        """Whether an unknown write could still be applied by the apiserver (it is not final yet)."""
-        if entry.state is not State.UNKNOWN or now >= entry.sent + self.in_flight_limit:
+        """Whether an unanswered assignment could still be applied by the apiserver (its slot is not free yet)."""
+        if entry.state is not State.UNKNOWN or entry.reserve is None:
             return False
-        entry.due = entry.sent + self.in_flight_limit
+        final = entry.unanswered + self.in_flight_limit
+        if now >= final:
+            return False
+        entry.due = final
         return True
 
     def due(self, now: float) -> list[Entry]:

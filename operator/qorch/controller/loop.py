@@ -32,7 +32,7 @@ from typing import TYPE_CHECKING
 
 from qorch.api.enums import Reason, TaskPhase
 from qorch.controller import documents, metrics, translate
-from qorch.controller.kube import KubeError, Resource
+from qorch.controller.kube import Resource
 from qorch.controller.lifecycle import gate, liveness, progress
 from qorch.controller.queueing import SchedulingQueue, Shape
 from qorch.controller.records import ACTIVE_PHASES, FINAL_PHASES, parse_time
@@ -66,6 +66,7 @@ _INLINE_BATCH = 256  # batches up to this many tasks are decided on the event lo
 _HEAVY_CYCLE = 0.05  # seconds of deciding after which the loop pauses, so informers catch up
 _REFUSAL_PAUSE = 5.0  # an agent that refused work for lack of room gets none for this long
 _IGNORED_MEMORY = 10_000  # ignored reports remembered, so each is reported once
+_READ_BACKS = 8  # agent Leases read back at once (they share connections with renewals and writes)
 _AGENT_TIMER, _TASK_TIMER, _FLUSH_TIMER = "agent", "task", "flush"
 
 
@@ -105,6 +106,9 @@ class Kernel:
     _confirmed: dict[Key, str] = field(default_factory=dict)  # agent -> Lease version read back unchanged
     _confirming: set[asyncio.Task[None]] = field(default_factory=set)
     _confirming_keys: set[Key] = field(default_factory=set)
+    _suspect: set[Key] = field(default_factory=set)  # dead by the watch, not confirmed yet: no new work
+    _read_failures: dict[Key, tuple[int, float]] = field(default_factory=dict)  # agent -> (failures, since)
+    _read_gate: asyncio.Semaphore = field(default_factory=lambda: asyncio.Semaphore(_READ_BACKS))
 
     def poke(self) -> None:
         """Something changed: run a cycle soon."""
@@ -238,10 +242,8 @@ class Kernel:
     def _agents(self, feed: Feed, mono: float) -> None:
         grace = float(self.store.policy.agent_grace_seconds)
         for key in feed.agents | feed.reshaped | feed.freed:
-            now_is = self._judge(key, mono)
-            if now_is is liveness.Liveness.DEAD and not self._death_confirmed(key):
-                now_is = liveness.Liveness.UNKNOWN  # its work stays put until the Lease is read back
             was = self._liveness.get(key)
+            now_is = self._liveness_of(key, mono)
             self._liveness[key] = now_is
             due = liveness.next_change(self.store.leases.get(key), grace=grace, watching_since=self.watching_since)
             if due is not None and due > mono and now_is is not liveness.Liveness.DEAD:
@@ -254,6 +256,8 @@ class Kernel:
                 if key not in self.store.by_agent and key not in self.store.leases:
                     self._liveness.pop(key, None)
                     self._confirmed.pop(key, None)
+                    self._read_failures.pop(key, None)
+                    self._suspect.discard(key)
                     self._paused.pop(key, None)
                 continue
             came_alive = now_is is liveness.Liveness.ALIVE and was is not liveness.Liveness.ALIVE
@@ -265,19 +269,34 @@ class Kernel:
             elif key in feed.freed:
                 self.queue.agent_changed(agent, slot_freed_only=True)
 
-    def _death_confirmed(self, key: Key) -> bool:
+    def _liveness_of(self, key: Key, mono: float) -> liveness.Liveness:
+        """The agent's liveness; a death seen through the watch alone keeps the last judgement for now."""
+        judged = self._judge(key, mono)
+        if judged is not liveness.Liveness.DEAD or self._death_confirmed(key, mono):
+            self._suspect.discard(key)
+            return judged
+        self._suspect.add(key)  # gets no new work meanwhile, and its status does not flap
+        return self._liveness.get(key) or liveness.Liveness.UNKNOWN
+
+    def _death_confirmed(self, key: Key, mono: float) -> bool:
         """Whether a Lease that looks dead through the watch was read back unchanged.
 
         A stalled watch (a proxy that stopped forwarding, an apiserver that stopped
         sending) looks exactly like every agent dying at once. So before an agent
         with work is judged dead, its Lease is read from the apiserver: a version the
-        watch missed revives it; the same version (or none) confirms the death.
+        watch missed revives it; the same version (or none) confirms the death. When
+        the Lease cannot be read back for two grace periods, the watch's word stands.
         """
         if self.read_lease is None or not self.store.by_agent.get(key):
             return True  # nothing to take away: no need to be sure
         lease = self.store.leases.get(key)
         version = lease.resource_version if lease is not None else ""
         if self._confirmed.get(key) == version:
+            return True
+        failures, since = self._read_failures.get(key, (0, mono))
+        if failures and mono - since > 2 * float(self.store.policy.agent_grace_seconds):
+            log.warning("agent %s/%s: its Lease could not be read back (%d tries); judged by the watch", *key, failures)
+            self._confirmed[key] = version
             return True
         if key not in self._confirming_keys:
             self._confirming_keys.add(key)
@@ -289,17 +308,20 @@ class Kernel:
     async def _confirm(self, key: Key, version: str) -> None:
         assert self.read_lease is not None  # noqa: S101 - only started when set
         try:
-            body = await self.read_lease(key)
-        except KubeError as exc:
-            log.warning("could not read the Lease of agent %s/%s back: %s; trying again", *key, exc)
-            await asyncio.sleep(1.0)
-        except Exception:  # a bug here must not leave the agent unjudged for good
-            log.exception("reading the Lease of agent %s/%s back failed", *key)
-            await asyncio.sleep(1.0)
+            async with self._read_gate:
+                body = await self.read_lease(key)
+        except Exception as exc:  # noqa: BLE001 - an API failure, or a bug: the agent must not stay unjudged
+            failures, since = self._read_failures.get(key, (0, self.mono()))
+            self._read_failures[key] = (failures + 1, since)
+            metrics.LEASES_READ_BACK.labels("error").inc()
+            log.warning("could not read the Lease of agent %s/%s back: %s", *key, exc)
+            await asyncio.sleep(min(0.5 * 2**failures, 10.0))
         else:
+            self._read_failures.pop(key, None)
             if body is not None and str(body["metadata"].get("resourceVersion")) != version:
-                log.warning("agent %s/%s renewed its Lease but the watch did not say so", *key)
-                metrics.LEASES_READ_BACK.labels("renewed").inc()
+                held = bool((body.get("spec") or {}).get("holderIdentity"))
+                log.warning("agent %s/%s: the watch missed a change of its Lease", *key)
+                metrics.LEASES_READ_BACK.labels("renewed" if held else "released").inc()
                 self.store.upsert_lease(body)
             else:
                 metrics.LEASES_READ_BACK.labels("dead").inc()
@@ -319,7 +341,7 @@ class Kernel:
         return bool(admitting) or reason is Reason.OVER_QUOTA
 
     def _schedulable(self, agent: AgentRecord) -> bool:
-        if agent.cordoned or self._liveness.get(agent.key) is not liveness.Liveness.ALIVE:
+        if agent.cordoned or agent.key in self._suspect or self._liveness.get(agent.key) is not liveness.Liveness.ALIVE:
             return False
         paused = self._paused.get(agent.key)
         return paused is None or paused <= self.mono()  # the pause itself ends in step 2, which wakes tasks
@@ -349,7 +371,7 @@ class Kernel:
         agent_key = (task.namespace, task.agent)
         judged = self._liveness.get(agent_key)
         if judged is None:
-            judged = self._liveness[agent_key] = self._judge(agent_key, mono)
+            judged = self._liveness[agent_key] = self._liveness_of(agent_key, mono)
         change = progress.progress(task, liveness=judged, retry=task.retry or self.store.policy.default_retry, now=now)
         if change is None:
             return

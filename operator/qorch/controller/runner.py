@@ -209,9 +209,7 @@ async def _read_agent_lease(api: KubeApi, key: tuple[str, str]) -> dict[str, Any
     """An agent's liveness Lease as the apiserver has it now; None when there is none."""
     namespace, agent = key
     try:
-        body: dict[str, Any] = await api.call(
-            "GET", LEASES.path(namespace, constants.AGENT_LEASE_PREFIX + agent), timeout=10.0
-        )
+        body: dict[str, Any] = await api.call("GET", LEASES.path(namespace, constants.AGENT_LEASE_PREFIX + agent))
     except ApiError as exc:
         if exc.status == 404:  # noqa: PLR2004
             return None

@@ -157,7 +157,7 @@ class StatusWriter:
     async def _worker(self) -> None:
         while True:
             write, entry = await self._next()
-            if self.ledger.sending(entry, self.clock()):  # else superseded by a newer decision before it was sent
+            if self.ledger.sending(entry):  # else superseded by a newer decision before it was sent
                 await self._deliver(write, entry)
             if not self._urgent and not self._later and self._sending == 0:
                 self._idle.set()
@@ -223,7 +223,9 @@ class StatusWriter:
                 )
             except ApiError as exc:
                 metrics.API_WRITE_SECONDS.observe(time.perf_counter() - started)
-                if exc.status == _TOO_MANY and self.may_write():
+                if exc.status == _TOO_MANY:
+                    if not self.may_write():
+                        return Outcome.DROPPED
                     await asyncio.sleep(min(exc.retry_after or 1.0, 10.0))
                     continue
                 outcome = self._failed(write, exc)
@@ -236,7 +238,7 @@ class StatusWriter:
             if self.ledger.is_open(entry):  # the echo, when the watch brings it, settles the entry
                 entry.written = _version(answer)
             return Outcome.WRITTEN
-        return Outcome.UNKNOWN
+        return Outcome.DROPPED  # throttled every time: the apiserver processed none of the tries
 
     @staticmethod
     def _failed(write: Write, exc: KubeError) -> Outcome:

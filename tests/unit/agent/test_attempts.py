@@ -14,7 +14,7 @@ import pytest
 
 from qorch.agent import attempts as attempts_module
 from qorch.agent.attempts import Attempts, UnsettledClaimError
-from qorch.controller.kube import KubeError, TransportError
+from qorch.controller.kube import ApiError, KubeError, TransportError
 from support.fakeapi import FakeApi
 
 NS = "ns"
@@ -181,3 +181,24 @@ def test_a_zombie_finish_never_lands_on_the_next_attempt() -> None:
     api.put("tasks", nxt)
     assert asyncio.run(Attempts(api, NS).finish(claim, error="late")) is False
     assert "execution" not in api.get("tasks", NS, "t")["status"]
+
+
+@pytest.mark.parametrize(
+    "later",
+    [
+        pytest.param(ApiError(429, "TooManyRequests", "throttled"), id="throttled"),
+        pytest.param(ApiError(403, "Forbidden", "no"), id="forbidden"),
+    ],
+)
+def test_a_failure_after_an_unanswered_try_keeps_the_claim_unsettled(later: ApiError) -> None:
+    """Reviewer: the first try may still land; whatever the next one hears, the slot stays held."""
+    api = FakeApi()
+    task = assigned(api)
+    answers: list[KubeError] = [TransportError("timed out"), later, later, later, later]
+
+    def fault(method: str, _path: str) -> KubeError | None:
+        return answers.pop(0) if method == "PATCH" and answers else None
+
+    api.before.append(fault)
+    with pytest.raises(UnsettledClaimError):
+        asyncio.run(Attempts(api, NS).claim(task, "a"))  # type: ignore[arg-type]

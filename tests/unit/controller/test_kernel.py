@@ -18,7 +18,7 @@ import pytest
 from qorch.controller import loop as loop_module
 from qorch.controller import metrics, translate
 from qorch.controller.kube import ApiError, KubeError, TransportError
-from qorch.controller.store import AGENTS, APPROVALS, POLICIES, TASKS
+from qorch.controller.store import AGENTS, APPROVALS, LEASES, POLICIES, TASKS
 from qorch.controller.writer import StatusWriter
 from support import bodies
 from support.fakeapi import FakeApi
@@ -654,3 +654,81 @@ def test_an_unanswered_assignment_keeps_its_slot_while_it_may_still_land() -> No
         assert [h.status(n).get("phase") for n in ("first", "second")].count("Assigned") == 1
 
     run(test, api)
+
+
+def lease_reader(h: Harness, fail: list[bool] | None = None) -> Any:
+    """The operator's read-back of an agent Lease, from the fake apiserver (optionally failing)."""
+
+    async def read(key: tuple[str, str]) -> dict[str, Any] | None:
+        if fail and fail[0]:
+            raise TransportError("GET: timed out")
+        try:
+            return h.api.get(LEASES, key[0], f"qorch-agent-{key[1]}")
+        except KeyError:
+            return None
+
+    return read
+
+
+async def running_on_a(h: Harness) -> None:
+    """Agent `a` alive (Lease of 10 s) with task `t` Running on it; one cycle run."""
+    h.create(AGENTS, bodies.agent("a", capabilities=["code"]))
+    h.renew("a")
+    running = bodies.assigned("a", 1, phase="Running", execution=bodies.execution("a", 1))
+    h.create(TASKS, bodies.task("t", requires=["code"], status=running))
+    await h.cycle()
+    assert h.status("t")["phase"] == "Running"
+
+
+def test_a_renewal_the_watch_missed_keeps_the_agents_work() -> None:
+    """Reviewer finding 3: the Lease watch is silent, the agent renews: read back, it keeps its work and status."""
+
+    async def test(h: Harness) -> None:
+        h.kernel.read_lease = lease_reader(h)
+        await running_on_a(h)
+        h.advance(11)
+        h.api.put(LEASES, bodies.lease("a"))  # renewed in the apiserver; the watch does not say so
+        await h.cycle()
+        assert h.api.get(AGENTS, "ns", "a")["status"]["phase"] == "Ready"  # suspect, not NotReady
+        await h.read_backs()
+        await h.cycle()
+        assert h.status("t")["phase"] == "Running"
+        assert h.status("t")["attempts"] == 1
+        assert h.api.get(AGENTS, "ns", "a")["status"]["phase"] == "Ready"  # no flap while it was checked
+
+    run(test)
+
+
+def test_a_death_is_confirmed_by_reading_the_lease_back() -> None:
+    """The Lease read back unchanged: the agent is dead, its running attempt is lost."""
+
+    async def test(h: Harness) -> None:
+        h.kernel.read_lease = lease_reader(h)
+        await running_on_a(h)
+        h.advance(11)
+        await h.cycle()
+        assert h.status("t")["phase"] == "Running"  # not before the read-back
+        await h.read_backs()
+        await h.cycle()
+        assert "AgentLost" in [entry["reason"] for entry in h.status("t").get("history", [])]
+
+    run(test)
+
+
+def test_a_lease_that_cannot_be_read_back_leaves_the_verdict_to_the_watch() -> None:
+    """Reviewer: a read-back failing for two grace periods must not keep a dead agent's work forever."""
+
+    async def test(h: Harness) -> None:
+        h.kernel.read_lease = lease_reader(h, fail=[True])
+        await running_on_a(h)
+        h.advance(11)
+        await h.cycle()
+        await h.read_backs()
+        await h.cycle()
+        assert h.status("t")["phase"] == "Running"  # one failed read proves nothing
+        h.advance(2 * h.store.policy.agent_grace_seconds + 1)
+        await h.read_backs()  # the read in flight fails too, and the agent is judged again
+        await h.cycle()
+        assert "AgentLost" in [entry["reason"] for entry in h.status("t").get("history", [])]
+
+    run(test)

@@ -15,7 +15,7 @@ def test_an_open_write_makes_the_object_busy_and_takes_a_slot() -> None:
     assert entry is not None
     assert ledger.slots(AGENT) == 1
     assert ledger.queued("tasks", TASK)
-    assert ledger.sending(entry, 0.0)
+    assert ledger.sending(entry)
     assert ledger.busy("tasks", TASK)
     assert ledger.open("tasks", TASK, "5", AGENT, now=0.0) is None
 
@@ -28,7 +28,7 @@ def test_a_queued_write_is_replaced_by_a_newer_decision() -> None:
     assert not ledger.busy("tasks", TASK)
     new = ledger.open("tasks", TASK, "5", AGENT, now=0.0)
     assert new is not None
-    assert not ledger.sending(old, 0.0)
+    assert not ledger.sending(old)
     assert ledger.reserved == {AGENT: 1}
     assert ledger.open("tasks", TASK, "6", AGENT, now=0.0) is None  # another version: the queued one stands
 
@@ -50,7 +50,7 @@ def test_a_replay_of_the_decided_version_settles_nothing() -> None:
     ledger = Ledger()
     entry = ledger.open("tasks", TASK, "5", AGENT, now=0.0)
     assert entry is not None
-    ledger.sending(entry, 0.0)
+    ledger.sending(entry)
     assert ledger.observe("tasks", TASK, "5") is False
     assert ledger.busy("tasks", TASK)
 
@@ -110,3 +110,43 @@ def test_the_ledger_reports_full_at_its_limit() -> None:
     assert not ledger.full
     ledger.open("tasks", ("ns", "2"), "1", None, now=0.0)
     assert ledger.full
+
+
+def test_an_unanswered_assignment_is_final_only_a_request_lifetime_after_its_last_try() -> None:
+    """Reviewer: throttled tries before the last one must not shorten the wait (it counts from the last try)."""
+    ledger = Ledger(in_flight_limit=65.0)
+    entry = ledger.open("tasks", TASK, "5", AGENT, now=0.0)
+    assert entry is not None
+    ledger.sending(entry)
+    ledger.unknown(entry, now=45.0)  # 429s until 45 s, then a try that got no answer
+    assert ledger.may_yet_land(entry, now=70.0)
+    assert entry.due == 110.0
+    assert not ledger.may_yet_land(entry, now=110.0)
+
+
+def test_an_unanswered_write_that_reserves_nothing_is_not_held() -> None:
+    """Compare-and-set makes deciding it again safe; only a slot needs the wait."""
+    ledger = Ledger()
+    entry = ledger.open("agents", AGENT, "5", None, now=0.0)
+    assert entry is not None
+    ledger.sending(entry)
+    ledger.unknown(entry, now=1.0)
+    assert not ledger.may_yet_land(entry, now=2.0)
+
+
+def test_only_a_reservation_that_frees_a_slot_is_announced() -> None:
+    """Our own echo moves the slot into the agent's load (nothing opened); a refusal frees it."""
+    freed: list[tuple[str, str]] = []
+    ledger = Ledger(released=freed.append)
+    echoed = ledger.open("tasks", TASK, "5", AGENT, now=0.0)
+    assert echoed is not None
+    ledger.sending(echoed)
+    ledger.written(echoed, "6", now=0.1)
+    echoed.written = "6"
+    assert ledger.observe("tasks", TASK, "6") is True
+    assert freed == []
+    refused = ledger.open("tasks", ("ns", "u"), "7", AGENT, now=0.0)
+    assert refused is not None
+    ledger.sending(refused)
+    ledger.refused(refused, now=0.2, hold=5.0)
+    assert freed == [AGENT]
