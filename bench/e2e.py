@@ -511,7 +511,11 @@ async def latency_stage(api: client.ApiClient, plane: ControlPlane, work: Path, 
         if hog is not None:
             hog.kill()
             hog.wait()
-        await KubeApi(api).call("DELETE", TASKS.path("live"), timeout=120)
+        cleaner = KubeApi(api)
+        try:
+            await cleaner.call("DELETE", TASKS.path("live"), timeout=120)
+        finally:
+            await cleaner.close()
         p50 = statistics.median(latencies) * 1000
         p95 = sorted(latencies)[int(0.95 * (len(latencies) - 1))] * 1000
         rows.append(
