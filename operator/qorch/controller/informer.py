@@ -144,29 +144,43 @@ class Informer:
             "timeoutSeconds": self._watch_seconds,
         }
         seen = 0
-        async with self._api.stream(
+        try:
+            async with self._stream(query) as events:
+                async for event in events:
+                    applied = self._apply(event, seen)
+                    if applied != seen and applied % _YIELD_EVERY == 0:
+                        await asyncio.sleep(0)  # let renewals and writes have the loop now and then
+                    seen = applied
+        except ApiError as exc:
+            if exc.status == _GONE:  # refused at the start: the version is too old to watch from
+                raise _ExpiredError from None
+            raise
+
+    def _stream(self, query: dict[str, Any]) -> Any:  # noqa: ANN401 - an async context manager
+        return self._api.stream(
             self._resource.path(self._namespace),
             query=query,
             timeout=self._watch_seconds + 30,
             idle=self._idle_seconds,  # a watch that went silent (no event, no bookmark) is stalled
-        ) as events:
-            async for event in events:
-                kind = event.get("type")
-                body = event.get("object") or {}
-                if kind == "ERROR":
-                    if body.get("code") == _GONE:
-                        raise _ExpiredError
-                    raise ApiError(int(body.get("code") or 500), str(body.get("reason", "")), str(body.get("message")))
-                if kind != "BOOKMARK" and self._mine(body):
-                    if kind == "DELETED":
-                        self._sink.delete(body)
-                    else:
-                        self._sink.upsert(body)
-                version = (body.get("metadata") or {}).get("resourceVersion")
-                if version:  # applied: a watch broken from here on resumes after this event
-                    self.resource_version = str(version)
-                if kind != "BOOKMARK":
-                    metrics.WATCH_EVENTS.labels(self._resource.plural).inc()
-                    seen += 1
-                    if seen % _YIELD_EVERY == 0:
-                        await asyncio.sleep(0)
+        )
+
+    def _apply(self, event: dict[str, Any], seen: int) -> int:
+        """Hand one watch event to the sink; returns the count of objects applied so far."""
+        kind = event.get("type")
+        body = event.get("object") or {}
+        if kind == "ERROR":
+            if body.get("code") == _GONE:
+                raise _ExpiredError
+            raise ApiError(int(body.get("code") or 500), str(body.get("reason", "")), str(body.get("message")))
+        if kind != "BOOKMARK" and self._mine(body):
+            if kind == "DELETED":
+                self._sink.delete(body)
+            else:
+                self._sink.upsert(body)
+        version = (body.get("metadata") or {}).get("resourceVersion")
+        if version:  # applied: a watch broken from here on resumes after this event
+            self.resource_version = str(version)
+        if kind == "BOOKMARK":
+            return seen
+        metrics.WATCH_EVENTS.labels(self._resource.plural).inc()
+        return seen + 1

@@ -366,6 +366,11 @@ class ClusterState:
         for key in gone:
             self._remove(plural, key, uid=None)
             self._seen.pop((plural, key), None)
+        # Events for objects that no longer exist (a DELETED, a name never listed) are older news
+        # than this LIST: forget them, or the map grows with every object ever deleted.
+        stale = [s for s, when in self._seen.items() if s[0] == plural and s[1] not in table and when < started]
+        for seen in stale:
+            del self._seen[seen]
         return len(gone)
 
     # ------------------------------------------------------------------ helpers

@@ -8,7 +8,7 @@ from collections.abc import AsyncIterator, Mapping
 from typing import Any
 
 from qorch.controller.informer import Informer
-from qorch.controller.kube import Resource, TransportError
+from qorch.controller.kube import ApiError, Resource, TransportError
 
 TASKS = Resource("qorch.io", "v1alpha1", "tasks")
 
@@ -98,3 +98,55 @@ def test_a_broken_watch_resumes_after_the_last_event_applied() -> None:
     assert api.watched_from == ["10", "15"]
     assert sink.upserts == ["5", "11", "15"]
     assert all(idle is not None and idle > 0 for idle in api.idle)  # a silent watch is given up on
+
+
+class GoneApi(BreakingApi):
+    """The first watch is refused at its start with 410 Gone (the version was compacted away)."""
+
+    def __init__(self) -> None:
+        """Count the lists too."""
+        super().__init__()
+        self.lists = 0
+
+    async def call(self, method: str, path: str, **kwargs: Any) -> dict[str, Any]:
+        """The list."""
+        self.lists += 1
+        return await super().call(method, path, **kwargs)
+
+    @contextlib.asynccontextmanager
+    async def stream(
+        self,
+        path: str,
+        *,
+        query: Mapping[str, Any],
+        timeout: float,  # noqa: ASYNC109 - the interface of KubeApi.stream
+        idle: float | None = None,
+    ) -> AsyncIterator[AsyncIterator[dict[str, Any]]]:
+        """410 on the first watch; the others hang."""
+        del path, timeout, idle
+        self.watched_from.append(str(query["resourceVersion"]))
+        if len(self.watched_from) == 1:
+            raise ApiError(410, "Expired", "too old resource version")
+
+        async def events() -> AsyncIterator[dict[str, Any]]:
+            await asyncio.Event().wait()
+            yield {}
+
+        yield events()
+
+
+def test_a_watch_refused_with_410_at_its_start_lists_again() -> None:
+    """Reviewer: not the same too-old version again and again."""
+    api = GoneApi()
+
+    async def scenario() -> None:
+        informer = Informer(api, TASKS, Recorder(), namespace="ns")  # type: ignore[arg-type]
+        runner = asyncio.create_task(informer.run())
+        while len(api.watched_from) < 2:  # noqa: ASYNC110 - polling a fake
+            await asyncio.sleep(0.01)
+        runner.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await runner
+
+    asyncio.run(asyncio.wait_for(scenario(), 5))
+    assert api.lists == 2

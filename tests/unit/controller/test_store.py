@@ -222,3 +222,19 @@ def test_a_sweep_never_brings_back_an_approval_deleted_during_its_list() -> None
     api.objects[(APPROVALS, "ns", "")] = {"items": [stored], "metadata": {}}  # what the LIST answers
     asyncio.run(handlers.sweep(api, state, ("ns",)))  # type: ignore[arg-type]
     assert ("ns", "ok") not in state.approvals
+
+
+def test_a_sweep_forgets_events_of_objects_long_gone() -> None:
+    """Reviewer: every deleted Approval left its event time behind for good; a sweep after it forgets it."""
+    state = fresh()
+    approvals = state.sink(APPROVALS)
+    for i in range(100):
+        body = bodies.approval(f"a{i}", "t")
+        state.touch(APPROVALS, ("ns", f"a{i}"))
+        approvals.upsert(body)
+        state.touch(APPROVALS, ("ns", f"a{i}"))
+        approvals.delete(body)
+    assert state.seen_since(APPROVALS, ("ns", "a0"), 0.0)
+    state.clock = lambda: 200.0
+    state.sweep(APPROVALS, set(), started=150.0)
+    assert not any(state.seen_since(APPROVALS, ("ns", f"a{i}"), 0.0) for i in range(100))
