@@ -157,14 +157,14 @@ async def run(plane: ControlPlane, count: int, pprof: Path | None) -> list[tuple
 def pprof_summary(binary: Path, profile: Path) -> list[tuple[str, float]]:
     """Share of apiserver CPU by area, from `go tool pprof -top -cum` (inclusive)."""
     areas = {
-        "decode objects and patches": r"runtime/serializer/versioning.\\(\\*codec\\).Decode$",
-        "apply the patch": r"handlers.\\(\\*patcher\\).applyPatch$",
-        "schema coercion (unstructured)": r"unstructuredSchemaCoercer\\).apply$",
+        "decode objects and patches": r"runtime/serializer/versioning.\(\*codec\).Decode$",
+        "apply the patch": r"handlers.\(\*patcher\).applyPatch$",
+        "schema coercion (unstructured)": r"unstructuredSchemaCoercer\).apply$",
         "validation (schema + CEL)": r"statusStrategy.ValidateUpdate$",
-        "managedFields": r"managedfields/internal.\\(\\*FieldManager\\).Update$",
+        "managedFields": r"managedfields/internal.\(\*FieldManager\).Update$",
         "authentication": r"filters.withAuthentication.func1$",
-        "etcd read-modify-write": r"etcd3.\\(\\*store\\).GuaranteedUpdate$",
-        "watch: decode from etcd": r"etcd3.\\(\\*watchChan\\).transform$",
+        "etcd read-modify-write": r"etcd3.\(\*store\).GuaranteedUpdate$",
+        "watch: decode from etcd": r"etcd3.\(\*watchChan\).transform$",
         "garbage collection": r"runtime.gcBgMarkWorker$",
     }
     argv = [shutil.which("go") or "go", "tool", "pprof", "-top", "-cum", "-nodecount=2000", str(binary), str(profile)]
