@@ -183,9 +183,15 @@ def _exact(inp: CollapseInput) -> collapse.Ledger:
     starts = np.concatenate([[0], np.cumsum(inp.free[agents])])
     value = np.zeros((len(tasks), len(slot_agent)))
     eps = 0.5 / (len(tasks) + 1)
+    # Priority first, exactly: which tasks a maximum-priority placement takes depends only on
+    # the *order* of their priorities (the placeable sets form a matroid, whose greedy optimum
+    # is the same for any order-preserving weights). So weigh each task by the dense rank of its
+    # effective priority: gaps are then at least 1, and the score term (below 0.5 in all) can
+    # only break ties, however small the gap aging made.
+    order_of = np.unique(inp.effective_priority[tasks], return_inverse=True)[1]
     for row, t in enumerate(tasks):
         view = inp.views[inp.class_of[t]]
-        weight = inp.effective_priority[t] + 1.0
+        weight = float(order_of[row]) + 1.0
         for a, s in zip(view.ranked, view.scores, strict=True):
             c = column_of.get(a)
             if c is not None:

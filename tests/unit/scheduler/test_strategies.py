@@ -130,3 +130,15 @@ def test_sampling_explores_but_keeps_the_optimum() -> None:
         work.tasks.priority[greedy_collapse.agent_of >= 0].sum()
     )
     assert value  # helper imported for the other tests
+
+
+def test_exact_is_priority_first_when_aging_makes_fractional_gaps() -> None:
+    """Issue 10, finding 6: 500.005 beats 500 for the last slot, however much better the other fits."""
+    agents = [{"name": "a", "capabilities": ["c", "d"]}]
+    tasks = [
+        {"name": "aged", "requires": ["c"], "priority": 500, "waitedSeconds": 0.3},  # 500.005
+        {"name": "fresh", "requires": ["c", "d"], "priority": 500},
+    ]
+    for strategy in ("exact", "quantum"):
+        res = run(agents, tasks, strategy=strategy, weights={"capability-fit": 1.0})
+        assert placed(res) == {"aged": "a"}, strategy
