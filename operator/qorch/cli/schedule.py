@@ -32,14 +32,25 @@ def command(
     except json.JSONDecodeError as exc:
         sys.stderr.write(f"error: {instance} is not valid JSON: {exc.msg} at line {exc.lineno} column {exc.colno}\n")
         raise typer.Exit(2) from None
+    except RecursionError:
+        sys.stderr.write(f"error: {instance} is nested too deeply to be an instance\n")
+        raise typer.Exit(2) from None
     try:
         parsed = parse(doc)
         result = schedule(parsed.snapshot, parsed.tasks, parsed.policy)
     except (InstanceError, ScheduleError) as exc:
         sys.stderr.write(f"error: {exc}\n")
         raise typer.Exit(2) from None
-    rendered = json.dumps(result.to_contract(), indent=2) + "\n"
+    try:
+        rendered = json.dumps(result.to_contract(), indent=2, allow_nan=False) + "\n"
+    except ValueError:  # never valid JSON; the input checks should have stopped it
+        sys.stderr.write("error: the result holds a number that is not finite; please report this instance\n")
+        raise typer.Exit(2) from None
     if output is None:
         sys.stdout.write(rendered)
-    else:
+        return
+    try:
         output.write_text(rendered)
+    except OSError as exc:
+        sys.stderr.write(f"error: cannot write {output}: {exc.strerror} (does its folder exist?)\n")
+        raise typer.Exit(2) from None

@@ -9,9 +9,11 @@ required; everything else defaults as in the CRDs.
 from __future__ import annotations
 
 import math
+import re
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from qorch.api.common import DNS_LABEL
 from qorch.api.enums import Clearance, Strategy
 from qorch.scheduler.policy import Policy
 from qorch.scheduler.scorers import DEFAULT_WEIGHTS, REGISTRY
@@ -24,6 +26,11 @@ if TYPE_CHECKING:
 __all__ = ["Instance", "InstanceError", "parse"]
 
 _LEVELS = [c.value for c in Clearance]
+_CAPABILITY = re.compile(DNS_LABEL)
+_MAX_NAMESPACE_WEIGHT = 1_000_000.0
+_MAX_QUOTA = 1_000_000_000
+_MAX_SCORER_WEIGHT = 1_000.0
+_MIN_TEMPERATURE = 1e-3  # below this (but above 0) the softmax underflows to NaN
 _BREAKER = {"Closed": BREAKER_CLOSED, "HalfOpen": BREAKER_HALF_OPEN, "Open": BREAKER_OPEN}
 _AGENT_FIELDS = {
     "name",
@@ -106,9 +113,13 @@ class _Item:
         return value
 
     def number(self, field: str, default: float, low: float, high: float = math.inf) -> float:
-        value = self.raw.get(field, default)
-        if isinstance(value, bool) or not isinstance(value, (int, float)) or not low <= value <= high:
-            raise self.fail(field, f"must be a number >= {low:g}" + (f" and <= {high:g}" if high < math.inf else ""))
+        if field not in self.raw:
+            return default
+        value = self.raw[field]
+        finite = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+        if not finite or not max(low, -math.inf) <= value <= high:
+            bounds = (f" >= {low:g}" if low > -math.inf else "") + (f" and <= {high:g}" if high < math.inf else "")
+            raise self.fail(field, f"must be a finite number{bounds}")
         return float(value)
 
     def boolean(self, field: str, *, default: bool) -> bool:
@@ -124,9 +135,19 @@ class _Item:
         return value
 
     def names(self, field: str) -> list[str]:
+        """Capability names: DNS labels, each once, as the CRDs require."""
         value = self.raw.get(field, [])
-        if not isinstance(value, list) or not all(isinstance(v, str) and v for v in value):
-            raise self.fail(field, "must be a list of non-empty strings")
+        if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+            raise self.fail(field, "must be a list of capability names")
+        bad = next((v for v in value if len(v) > 63 or not _CAPABILITY.match(v)), None)  # noqa: PLR2004
+        if bad is not None:
+            raise InstanceError(
+                f"{self.where}: '{field}' has {bad!r}: a capability is a DNS label "
+                "(lowercase letters, digits and '-', at most 63)"
+            )
+        if len(set(value)) != len(value):
+            twice = next(v for v in value if value.count(v) > 1)
+            raise InstanceError(f"{self.where}: '{field}' lists {twice!r} twice")
         return value
 
     def level(self, field: str) -> int:
@@ -160,7 +181,7 @@ def _policy(raw: object) -> Policy:
     if unknown:
         raise InstanceError(f"policy: unknown field '{unknown[0]}' (allowed: {', '.join(sorted(_POLICY_FIELDS))})")
     strategy = raw.get("strategy", "quantum")
-    if strategy not in {s.value for s in Strategy}:
+    if not isinstance(strategy, str) or strategy not in {s.value for s in Strategy}:
         raise InstanceError(
             f"policy: 'strategy' must be one of {', '.join(s.value for s in Strategy)}, got {strategy!r}"
         )
@@ -168,20 +189,37 @@ def _policy(raw: object) -> Policy:
     batch = raw.get("batchSize")
     if batch is not None and (isinstance(batch, bool) or not isinstance(batch, int) or batch < 1):
         raise InstanceError(f"policy: 'batchSize' must be an integer >= 1, got {batch!r}")
-    weights = _weights(raw.get("weights") or {})
+    weights = _weights(_object(raw, "weights"))
     couplings = _couplings(raw.get("couplings") or [])
+    temperature = item.number("temperature", 0.05, 0.0, 10.0)
+    if 0.0 < temperature < _MIN_TEMPERATURE:
+        raise InstanceError(f"policy: 'temperature' must be 0 or from {_MIN_TEMPERATURE:g} to 10, got {temperature!r}")
     return Policy(
         strategy=Strategy(strategy),
-        temperature=item.number("temperature", 0.05, 0.0, 10.0),
+        temperature=temperature,
         seed=item.integer("seed", 0, 0, 2**63 - 1),
         sample=item.boolean("sample", default=False),
         weights=weights,
         batch_size=batch,
-        namespace_weights={str(k): float(v) for k, v in (raw.get("namespaceWeights") or {}).items()},
-        namespace_quota={str(k): int(v) for k, v in (raw.get("quotas") or {}).items()},
+        namespace_weights=_namespace_weights(_object(raw, "namespaceWeights")),
+        namespace_quota=_quotas(_object(raw, "quotas")),
         entanglement_strength=item.number("entanglementStrength", 1.0, 0.0, 10.0),
         couplings=couplings,
     )
+
+
+def _object(raw: dict[str, Any], field: str) -> dict[str, Any]:
+    value = raw.get(field)
+    if value is None:
+        return {}
+    if not isinstance(value, dict):
+        raise InstanceError(f"policy: '{field}' must be an object, got {type(value).__name__}")
+    return value
+
+
+def _finite(value: object, low: float, high: float) -> bool:
+    ok = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+    return ok and low <= value <= high  # type: ignore[operator]
 
 
 def _weights(raw: dict[str, Any]) -> dict[str, float]:
@@ -189,17 +227,40 @@ def _weights(raw: dict[str, Any]) -> dict[str, float]:
     for key, value in raw.items():
         if key not in REGISTRY:
             raise InstanceError(f"policy: 'weights' has unknown scorer {key!r} (known: {', '.join(sorted(REGISTRY))})")
-        if isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0:
-            raise InstanceError(f"policy: 'weights.{key}' must be a number >= 0, got {value!r}")
+        if not _finite(value, 0.0, _MAX_SCORER_WEIGHT):
+            raise InstanceError(
+                f"policy: 'weights.{key}' must be a number from 0 to {_MAX_SCORER_WEIGHT:g}, got {value!r}"
+            )
         weights[key] = float(value)
     return weights
 
 
-def _couplings(raw: list[Any]) -> dict[tuple[str, str], float]:
+def _namespace_weights(raw: dict[str, Any]) -> dict[str, float]:
+    for key, value in raw.items():
+        if not _finite(value, 0.0, _MAX_NAMESPACE_WEIGHT) or value <= 0:
+            raise InstanceError(
+                f"policy: 'namespaceWeights.{key}' must be a number > 0 and <= {_MAX_NAMESPACE_WEIGHT:g}, got {value!r}"
+            )
+    return {str(k): float(v) for k, v in raw.items()}
+
+
+def _quotas(raw: dict[str, Any]) -> dict[str, int]:
+    for key, value in raw.items():
+        if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= _MAX_QUOTA:
+            raise InstanceError(
+                f"policy: 'quotas.{key}' must be a whole number of concurrent tasks from 0 to {_MAX_QUOTA:,}, "
+                f"got {value!r}"
+            )
+    return {str(k): int(v) for k, v in raw.items()}
+
+
+def _couplings(raw: object) -> dict[tuple[str, str], float]:
+    if not isinstance(raw, list):
+        raise InstanceError(f"policy: 'couplings' must be a list of [groupA, groupB, strength], got {raw!r}")
     couplings: dict[tuple[str, str], float] = {}
     for entry in raw:
         ok = isinstance(entry, list) and len(entry) == 3  # noqa: PLR2004 - [groupA, groupB, strength]
-        if not ok or not isinstance(entry[2], (int, float)) or not 0 <= entry[2] <= 1:
+        if not ok or not _finite(entry[2], 0.0, 1.0) or not all(isinstance(g, str) for g in entry[:2]):
             raise InstanceError(f"policy: each of 'couplings' must be [groupA, groupB, strength 0..1], got {entry!r}")
         couplings[(str(entry[0]), str(entry[1]))] = float(entry[2])
     return couplings

@@ -9,8 +9,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
-from qorch.scheduler import InstanceError, parse
+from qorch.scheduler import InstanceError, parse, schedule
+from qorch.scheduler.strategies import ScheduleError
 
 EXAMPLE = {
     "agents": [
@@ -95,7 +98,9 @@ BAD: list[Any] = [
     ),
     pytest.param({"tasks": [{"name": "t", "requires": "code"}]}, "'requires' must be a list", id="requires-string"),
     pytest.param({"agents": [{"name": "a", "ready": "yes"}]}, "'ready' must be true or false", id="ready-string"),
-    pytest.param({"agents": [{"name": "a", "successRate": 2}]}, "'successRate' must be a number", id="rate-range"),
+    pytest.param(
+        {"agents": [{"name": "a", "successRate": 2}]}, "'successRate' must be a finite number", id="rate-range"
+    ),
     pytest.param({"agents": [{"name": "a", "colour": "red"}]}, "unknown field 'colour'", id="unknown-agent-field"),
     pytest.param({"tasks": [{"name": "t", "agentSelector": "zone=a"}]}, "'agentSelector'", id="selector-string"),
     pytest.param({"policy": {"strategy": "magic"}}, "'strategy' must be one of", id="bad-strategy"),
@@ -124,6 +129,79 @@ def test_cli_exits_2_with_one_line_and_no_traceback(doc: Any, message: str) -> N
     assert done.stderr.startswith("error: ")
     assert message in done.stderr
     assert "Traceback" not in done.stderr
+
+
+EASY = {"agents": [{"name": "a", "capabilities": ["c"]}], "tasks": [{"name": "t", "requires": ["c"]}]}
+HOSTILE: list[Any] = [  # issue 10, finding 7: each crashed, wrote NaN, or was silently accepted
+    pytest.param({"namespaceWeights": [1, 2]}, "'namespaceWeights' must be an object", id="ns-weights-list"),
+    pytest.param({"quotas": "x"}, "'quotas' must be an object", id="quotas-string"),
+    pytest.param({"quotas": {"default": 1e400}}, "'quotas.default' must be a whole number", id="quota-1e400"),
+    pytest.param({"weights": [1]}, "'weights' must be an object", id="weights-list"),
+    pytest.param({"weights": {"cost": float("nan")}}, "'weights.cost' must be a number from 0", id="weight-nan"),
+    pytest.param({"weights": {"cost": float("inf")}}, "'weights.cost' must be a number from 0", id="weight-inf"),
+    pytest.param({"temperature": 1e-310}, "'temperature' must be 0 or from", id="temperature-tiny"),
+    pytest.param({"namespaceWeights": {"default": -1}}, "'namespaceWeights.default' must be", id="ns-weight-neg"),
+    pytest.param({"namespaceWeights": {"default": 0}}, "'namespaceWeights.default' must be", id="ns-weight-zero"),
+    pytest.param({"quotas": {"default": -1}}, "'quotas.default' must be a whole number", id="quota-negative"),
+]
+HOSTILE_ITEMS: list[Any] = [
+    pytest.param({"name": "a", "capabilities": ["c", "c"]}, "'capabilities' lists 'c' twice", id="dup-capability"),
+    pytest.param({"name": "a", "capabilities": ["C_x!"]}, "a capability is a DNS label", id="capability-not-dns"),
+    pytest.param({"name": "a", "latencyMs": float("inf")}, "'latencyMs' must be a finite number", id="inf-latency"),
+    pytest.param({"name": "a", "costPerTask": float("inf")}, "'costPerTask' must be a finite number", id="inf-cost"),
+]
+
+
+def one_error_line(done: subprocess.CompletedProcess[str], message: str) -> None:
+    """Exit 2, one line naming the problem, no traceback, nothing on stdout."""
+    assert done.returncode == 2, done.stderr
+    assert done.stderr.count("\n") == 1, done.stderr
+    assert done.stderr.startswith("error: ")
+    assert message in done.stderr
+    assert "Traceback" not in done.stderr
+    assert done.stdout == ""
+
+
+@pytest.mark.parametrize(("policy", "message"), HOSTILE)
+def test_a_hostile_policy_is_one_line_naming_the_field(policy: dict[str, Any], message: str) -> None:
+    """Through the CLI, as a user runs it."""
+    one_error_line(qorch("schedule", stdin=json.dumps({**EASY, "policy": policy})), message)
+
+
+@pytest.mark.parametrize(("agent", "message"), HOSTILE_ITEMS)
+def test_a_hostile_agent_is_one_line_naming_the_field(agent: dict[str, Any], message: str) -> None:
+    """Through the CLI, as a user runs it."""
+    one_error_line(qorch("schedule", stdin=json.dumps({**EASY, "agents": [agent]})), message)
+
+
+def test_deep_nesting_and_a_missing_output_folder_are_one_line() -> None:
+    """Neither a RecursionError nor a FileNotFoundError reaches the user."""
+    one_error_line(qorch("schedule", stdin="[" * 100_000 + "]" * 100_000), "nested too deeply")
+    one_error_line(qorch("schedule", "-o", "/does/not/exist/out.json", stdin=json.dumps(EASY)), "cannot write")
+
+
+_JSON = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=5),
+    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=5), inner, max_size=3),
+    max_leaves=10,
+)
+_FIELDS = ["strategy", "temperature", "weights", "batchSize", "namespaceWeights", "quotas", "couplings", "seed"]
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    policy=st.dictionaries(st.sampled_from(_FIELDS), _JSON, max_size=4),
+    agent=st.dictionaries(st.sampled_from(["capabilities", "capacity", "latencyMs", "successRate"]), _JSON, max_size=2),
+)
+def test_fuzzed_documents_parse_or_fail_cleanly(policy: dict[str, Any], agent: dict[str, Any]) -> None:
+    """Whatever the document, parse raises InstanceError or the result is finite JSON."""
+    doc = {"agents": [{"name": "a", "capabilities": ["c"], **agent}], "tasks": EASY["tasks"], "policy": policy}
+    try:
+        inst = parse(doc)
+        result = schedule(inst.snapshot, inst.tasks, inst.policy)
+    except (InstanceError, ScheduleError):
+        return
+    json.dumps(result.to_contract(), allow_nan=False)
 
 
 @pytest.mark.parametrize(
