@@ -126,10 +126,7 @@ def test_sampling_explores_but_keeps_the_optimum() -> None:
     greedy_collapse = schedule(work.snapshot, work.tasks, Policy())
     sampled = schedule(work.snapshot, work.tasks, Policy(sample=True, seed=1, temperature=1.0))
     assert not np.array_equal(greedy_collapse.agent_of, sampled.agent_of)
-    assert int(work.tasks.priority[sampled.agent_of >= 0].sum()) == int(
-        work.tasks.priority[greedy_collapse.agent_of >= 0].sum()
-    )
-    assert value  # helper imported for the other tests
+    assert value(sampled) == value(greedy_collapse) > 0
 
 
 def test_exact_is_priority_first_when_aging_makes_fractional_gaps() -> None:
