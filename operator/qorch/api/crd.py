@@ -369,6 +369,14 @@ POLICY = KindDefinition(
     ),
     spec_required=False,
     spec_default={},
+    spec_rules=(
+        cel(
+            "!has(self.temperature) || self.temperature == 0.0 || self.temperature >= 0.001",
+            "spec.temperature must be 0 (the deterministic optimum) or from 0.001 to 10: "
+            "below 0.001 the softmax underflows",
+            field_path=".temperature",
+        ),
+    ),
 )
 
 KINDS: tuple[KindDefinition, ...] = (AGENT, TASK, APPROVAL, POLICY)

@@ -89,6 +89,9 @@ BAD = [
         id="provider-negative-cost",
     ),
     pytest.param(policy(temperature=-1), ["spec.temperature"], id="policy-negative-temperature"),
+    pytest.param(
+        policy(temperature=1e-310), ["spec.temperature", "softmax underflows"], id="policy-underflowing-temperature"
+    ),
     # --- unknown enum values
     pytest.param(
         agent(clearance="ultra"),
