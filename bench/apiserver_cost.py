@@ -33,6 +33,7 @@ from typing import TYPE_CHECKING, Any
 from kubernetes_asyncio import client, config
 
 import report
+from measure import bounded, cpu_seconds
 from qorch.api import crd
 from qorch.controller import documents
 from qorch.controller.kube import KubeApi, Resource
@@ -53,29 +54,13 @@ NS = "cost"
 CONCURRENCY = 16
 
 
-def cpu_seconds(pid: int) -> float:
-    """User + system CPU seconds a process has used."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
-async def _bounded(coros: list[Any]) -> None:
-    gate = asyncio.Semaphore(CONCURRENCY)
-
-    async def one(c: Any) -> None:
-        async with gate:
-            await c
-
-    await asyncio.gather(*(one(c) for c in coros))
-
-
 async def measure(
     plane: ControlPlane, label: str, count: int, request: Callable[[int], Any]
 ) -> tuple[str, float, float]:
     """(label, requests/s, apiserver+etcd CPU ms per request)."""
     before = sum(cpu_seconds(pid) for pid in plane.pids)
     started = time.perf_counter()
-    await _bounded([request(i) for i in range(count)])
+    await bounded([request(i) for i in range(count)], CONCURRENCY)
     elapsed = time.perf_counter() - started
     used = sum(cpu_seconds(pid) for pid in plane.pids) - before
     return label, count / elapsed, 1000 * used / count
@@ -88,15 +73,16 @@ async def run(plane: ControlPlane, count: int, pprof: Path | None) -> list[tuple
     api = KubeApi(api_client, connections=CONCURRENCY + 8)
     await api.call("POST", "/api/v1/namespaces", body={"metadata": {"name": NS}})
     task = {"apiVersion": "qorch.io/v1alpha1", "kind": "Task", "spec": {"goal": "g", "requires": ["code"]}}
-    await _bounded(
-        [api.call("POST", TASKS.path(NS), body={**task, "metadata": {"name": f"t-{i}"}}) for i in range(count)]
+    await bounded(
+        [api.call("POST", TASKS.path(NS), body={**task, "metadata": {"name": f"t-{i}"}}) for i in range(count)],
+        CONCURRENCY,
     )
     await api.call("POST", NODES.path(), body={"metadata": {"name": "node-0"}})
-    await _bounded([
+    await bounded([
         api.call("POST", PODS.path(NS), body={"apiVersion": "v1", "kind": "Pod", "metadata": {"name": f"p-{i}"},
                                               "spec": {"containers": [{"name": "c", "image": "pause"}]}})
         for i in range(count)
-    ])  # fmt: skip
+    ], CONCURRENCY)  # fmt: skip
     tasks = (await api.call("GET", TASKS.path(NS), timeout=120))["items"]
     candidates = [Candidate(f"agent-{k}", 0.9, 0.3) for k in range(3)]
 

@@ -29,6 +29,7 @@ from typing import Any
 from kubernetes_asyncio import client, config
 
 import report
+from measure import bounded, cpu_seconds, progress
 from qorch.api import crd
 from qorch.controller import documents
 from qorch.controller.kube import KubeApi, Resource
@@ -46,24 +47,8 @@ LEASES = Resource("coordination.k8s.io", "v1", "leases")
 Row = tuple[str, str, str, str]
 
 
-def progress(message: str) -> None:
-    """Say what the bench is doing (stderr), so a slow stage is visible."""
-    sys.stderr.write(f"[{time.strftime('%H:%M:%S')}] {message}\n")
-    sys.stderr.flush()
-
-
 def _now() -> str:
     return dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
-
-
-async def _bounded(coros: list[Any], limit: int) -> list[Any]:
-    gate = asyncio.Semaphore(limit)
-
-    async def one(c: Any) -> Any:
-        async with gate:
-            return await c
-
-    return await asyncio.gather(*(one(c) for c in coros))
 
 
 async def seed(api: client.ApiClient, ns: str, agents: int, capacity: int, tasks: int, prefix: str = "t") -> None:
@@ -76,7 +61,7 @@ async def seed(api: client.ApiClient, ns: str, agents: int, capacity: int, tasks
             if exc.status != 409:
                 raise
     skills = ["code", "review", "write", "data"]
-    await _bounded(
+    await bounded(
         [
             objects.create_namespaced_custom_object(
                 GROUP,
@@ -98,7 +83,7 @@ async def seed(api: client.ApiClient, ns: str, agents: int, capacity: int, tasks
         ],
         32,
     )
-    await _bounded(
+    await bounded(
         [
             leases.create_namespaced_lease(
                 ns,
@@ -118,7 +103,7 @@ async def create_tasks(api: client.ApiClient, ns: str, count: int, prefix: str) 
     """`count` schedulable tasks named prefix-i."""
     objects = client.CustomObjectsApi(api)
     skills = ["code", "review", "write", "data"]
-    await _bounded(
+    await bounded(
         [
             objects.create_namespaced_custom_object(
                 GROUP,
@@ -209,15 +194,6 @@ def leadership(log: Path) -> tuple[float, float] | None:
     return None
 
 
-def cpu_seconds(pid: int) -> float:
-    """User + system CPU seconds a process has used so far (0 when it is gone)."""
-    try:
-        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    except OSError:
-        return 0.0
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
 def peak_rss_mib(pid: int) -> float:
     """VmHWM of a process, in MiB."""
     status = Path(f"/proc/{pid}/status").read_text()
@@ -260,7 +236,7 @@ async def raw_patches(api: client.ApiClient, ns: str, count: int, prefix: str, c
         )
 
     started = time.perf_counter()
-    await _bounded([patch(t) for t in targets], concurrency)
+    await bounded([patch(t) for t in targets], concurrency)
     elapsed = time.perf_counter() - started
     await kube.close()
     return elapsed
@@ -486,9 +462,9 @@ async def latency_stage(api: client.ApiClient, plane: ControlPlane, work: Path, 
     await seed(api, "live", agents=0, capacity=1, tasks=0)  # the namespace
     fleet = [varied_agent(i) for i in range(200)]
     profiles = len({repr((a["spec"], a["metadata"]["labels"])) for a in fleet})
-    await _bounded([kube.call("POST", AGENTS.path("live"), body=body) for body in fleet], 32)
+    await bounded([kube.call("POST", AGENTS.path("live"), body=body) for body in fleet], 32)
     now = _now()
-    await _bounded(
+    await bounded(
         [
             kube.call("POST", LEASES.path("live"), body={
                 "metadata": {"name": f"qorch-agent-agent-{i}"},

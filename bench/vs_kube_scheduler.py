@@ -42,6 +42,7 @@ from typing import Any, Self
 from kubernetes_asyncio import client, config
 
 import report
+from measure import bounded, cpu_seconds, progress
 from qorch.api import crd
 from qorch.controller.kube import ApiError, KubeApi, Resource
 from qorch.devcluster import ControlPlane, _ports
@@ -57,24 +58,8 @@ POLICIES = Resource("qorch.io", "v1alpha1", "schedulingpolicies", namespaced=Fal
 Row = tuple[str, str, str, str]
 
 
-def progress(message: str) -> None:
-    """Say what the bench is doing (stderr)."""
-    sys.stderr.write(f"[{time.strftime('%H:%M:%S')}] {message}\n")
-    sys.stderr.flush()
-
-
 def _now() -> str:
     return dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
-
-
-async def _bounded(coros: list[Any], limit: int = 32) -> None:
-    gate = asyncio.Semaphore(limit)
-
-    async def one(c: Any) -> None:
-        async with gate:
-            await c
-
-    await asyncio.gather(*(one(c) for c in coros))
 
 
 def kube_scheduler() -> Path:
@@ -123,14 +108,14 @@ class Bench:
             # TaintNodesByCondition tainted it not-ready on create; no controller-manager is here to lift it.
             await self.api.call("PATCH", NODES.path(None, name), body={"spec": {"taints": None}}, content_type=patch)
 
-        await _bounded([node(i) for i in range(self.nodes, count)])
+        await bounded([node(i) for i in range(self.nodes, count)])
         self.nodes = count
 
     async def agents(self, namespace: str, count: int, capacity: int) -> None:
         """Agents with the nodes' slots, and Leases valid for an hour."""
         await self.namespace(namespace)
         now = dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
-        await _bounded(
+        await bounded(
             [
                 self.api.call("POST", AGENTS.path(namespace), body={
                     "apiVersion": "qorch.io/v1alpha1", "kind": "Agent", "metadata": {"name": f"agent-{i}"},
@@ -147,7 +132,7 @@ class Bench:
 
     async def pods(self, namespace: str, names: list[str]) -> None:
         """Pending pods with small requests."""
-        await _bounded(
+        await bounded(
             [
                 self.api.call("POST", PODS.path(namespace), body={
                     "apiVersion": "v1", "kind": "Pod", "metadata": {"name": name},
@@ -159,7 +144,7 @@ class Bench:
 
     async def tasks(self, namespace: str, names: list[str]) -> None:
         """Queued tasks any agent can run."""
-        await _bounded(
+        await bounded(
             [
                 self.api.call("POST", TASKS.path(namespace), body={
                     "apiVersion": "qorch.io/v1alpha1", "kind": "Task", "metadata": {"name": name},
@@ -251,15 +236,6 @@ class Outcome:
     done: int
     server_ms: float = math.nan  # apiserver + etcd CPU per decision, ms
     peer_ms: float = math.nan  # the scheduler's own CPU per decision, ms
-
-
-def cpu_seconds(pid: int) -> float:
-    """User + system CPU seconds a process has used so far (0 once it is gone)."""
-    try:
-        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    except OSError:
-        return 0.0
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def _outcome(seen: Seen, started: float, server: float = math.nan, peer: float = math.nan) -> Outcome:

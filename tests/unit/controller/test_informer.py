@@ -41,16 +41,22 @@ class Recorder:
 
 
 class BreakingApi:
-    """Lists at version 10; the first watch delivers two events and then the connection resets."""
+    """Lists at version 10; the first watch delivers two events and then the connection resets.
 
-    def __init__(self) -> None:
-        """Remember each watch's starting version."""
+    With `gone_first`, the first watch is instead refused at its start with 410 Gone.
+    """
+
+    def __init__(self, *, gone_first: bool = False) -> None:
+        """Remember each list and each watch's starting version."""
+        self.gone_first = gone_first
+        self.lists = 0
         self.watched_from: list[str] = []
         self.idle: list[float | None] = []
 
     async def call(self, method: str, path: str, **_: Any) -> dict[str, Any]:
         """The list."""
         del method, path
+        self.lists += 1
         return {"items": [obj("a", 5)], "metadata": {"resourceVersion": "10"}}
 
     @contextlib.asynccontextmanager
@@ -62,11 +68,13 @@ class BreakingApi:
         timeout: float,  # noqa: ASYNC109 - the interface of KubeApi.stream
         idle: float | None = None,
     ) -> AsyncIterator[AsyncIterator[dict[str, Any]]]:
-        """A watch; the first one breaks after two events, the others hang."""
+        """A watch; the first one breaks (or is refused), the others hang."""
         del path, timeout
         self.watched_from.append(str(query["resourceVersion"]))
         self.idle.append(idle)
         first = len(self.watched_from) == 1
+        if first and self.gone_first:
+            raise ApiError(410, "Expired", "too old resource version")
 
         async def events() -> AsyncIterator[dict[str, Any]]:
             if first:
@@ -100,44 +108,9 @@ def test_a_broken_watch_resumes_after_the_last_event_applied() -> None:
     assert all(idle is not None and idle > 0 for idle in api.idle)  # a silent watch is given up on
 
 
-class GoneApi(BreakingApi):
-    """The first watch is refused at its start with 410 Gone (the version was compacted away)."""
-
-    def __init__(self) -> None:
-        """Count the lists too."""
-        super().__init__()
-        self.lists = 0
-
-    async def call(self, method: str, path: str, **kwargs: Any) -> dict[str, Any]:
-        """The list."""
-        self.lists += 1
-        return await super().call(method, path, **kwargs)
-
-    @contextlib.asynccontextmanager
-    async def stream(
-        self,
-        path: str,
-        *,
-        query: Mapping[str, Any],
-        timeout: float,  # noqa: ASYNC109 - the interface of KubeApi.stream
-        idle: float | None = None,
-    ) -> AsyncIterator[AsyncIterator[dict[str, Any]]]:
-        """410 on the first watch; the others hang."""
-        del path, timeout, idle
-        self.watched_from.append(str(query["resourceVersion"]))
-        if len(self.watched_from) == 1:
-            raise ApiError(410, "Expired", "too old resource version")
-
-        async def events() -> AsyncIterator[dict[str, Any]]:
-            await asyncio.Event().wait()
-            yield {}
-
-        yield events()
-
-
 def test_a_watch_refused_with_410_at_its_start_lists_again() -> None:
     """Reviewer: not the same too-old version again and again."""
-    api = GoneApi()
+    api = BreakingApi(gone_first=True)
 
     async def scenario() -> None:
         informer = Informer(api, TASKS, Recorder(), namespace="ns")  # type: ignore[arg-type]
