@@ -100,7 +100,12 @@ def schedule(snapshot: Snapshot, tasks: TaskBatch, policy: Policy, *, index: Cap
 
     # 7. Observables, and the score, probability or reason of every task.
     catalog = Catalog.of(ranker, len(views), len(snapshot), policy.temperature)
-    measured = observables.measure(views, catalog, index, free, head_rank, agent_of, tasks.class_of)
+    reference = (
+        catalog
+        if policy.temperature == observables.REFERENCE_TEMPERATURE
+        else Catalog.of(ranker, len(views), len(snapshot), observables.REFERENCE_TEMPERATURE)
+    )
+    measured = observables.measure(views, reference, index, free, head_rank, agent_of, tasks.class_of)
     score = np.zeros(len(tasks))
     probability = np.zeros(len(tasks))
     placed = np.flatnonzero(agent_of >= 0)

@@ -27,16 +27,19 @@ from typing import TYPE_CHECKING
 import numpy as np
 import numpy.typing as npt
 
+from qorch.scheduler.policy import DEFAULT_TEMPERATURE
+
 if TYPE_CHECKING:
     from collections.abc import Sequence
 
     from qorch.scheduler.index import CapabilityIndex
     from qorch.scheduler.views import Catalog, ClassView
 
-__all__ = ["Observables", "coherence", "entropy", "fidelity", "measure"]
+__all__ = ["REFERENCE_TEMPERATURE", "Observables", "coherence", "entropy", "fidelity", "measure"]
 
 FloatArray = npt.NDArray[np.float64]
 IntArray = npt.NDArray[np.int32]
+REFERENCE_TEMPERATURE = DEFAULT_TEMPERATURE
 ENTROPY_CLASSES = 256
 ENTROPY_AGENTS = 64
 _EIGEN_FLOOR = 1e-12  # eigenvalues below this are numerical noise

@@ -7,7 +7,9 @@ from dataclasses import dataclass, field
 from qorch.api.enums import Strategy
 from qorch.scheduler.scorers import DEFAULT_WEIGHTS
 
-__all__ = ["Policy"]
+__all__ = ["DEFAULT_TEMPERATURE", "Policy"]
+
+DEFAULT_TEMPERATURE = 0.05
 
 
 @dataclass(frozen=True, slots=True)
@@ -15,7 +17,7 @@ class Policy:
     """How one cycle decides. Defaults match the CRD's defaults."""
 
     strategy: Strategy = Strategy.QUANTUM
-    temperature: float = 0.05
+    temperature: float = DEFAULT_TEMPERATURE
     seed: int = 0
     sample: bool = False  # draw first choices from the Born distribution (exploration)
     weights: dict[str, float] = field(default_factory=lambda: dict(DEFAULT_WEIGHTS))

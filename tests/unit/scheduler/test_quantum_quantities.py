@@ -129,3 +129,25 @@ def test_observables_are_finite_and_bounded_on_a_real_cycle() -> None:
     assert obs.entropy >= 0
     assert 0 <= obs.coherence <= 1
     assert 0 <= obs.fidelity <= 1
+
+
+def test_observables_do_not_move_with_temperature_alone() -> None:
+    """Same batch, same decisions at T = 0.01 ... 5: the same coherence and entropy (issue 10, finding 3)."""
+    work = synthetic.workload(300, 600, seed=4, contention=0.8)
+    runs = [run_cycle(work.snapshot, work.tasks, Policy(temperature=t)) for t in (0.01, 0.05, 0.5, 5.0)]
+    for other in runs[1:]:
+        assert np.array_equal(other.agent_of, runs[0].agent_of)
+        assert other.observables.coherence == pytest.approx(runs[0].observables.coherence, abs=1e-9)
+        assert other.observables.entropy == pytest.approx(runs[0].observables.entropy, abs=1e-9)
+
+
+def test_coherence_falls_as_slots_per_task_shrink() -> None:
+    """A sweep of contention on one kind of fleet: coherence never rises as slots get scarcer, and ends far lower."""
+    sweep = (4.0, 2.0, 1.0, 0.7, 0.4, 0.2)
+    seen = []
+    for slots_per_task in sweep:
+        work = synthetic.workload(600, 600, seed=8, contention=slots_per_task)
+        seen.append(run_cycle(work.snapshot, work.tasks, Policy()).observables.coherence)
+    assert all(later <= earlier + 0.02 for earlier, later in zip(seen, seen[1:], strict=False)), seen
+    assert seen[0] > 0.9
+    assert seen[-1] < 0.5 * seen[0], seen
