@@ -10,6 +10,7 @@ import typer
 __all__ = ["app"]
 
 app = typer.Typer(help="The qorch operator.", no_args_is_help=True)
+_LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
 
 
 @app.command("run")
@@ -38,6 +39,9 @@ def run_command(
     events_per_second: float = typer.Option(
         50.0, min=0.1, envvar="QORCH_EVENTS_PER_SECOND", help="Budget of Events (burst 3x; Warnings first)."
     ),
+    log_level: str = typer.Option(
+        "INFO", envvar="QORCH_LOG_LEVEL", help="Log level of the operator: DEBUG, INFO, WARNING or ERROR."
+    ),
 ) -> None:
     """Watch Agents and Tasks and, while holding the leader Lease, schedule them."""
     # Imported here, not at the top: the operator's process loads only what it runs.
@@ -49,6 +53,9 @@ def run_command(
     except ValueError as exc:
         sys.stderr.write(f"error: {exc}\n")
         raise typer.Exit(2) from None
+    if log_level.upper() not in _LOG_LEVELS:
+        sys.stderr.write(f"error: --log-level must be one of {', '.join(_LOG_LEVELS)}, got {log_level!r}\n")
+        raise typer.Exit(2)
     settings = OperatorSettings(
         kubeconfig=kubeconfig,
         namespaces=tuple(namespace),
@@ -59,6 +66,7 @@ def run_command(
         timings=timings,
         write_concurrency=write_concurrency,
         events_per_second=events_per_second,
+        log_level=log_level.upper(),
     )
     if identity:
         settings = dataclasses.replace(settings, identity=identity)

@@ -65,6 +65,7 @@ class OperatorSettings:
     timings: LeaseTimings = field(default_factory=LeaseTimings)
     write_concurrency: int = 32
     events_per_second: float = 50.0
+    log_level: str = "INFO"
     request_timeout: float = 10.0
     tick_seconds: float = 1.0
 
@@ -240,6 +241,9 @@ def _kopf(
     handlers.register(registry, state, kernel.poke, handlers.connection_of(api_client.configuration))
     kopf_settings = kopf.OperatorSettings()
     kopf_settings.posting.enabled = False
+    # The kinds are fixed and served before kopf starts (_wait_until_served): kopf need not
+    # watch CRDs or namespaces for changes, and the operator's RBAC grants neither.
+    kopf_settings.scanning.disabled = True
     kopf_settings.watching.server_timeout = 300
     return ready, kopf.operator(
         registry=registry,
@@ -376,6 +380,6 @@ async def _track_leader(elector: LeaderElector) -> None:
 
 def run(settings: OperatorSettings) -> int:
     """Run until SIGTERM (exit 0), lost leadership (exit 3) or a failed part (exit 1)."""
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.basicConfig(level=settings.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     logging.getLogger("kopf").setLevel(logging.DEBUG if os.environ.get("QORCH_DEBUG") else logging.WARNING)
     return asyncio.run(_main(settings))
