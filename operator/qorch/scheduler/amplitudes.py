@@ -26,7 +26,7 @@ import numpy.typing as npt
 if TYPE_CHECKING:
     from qorch.scheduler.snapshot import Snapshot
 
-__all__ = ["Entanglement", "born", "segment_born"]
+__all__ = ["Entanglement", "born"]
 
 FloatArray = npt.NDArray[np.float64]
 IntArray = npt.NDArray[np.int32]
@@ -79,19 +79,3 @@ def born(scores: FloatArray, temperature: float, bias: FloatArray | None = None)
     weights = np.exp(logits)
     p = weights / weights.sum()
     return np.sqrt(p), p
-
-
-def segment_born(logits: FloatArray, starts: IntArray) -> FloatArray:
-    """Born probabilities of many classes at once: a softmax within each segment.
-
-    `logits` are s/T + 2*bias (or -inf for non-top rows at T=0), grouped by class;
-    `starts` are the segment offsets (ascending, first 0, no empty segments).
-    """
-    if not len(logits):
-        return np.zeros(0)
-    peak = np.maximum.reduceat(logits, starts)
-    lengths = np.diff(np.append(starts, len(logits)))
-    weights = np.exp(logits - np.repeat(peak, lengths))
-    total = np.add.reduceat(weights, starts)
-    out: FloatArray = weights / np.repeat(total, lengths)
-    return out

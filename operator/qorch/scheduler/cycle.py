@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from qorch.scheduler import amplitudes, collapse, observables, queue, strategies
+from qorch.scheduler import amplitudes, collapse, observables, partition, queue, strategies
 from qorch.scheduler.index import CapabilityIndex
 from qorch.scheduler.result import Result
 from qorch.scheduler.views import Catalog, ClassView, Ranker
@@ -99,11 +99,13 @@ def schedule(snapshot: Snapshot, tasks: TaskBatch, policy: Policy, *, index: Cap
     agent_of = ledger.assignments()
 
     # 7. Observables, and the score, probability or reason of every task.
-    catalog = Catalog.of(ranker, len(views), len(snapshot), policy.temperature)
+    reference_t = observables.REFERENCE_TEMPERATURE
+    part = partition.partition(ranker, views, (policy.temperature, reference_t))
+    catalog = Catalog.of(ranker, len(views), len(snapshot), policy.temperature, part)
     reference = (
         catalog
-        if policy.temperature == observables.REFERENCE_TEMPERATURE
-        else Catalog.of(ranker, len(views), len(snapshot), observables.REFERENCE_TEMPERATURE)
+        if policy.temperature == reference_t
+        else Catalog.of(ranker, len(views), len(snapshot), reference_t, part)
     )
     measured = observables.measure(views, reference, index, free, head_rank, agent_of, tasks.class_of)
     score = np.zeros(len(tasks))
@@ -125,6 +127,7 @@ def schedule(snapshot: Snapshot, tasks: TaskBatch, policy: Policy, *, index: Cap
         reasons=reasons,
         heads=head_rank,
         views=views,
+        catalog=catalog,
         observables=measured,
         strategy=str(strategy),
         seconds=time.perf_counter() - started,

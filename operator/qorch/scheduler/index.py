@@ -74,6 +74,8 @@ class CapabilityIndex:
         )
         pooled = idx[pool_order]
         pbounds = np.searchsorted(self.profile_of[pooled], np.arange(count + 1))
+        self.pooled = pooled  # every agent with a free slot, grouped by profile (pool p is a slice)
+        self.pool_bounds = pbounds
         self._pools = [pooled[pbounds[p] : pbounds[p + 1]] for p in range(count)]
         self._pool_sizes = np.diff(pbounds).astype(np.int64)
         self._pool_cache: dict[tuple[tuple[str, ...], int], IntArray] = {}
@@ -187,6 +189,25 @@ class CapabilityIndex:
         if not taken:
             return np.zeros(0, dtype=np.int32)
         return (np.concatenate(taken) if len(taken) > 1 else taken[0]).astype(np.int32, copy=False)
+
+    def rest(self, cands: Candidates) -> IntArray:
+        """The candidates not gathered yet (filtered), without gathering them: for normalisers."""
+        if cands.complete:
+            return np.zeros(0, dtype=np.int32)
+        parts = [self._pools[p][int(cands.positions[j]) :] for j, p in enumerate(cands.profiles.tolist())]
+        parts = [part for part in parts if len(part)]
+        if not parts:
+            return np.zeros(0, dtype=np.int32)
+        return self._filter(cands.task_class, np.concatenate(parts).astype(np.int32, copy=False))
+
+    def admits(self, task_class: TaskClass, rows: IntArray) -> npt.NDArray[np.bool_]:
+        """Which of `rows` pass the class's selector and budget (capability and clearance aside)."""
+        ok = np.ones(len(rows), dtype=np.bool_)
+        if task_class.selector:
+            ok &= task_class.selector.mask(self.snapshot, rows)
+        if task_class.max_cost != float("inf"):
+            ok &= self.snapshot.cost[rows] <= task_class.max_cost
+        return ok
 
     def _filter(self, task_class: TaskClass, rows: IntArray) -> IntArray:
         if task_class.selector:

@@ -14,7 +14,7 @@ if TYPE_CHECKING:
     from qorch.scheduler.observables import Observables
     from qorch.scheduler.snapshot import Snapshot
     from qorch.scheduler.tasks import TaskBatch
-    from qorch.scheduler.views import ClassView
+    from qorch.scheduler.views import Catalog, ClassView
 
 __all__ = ["Candidate", "Explanation", "Result"]
 
@@ -52,6 +52,7 @@ class Result:
     reasons: dict[int, tuple[Reason, str]]  # class id -> (reason, message) for classes left short
     heads: IntArray  # rank in decision order, -1 when the task was not a head this cycle
     views: list[ClassView]
+    catalog: Catalog  # every ranked (class, agent) pair with its score and calibrated probability
     observables: Observables
     strategy: str
     seconds: float
@@ -72,16 +73,19 @@ class Result:
 
     def explain(self, task: int) -> Explanation:
         """The best candidates of the task's class and a one-line summary."""
-        view = self.views[int(self.tasks.class_of[task])]
-        agents, scores, p = view.probabilities()
-        top = np.argsort(-p, kind="stable")[:_TOP]
+        cid = int(self.tasks.class_of[task])
+        first, end = int(self.catalog.starts[cid]), int(self.catalog.ends[cid])  # rows sorted by p, best first
         names = self.snapshot.names
-        cands = tuple(Candidate(names[agents[i]], float(scores[i]), float(p[i])) for i in top)
+        cat = self.catalog
+        cands = tuple(
+            Candidate(names[int(cat.agent[i])], float(cat.score[i]), float(cat.p[i]))
+            for i in range(first, min(end, first + _TOP))
+        )
         chosen = int(self.agent_of[task])
         if chosen >= 0:
             summary = (
                 f"assigned to {names[chosen]} (score {self.score[task]:.3f}, probability {self.probability[task]:.3f}) "
-                f"by {self.strategy} among {len(agents)} candidate(s)"
+                f"by {self.strategy} among {end - first} ranked candidate(s)"
             )
         else:
             reason = self.reason(task)

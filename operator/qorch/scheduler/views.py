@@ -19,6 +19,7 @@ import numpy as np
 import numpy.typing as npt
 
 from qorch.scheduler import amplitudes, scorers
+from qorch.scheduler.partition import TIE, Partition, segment_logsumexp
 
 if TYPE_CHECKING:
     from collections.abc import Mapping, Sequence
@@ -53,30 +54,45 @@ class Ranker:
             return scores / self.temperature + 2.0 * biases
         return 2.0 * biases  # callers mask non-top rows
 
+    def score(
+        self, classes: Sequence[TaskClass], rows: Sequence[IntArray]
+    ) -> tuple[npt.NDArray[np.int64], IntArray, FloatArray, FloatArray, npt.NDArray[np.int64]]:
+        """Score `rows[i]` for `classes[i]` in one pass: (segment per row, rows, scores, biases, lengths)."""
+        lengths = np.fromiter((len(r) for r in rows), dtype=np.int64, count=len(rows))
+        seg = np.repeat(np.arange(len(rows)), lengths)
+        all_rows = np.concatenate(list(rows)).astype(np.int32) if len(rows) else np.zeros(0, dtype=np.int32)
+        count = len(classes)
+        ids = np.fromiter((c.id for c in classes), dtype=np.int64, count=count)
+        score, bias = self.score_rows(
+            all_rows,
+            need=np.repeat(np.fromiter((len(c.requires) for c in classes), dtype=np.int32, count=count), lengths),
+            urgency_s=np.repeat(self.urgency_s[ids], lengths),
+            group=np.repeat(np.fromiter((c.group for c in classes), dtype=np.int32, count=count), lengths),
+            avoid=np.repeat(np.fromiter((c.avoid_group for c in classes), dtype=np.int32, count=count), lengths),
+        )
+        return seg, all_rows, score, bias, lengths
+
+    def score_rows(
+        self, rows: IntArray, *, need: IntArray, urgency_s: FloatArray, group: IntArray, avoid: IntArray
+    ) -> tuple[FloatArray, FloatArray]:
+        """(score, entanglement bias) per row; a class enters only through these four columns."""
+        ctx = scorers.ScoreContext(
+            snapshot=self.index.snapshot,
+            rows=rows,
+            need=need,
+            urgency_s=urgency_s,
+            free=self.free,
+            capability_count=self.capability_count,
+        )
+        return scorers.combined(ctx, self.weights), self.entanglement.bias(self.index.snapshot, rows, group, avoid)
+
     def rank(self, views: Sequence[ClassView], rows: Sequence[IntArray]) -> None:
         """Score and rank `rows[i]` for `views[i]`, appending them best-first."""
         keep = [(v, r) for v, r in zip(views, rows, strict=True) if len(r)]
         if not keep:
             return
-        lengths = np.fromiter((len(r) for _, r in keep), dtype=np.int64, count=len(keep))
-        seg = np.repeat(np.arange(len(keep)), lengths)
-        all_rows = np.concatenate([r for _, r in keep]).astype(np.int32)
         classes = [v.task_class for v, _ in keep]
-        per = np.repeat
-        need = per(np.fromiter((len(c.requires) for c in classes), dtype=np.int32, count=len(keep)), lengths)
-        urgency = per(self.urgency_s[np.fromiter((c.id for c in classes), dtype=np.int64, count=len(keep))], lengths)
-        group = per(np.fromiter((c.group for c in classes), dtype=np.int32, count=len(keep)), lengths)
-        avoid = per(np.fromiter((c.avoid_group for c in classes), dtype=np.int32, count=len(keep)), lengths)
-        ctx = scorers.ScoreContext(
-            snapshot=self.index.snapshot,
-            rows=all_rows,
-            need=need,
-            urgency_s=urgency,
-            free=self.free,
-            capability_count=self.capability_count,
-        )
-        score = scorers.combined(ctx, self.weights)
-        bias = self.entanglement.bias(self.index.snapshot, all_rows, group, avoid)
+        seg, all_rows, score, bias, lengths = self.score(classes, [r for _, r in keep])
         if self.ranking == "probability":
             keys: tuple[npt.NDArray[np.generic], ...] = (
                 (-self.logits(score, bias), seg) if self.temperature > 0 else (-bias, -score, seg)
@@ -165,8 +181,14 @@ class Catalog:
     agents_total: int
 
     @classmethod
-    def of(cls, ranker: Ranker, classes: int, agents_total: int, temperature: float) -> Catalog:
-        """Collect every ranked (class, agent) row (one pass, vectorised softmax per class)."""
+    def of(
+        cls, ranker: Ranker, classes: int, agents_total: int, temperature: float, part: Partition | None = None
+    ) -> Catalog:
+        """Collect every ranked (class, agent) row with its Born probability (vectorised per class).
+
+        Probabilities are normalised over the class's whole candidate set: the gathered rows
+        `part` holds the normalisers of classes whose gathered rows are only a prefix of it.
+        """
         parts = ranker.ranked_rows
         if parts:
             klass = np.concatenate([p[0] for p in parts])
@@ -179,14 +201,11 @@ class Catalog:
             klass, agent = np.zeros(0, dtype=np.int32), np.zeros(0, dtype=np.int32)
             score, bias = np.zeros(0), np.zeros(0)
         lengths = np.bincount(klass, minlength=classes).astype(np.int64)
-        nonempty = np.flatnonzero(lengths)
-        seg_starts = np.concatenate([[0], np.cumsum(lengths)])[:-1][nonempty]
-        if temperature > 0:
-            logits = score / temperature + 2.0 * bias
-        else:
-            top = np.repeat(np.maximum.reduceat(score, seg_starts), lengths[nonempty]) if len(agent) else score
-            logits = np.where(score >= top - 1e-12, 2.0 * bias, -np.inf)
-        p = amplitudes.segment_born(logits, seg_starts.astype(np.int32)) if len(agent) else np.zeros(0)
+        p = (
+            _born(score, bias, lengths, temperature, part or Partition.gathered_only(classes, (temperature,)))
+            if len(agent)
+            else np.zeros(0)
+        )
         order = np.lexsort((-p, klass))
         klass, agent, score, p = klass[order], agent[order], score[order], p[order]
         starts = np.searchsorted(klass, np.arange(classes), side="left").astype(np.int32)
@@ -203,3 +222,23 @@ class Catalog:
         pos = np.minimum(np.searchsorted(self._keys, wanted), len(self._keys) - 1)
         found = self._keys[pos] == wanted
         return np.where(found, self._key_order[pos], -1)
+
+
+def _born(
+    score: FloatArray, bias: FloatArray, lengths: npt.NDArray[np.int64], temperature: float, part: Partition
+) -> FloatArray:
+    """Born probabilities of rows grouped by class, normalised over each class's whole candidate set."""
+    ids = np.flatnonzero(lengths)
+    n = lengths[ids]
+    starts = np.concatenate([[0], np.cumsum(n)[:-1]]).astype(np.int32)
+    if temperature > 0:
+        logits = score / temperature + 2.0 * bias
+        whole = part.log_z[temperature][ids]
+        log_z = np.where(np.isnan(whole), segment_logsumexp(logits, starts), whole)
+    else:  # the deterministic limit: mass only on the best score of the whole set, tilted by bias
+        whole_top = part.top[ids]
+        top = np.where(np.isnan(whole_top), np.maximum.reduceat(score, starts), whole_top)
+        logits = np.where(score >= np.repeat(top, n) - TIE, 2.0 * bias, -np.inf)
+        log_z = np.where(np.isnan(whole_top), segment_logsumexp(logits, starts), part.top_log_z[ids])
+    out: FloatArray = np.exp(logits - np.repeat(log_z, n))
+    return out

@@ -7,10 +7,11 @@ import math
 import numpy as np
 import pytest
 
-from qorch.scheduler import amplitudes, observables, synthetic
+from qorch.scheduler import amplitudes, observables, partition, synthetic
 from qorch.scheduler import schedule as run_cycle
 from qorch.scheduler.policy import Policy
 from qorch.scheduler.snapshot import Snapshot
+from qorch.scheduler.tasks import TaskBatch
 from support.instances import run
 
 
@@ -151,3 +152,78 @@ def test_coherence_falls_as_slots_per_task_shrink() -> None:
     assert all(later <= earlier + 0.02 for earlier, later in zip(seen, seen[1:], strict=False)), seen
     assert seen[0] > 0.9
     assert seen[-1] < 0.5 * seen[0], seen
+
+
+def _fleet_of_600(seed: int = 1) -> list[dict[str, object]]:
+    """600 agents that all do `c` (more than the 256 read whole), with varied quality, several profiles and zones."""
+    rng = np.random.default_rng(seed)
+    return [
+        {
+            "name": f"a{i}",
+            "capabilities": ["c"] + (["d"] if i % 3 == 0 else []) + (["e"] if i % 5 == 0 else []),
+            "capacity": int(rng.integers(1, 4)),
+            "successRate": float(np.round(rng.uniform(0.5, 1.0), 3)),
+            "costPerTask": float(np.round(rng.uniform(0.0, 2.0), 2)),
+            "latencyMs": float(np.round(rng.uniform(0, 3000))),
+            "labels": {"zone": "z1" if i % 2 else "z2"},
+            "entanglementGroup": "g1" if i % 4 == 0 else "",
+        }
+        for i in range(600)
+    ]
+
+
+@pytest.mark.parametrize("temperature", [0.05, 1.0, 0.0])
+@pytest.mark.parametrize("extra", [{}, {"agentSelector": {"matchLabels": {"zone": "z1"}}}, {"entanglementGroup": "g1"}])
+def test_a_reported_probability_does_not_depend_on_the_rest_of_the_batch(
+    temperature: float, extra: dict[str, object]
+) -> None:
+    """The same task, agent and candidates report the same p alone or among 200 siblings (issue 10, finding 2).
+
+    And that p is the softmax over the class's whole candidate set, not over what was gathered.
+    """
+    agents = _fleet_of_600()
+    lone = {"name": "t0", "requires": ["c"], "priority": 1000, **extra}
+    siblings = [{"name": f"s{i}", "requires": ["c"], "priority": 10, **extra} for i in range(200)]
+    alone = run(agents, [lone], temperature=temperature)
+    crowded = run(agents, [lone, *siblings], temperature=temperature)
+    assert alone.agent_of[0] == crowded.agent_of[0] >= 0
+    assert crowded.probability[0] == pytest.approx(alone.probability[0], rel=1e-9)
+    view = alone.views[int(alone.tasks.class_of[0])]
+    view.gather_all()
+    assert view.complete and len(view.ranked) > 256
+    agents_all, _, p_all = view.probabilities()
+    expected = float(p_all[list(agents_all).index(int(alone.agent_of[0]))])
+    assert alone.probability[0] == pytest.approx(expected, rel=1e-9)
+    shown = {c.agent: c.probability for c in crowded.explain(0).candidates}
+    chosen = crowded.snapshot.names[int(crowded.agent_of[0])]
+    assert shown[chosen] == pytest.approx(crowded.probability[0], rel=1e-12)
+
+
+def test_per_profile_normalisers_equal_scoring_every_candidate() -> None:
+    """The fast normaliser (sums per profile and agent group) equals a logsumexp over every candidate's logit."""
+    snap = synthetic.fleet(3000, seed=6)
+    rng = np.random.default_rng(6)
+    zones = list(synthetic.ZONES)
+    batch = TaskBatch.build(
+        snap,
+        names=[f"t{i}" for i in range(60)],
+        requires=[["skill-0"], ["skill-1"], ["skill-0", "skill-2"]] * 20,
+        groups=[zones[i % 3] if i % 2 else "" for i in range(60)],
+        avoid_groups=[zones[(i + 1) % 3] if i % 5 == 0 else "" for i in range(60)],
+        selectors=[{"zone": zones[i % 3]} if i % 7 == 0 else None for i in range(60)],
+        max_cost=[0.5 if i % 11 == 0 else None for i in range(60)],
+    )
+    result = run_cycle(snap, batch, Policy(temperature=0.2, couplings={("eu-west", "us-east"): 0.5}))
+    ranker = result.views[0].ranker
+    incomplete = [v for v in result.views if v.ranked and not v.complete]
+    assert len(incomplete) >= 5
+    assert any(v.task_class.group >= 0 and v.task_class.avoid_group >= 0 for v in incomplete)
+    assert any(v.task_class.selector for v in incomplete)
+    assert any(np.isfinite(v.task_class.max_cost) for v in incomplete)
+    part = partition.partition(ranker, result.views, (0.2, 1.0))
+    for view in incomplete:
+        view.gather_all()
+        _, _, score, bias, _ = ranker.score([view.task_class], [np.asarray(view.ranked, dtype=np.int32)])
+        for t in (0.2, 1.0):
+            expected = np.logaddexp.reduce(score / t + 2.0 * bias)
+            assert part.log_z[t][view.task_class.id] == pytest.approx(expected, rel=1e-12, abs=1e-9)
