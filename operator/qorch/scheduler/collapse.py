@@ -34,7 +34,7 @@ if TYPE_CHECKING:
 
     from qorch.scheduler.views import ClassView
 
-__all__ = ["Ledger", "augment", "collapse"]
+__all__ = ["Ledger", "augment", "collapse", "improve"]
 
 IntArray = npt.NDArray[np.int32]
 
@@ -166,3 +166,127 @@ def collapse(
         elif exact:
             augment(t, views, class_of, ledger)
     return ledger
+
+
+_SCAN = 64  # better-ranked candidates a task looks at per round
+_GAIN = 1e-12  # smaller gains are rounding
+
+
+@dataclass(slots=True)
+class _Improver:
+    """Local moves that raise total match quality and keep every placed task placed."""
+
+    views: Sequence[ClassView]
+    class_of: Sequence[int]
+    ledger: Ledger
+    quality: dict[int, dict[int, float]] = field(default_factory=dict)
+    tops: dict[int, float] = field(default_factory=dict)
+    free_of: dict[int, int] = field(default_factory=dict)  # best free candidate per class, until a move
+
+    def q(self, c: int) -> dict[int, float]:
+        """Match quality per candidate of class c: the ranking key s + 2T*bias (the score when T = 0)."""
+        found = self.quality.get(c)
+        if found is None:
+            view = self.views[c]
+            tilt = 2.0 * view.ranker.temperature
+            found = self.quality[c] = {
+                a: s + tilt * b for a, s, b in zip(view.ranked, view.scores, view.biases, strict=True)
+            }
+        return found
+
+    def top(self, c: int) -> float:
+        """The best match quality class c can get."""
+        found = self.tops.get(c)
+        if found is None:
+            found = self.tops[c] = max(self.q(c).values())
+        return found
+
+    def best_free(self, c: int, besides: int) -> int:
+        """Class c's best-ranked candidate with a free slot (within the scan), or -1.
+
+        Cached until the next move: checks far outnumber moves, and a move is what frees a slot.
+        """
+        found = self.free_of.get(c)
+        if found is None or found == besides:
+            free = self.ledger.free
+            found = next((a for a in self.views[c].ranked[:_SCAN] if free[a] > 0 and a != besides), -1)
+            if besides < 0 or free[besides] <= 0:
+                self.free_of[c] = found
+        return found
+
+    def step(self, task: int) -> bool:
+        """Move `task` to a better agent if some move gains in total; True if it moved."""
+        ledger = self.ledger
+        a = ledger.agent_of[task]
+        c = self.class_of[task]
+        qc = self.q(c)
+        here = qc[a]
+        for b in self.views[c].ranked[:_SCAN]:
+            gain = qc[b] - here
+            if gain <= _GAIN:
+                continue
+            if ledger.free[b] > 0:
+                ledger.move(task, b)
+                self.free_of.clear()
+                return True
+            if self.displace(task, a, b, gain):
+                self.free_of.clear()
+                return True
+        return False
+
+    def displace(self, task: int, a: int, b: int, gain: float) -> bool:
+        """Take b from a task of another class, which moves to `a` or to its best free agent."""
+        ledger = self.ledger
+        c = self.class_of[task]
+        tried = {c}
+        for other in ledger.holders.get(b, ()):
+            d = self.class_of[other]
+            if d in tried:
+                continue  # tasks of one class on one agent are interchangeable
+            tried.add(d)
+            qd = self.q(d)
+            lost = qd[b]
+            swap = qd.get(a)
+            if swap is not None and gain + swap - lost > _GAIN:
+                _swap(task, other, a, b, ledger)
+                return True
+            if gain + self.top(d) - lost <= _GAIN:
+                continue  # not even its best agent would pay for the move
+            f = self.best_free(d, b)
+            if f >= 0 and gain + qd[f] - lost > _GAIN:
+                ledger.move(other, f)
+                ledger.move(task, b)
+                return True
+        return False
+
+
+def improve(views: Sequence[ClassView], class_of: Sequence[int], ledger: Ledger, *, rounds: int = 4) -> int:
+    """Raise total match quality without changing which tasks are placed; return the moves made.
+
+    Greedy placement in priority order can give a high-priority task the agent a later
+    task valued more. Each placed task looks at the candidates its class ranks above
+    its agent: it moves into a free slot there, or takes the slot of a task of another
+    class that moves to this task's agent or to its own best free agent, when the sum
+    gains. Every move keeps each task on a candidate of its class and every agent
+    within its free slots, so the priority optimum stands.
+    """
+    improver = _Improver(views, class_of, ledger)
+    moves = 0
+    for _ in range(rounds):
+        before = moves
+        for task, a in enumerate(ledger.agent_of):
+            if a >= 0 and improver.step(task):
+                moves += 1
+        if moves == before:
+            break
+    return moves
+
+
+def _swap(x: int, y: int, a: int, b: int, ledger: Ledger) -> None:
+    """Task x on agent a and task y on agent b trade places."""
+    ledger.holders[a].remove(x)
+    ledger.holders[b].remove(y)
+    ledger.holders[a].append(y)
+    ledger.holders[b].append(x)
+    ledger.agent_of[x] = b
+    ledger.agent_of[y] = a

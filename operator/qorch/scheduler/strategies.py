@@ -63,7 +63,10 @@ def _quantum(inp: CollapseInput) -> collapse.Ledger:
             agents, _, p = view.probabilities()
             picks = inp.rng.choice(agents, size=len(members), p=p)
             samples.update(zip(members.tolist(), picks.tolist(), strict=True))
-    return collapse.collapse(inp.order, inp.views, inp.class_of, ledger, exact=True, samples=samples)
+    collapse.collapse(inp.order, inp.views, inp.class_of, ledger, exact=True, samples=samples)
+    if samples is None:  # sampling asked for Born draws: keep them
+        collapse.improve(inp.views, inp.class_of, ledger)
+    return ledger
 
 
 def _greedy(inp: CollapseInput) -> collapse.Ledger:

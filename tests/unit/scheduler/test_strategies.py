@@ -139,3 +139,19 @@ def test_exact_is_priority_first_when_aging_makes_fractional_gaps() -> None:
     for strategy in ("exact", "quantum"):
         res = run(agents, tasks, strategy=strategy, weights={"capability-fit": 1.0})
         assert placed(res) == {"aged": "a"}, strategy
+
+
+@pytest.mark.parametrize(
+    ("agents", "tasks", "contention"),
+    [(300, 1000, 0.75), (1000, 1000, None), (3000, 600, 3.0)],
+    ids=["contended", "plentiful", "pools-over-256"],
+)
+def test_quantum_keeps_within_a_thousandth_of_the_best_total_match_quality(
+    agents: int, tasks: int, contention: float | None
+) -> None:
+    """Same priority as exact, and total score >= 0.999 of exact's, where exact maximises it (issue 10, finding 1)."""
+    work = synthetic.workload(agents, tasks, seed=0, contention=contention)
+    best = schedule(work.snapshot, work.tasks, Policy(strategy=Strategy.EXACT))
+    ours = schedule(work.snapshot, work.tasks, Policy())
+    assert value(ours) == value(best)
+    assert ours.score.sum() >= 0.999 * best.score.sum(), ours.score.sum() / best.score.sum()
