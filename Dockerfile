@@ -1,10 +1,10 @@
 # The qorch operator image.
 #   docker build -t qorch-operator:0.1.0 .
-# Stage 1 builds the qorch wheel and installs it, with its dependencies (binary wheels, no
-# compiler), into a virtual environment; stage 2 is the slim Python image plus that
-# environment: no pip, no build tools, no source tree. It runs as a numeric non-root user
-# and writes nothing outside /tmp, so it runs with readOnlyRootFilesystem (the Deployment
-# mounts an emptyDir there).
+# Stage 1 builds the qorch wheel and installs it, with its dependencies, into a virtual
+# environment; dependencies come as binary wheels only (--only-binary), so no compiler is
+# needed. Stage 2 is the slim Python image plus that environment: no pip, no build tools,
+# no source tree. It runs as a numeric non-root user and writes nothing outside /tmp, so it
+# runs with readOnlyRootFilesystem (the Deployment mounts an emptyDir there).
 ARG PYTHON_IMAGE=python:3.11-slim
 
 FROM ${PYTHON_IMAGE} AS builder
@@ -16,7 +16,7 @@ COPY pyproject.toml README.md ./
 COPY operator/ operator/
 RUN pip wheel --no-cache-dir --no-deps --wheel-dir /wheels . \
     && python -m venv /opt/qorch \
-    && /opt/qorch/bin/pip install --no-cache-dir /wheels/qorch-*.whl \
+    && /opt/qorch/bin/pip install --no-cache-dir --only-binary=:all: /wheels/qorch-*.whl \
     && /opt/qorch/bin/pip uninstall --yes pip setuptools \
     && /opt/qorch/bin/qorch --help > /dev/null
 

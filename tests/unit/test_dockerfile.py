@@ -134,6 +134,7 @@ def test_final_stage_installs_nothing() -> None:
     assert [rest for name, rest in final if name == "RUN"] == []
     builder_runs = " ".join(rest for name, rest in stages()[0] if name == "RUN")
     assert "pip uninstall --yes pip setuptools" in builder_runs
+    assert "--only-binary=:all:" in builder_runs, "dependencies must come as wheels: no compiler in any stage"
 
 
 def test_runs_as_a_numeric_non_root_user() -> None:
