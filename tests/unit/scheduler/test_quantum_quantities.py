@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import math
 
 import numpy as np
@@ -149,7 +150,7 @@ def test_coherence_falls_as_slots_per_task_shrink() -> None:
     for slots_per_task in sweep:
         work = synthetic.workload(600, 600, seed=8, contention=slots_per_task)
         seen.append(run_cycle(work.snapshot, work.tasks, Policy()).observables.coherence)
-    assert all(later <= earlier + 0.02 for earlier, later in zip(seen, seen[1:], strict=False)), seen
+    assert all(later <= earlier + 0.02 for earlier, later in itertools.pairwise(seen)), seen
     assert seen[0] > 0.9
     assert seen[-1] < 0.5 * seen[0], seen
 
@@ -190,7 +191,8 @@ def test_a_reported_probability_does_not_depend_on_the_rest_of_the_batch(
     assert crowded.probability[0] == pytest.approx(alone.probability[0], rel=1e-9)
     view = alone.views[int(alone.tasks.class_of[0])]
     view.gather_all()
-    assert view.complete and len(view.ranked) > 256
+    assert view.complete
+    assert len(view.ranked) > 256
     agents_all, _, p_all = view.probabilities()
     expected = float(p_all[list(agents_all).index(int(alone.agent_of[0]))])
     assert alone.probability[0] == pytest.approx(expected, rel=1e-9)
@@ -202,7 +204,6 @@ def test_a_reported_probability_does_not_depend_on_the_rest_of_the_batch(
 def test_per_profile_normalisers_equal_scoring_every_candidate() -> None:
     """The fast normaliser (sums per profile and agent group) equals a logsumexp over every candidate's logit."""
     snap = synthetic.fleet(3000, seed=6)
-    rng = np.random.default_rng(6)
     zones = list(synthetic.ZONES)
     batch = TaskBatch.build(
         snap,
