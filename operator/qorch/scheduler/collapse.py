@@ -168,8 +168,9 @@ def collapse(
     return ledger
 
 
-_SCAN = 64  # better-ranked candidates a task looks at per round
+_SCAN = 64  # better candidates a task looks at per round
 _GAIN = 1e-12  # smaller gains are rounding
+_BUDGET_PER_TASK = 16  # holder classes examined per task of the batch, at most
 
 
 @dataclass(slots=True)
@@ -180,8 +181,9 @@ class _Improver:
     class_of: Sequence[int]
     ledger: Ledger
     quality: dict[int, dict[int, float]] = field(default_factory=dict)
-    tops: dict[int, float] = field(default_factory=dict)
+    better: dict[int, list[int]] = field(default_factory=dict)  # candidates by quality, best first
     free_of: dict[int, int] = field(default_factory=dict)  # best free candidate per class, until a move
+    budget: int = 0  # holder classes left to examine: bounds the pass on contended batches
 
     def q(self, c: int) -> dict[int, float]:
         """Match quality per candidate of class c: the ranking key s + 2T*bias (the score when T = 0)."""
@@ -192,24 +194,31 @@ class _Improver:
             found = self.quality[c] = {
                 a: s + tilt * b for a, s, b in zip(view.ranked, view.scores, view.biases, strict=True)
             }
+            self.better[c] = sorted(found, key=found.__getitem__, reverse=True)[:_SCAN]
         return found
 
-    def top(self, c: int) -> float:
-        """The best match quality class c can get."""
-        found = self.tops.get(c)
-        if found is None:
-            found = self.tops[c] = max(self.q(c).values())
-        return found
+    def worst_first(self) -> list[int]:
+        """Placed tasks, those furthest below their class's best agent first (where a move gains most)."""
+        agent_of, class_of = self.ledger.agent_of, self.class_of
+        shortfall = []
+        for task, a in enumerate(agent_of):
+            if a >= 0:
+                c = class_of[task]
+                qc = self.q(c)
+                shortfall.append((qc[a] - qc[self.better[c][0]], task))
+        shortfall.sort()
+        return [task for _, task in shortfall]
 
     def best_free(self, c: int, besides: int) -> int:
-        """Class c's best-ranked candidate with a free slot (within the scan), or -1.
+        """Class c's best candidate with a free slot (within the scan), or -1.
 
         Cached until the next move: checks far outnumber moves, and a move is what frees a slot.
         """
         found = self.free_of.get(c)
         if found is None or found == besides:
+            self.q(c)
             free = self.ledger.free
-            found = next((a for a in self.views[c].ranked[:_SCAN] if free[a] > 0 and a != besides), -1)
+            found = next((a for a in self.better[c] if free[a] > 0 and a != besides), -1)
             if besides < 0 or free[besides] <= 0:
                 self.free_of[c] = found
         return found
@@ -221,17 +230,16 @@ class _Improver:
         c = self.class_of[task]
         qc = self.q(c)
         here = qc[a]
-        for b in self.views[c].ranked[:_SCAN]:
+        for b in self.better[c]:
             gain = qc[b] - here
             if gain <= _GAIN:
-                continue
+                return False  # the rest are no better than where the task is
             if ledger.free[b] > 0:
                 ledger.move(task, b)
-                self.free_of.clear()
-                return True
-            if self.displace(task, a, b, gain):
-                self.free_of.clear()
-                return True
+            elif not self.displace(task, a, b, gain):
+                continue
+            self.free_of.clear()
+            return True
         return False
 
     def displace(self, task: int, a: int, b: int, gain: float) -> bool:
@@ -244,13 +252,14 @@ class _Improver:
             if d in tried:
                 continue  # tasks of one class on one agent are interchangeable
             tried.add(d)
+            self.budget -= 1
             qd = self.q(d)
             lost = qd[b]
             swap = qd.get(a)
             if swap is not None and gain + swap - lost > _GAIN:
                 _swap(task, other, a, b, ledger)
                 return True
-            if gain + self.top(d) - lost <= _GAIN:
+            if gain + qd[self.better[d][0]] - lost <= _GAIN:
                 continue  # not even its best agent would pay for the move
             f = self.best_free(d, b)
             if f >= 0 and gain + qd[f] - lost > _GAIN:
@@ -264,19 +273,29 @@ def improve(views: Sequence[ClassView], class_of: Sequence[int], ledger: Ledger,
     """Raise total match quality without changing which tasks are placed; return the moves made.
 
     Greedy placement in priority order can give a high-priority task the agent a later
-    task valued more. Each placed task looks at the candidates its class ranks above
-    its agent: it moves into a free slot there, or takes the slot of a task of another
-    class that moves to this task's agent or to its own best free agent, when the sum
-    gains. Every move keeps each task on a candidate of its class and every agent
-    within its free slots, so the priority optimum stands.
+    task valued more. Each placed task looks at the candidates its class values more
+    than its agent: it moves into a free slot there, or takes the slot of a task of
+    another class that moves to this task's agent or to its own best free agent, when
+    the sum gains. Every move keeps each task on a candidate of its class and every
+    agent within its free slots, so the priority optimum stands. Tasks of one class on
+    one agent are interchangeable, so once one of them cannot move, the rest are skipped
+    until the next round.
     """
-    improver = _Improver(views, class_of, ledger)
+    improver = _Improver(views, class_of, ledger, budget=_BUDGET_PER_TASK * len(ledger.agent_of))
     moves = 0
     for _ in range(rounds):
         before = moves
-        for task, a in enumerate(ledger.agent_of):
-            if a >= 0 and improver.step(task):
+        stuck: set[tuple[int, int]] = set()
+        for task in improver.worst_first():
+            a = ledger.agent_of[task]
+            if improver.budget <= 0:
+                return moves
+            if (class_of[task], a) in stuck:
+                continue
+            if improver.step(task):
                 moves += 1
+            else:
+                stuck.add((class_of[task], a))
         if moves == before:
             break
     return moves
