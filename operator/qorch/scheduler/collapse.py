@@ -180,10 +180,18 @@ class _Improver:
     views: Sequence[ClassView]
     class_of: Sequence[int]
     ledger: Ledger
+    budget: int  # other classes left to examine: bounds the pass on contended batches
     quality: dict[int, dict[int, float]] = field(default_factory=dict)
     better: dict[int, list[int]] = field(default_factory=dict)  # candidates by quality, best first
     free_of: dict[int, int] = field(default_factory=dict)  # best free candidate per class, until a move
-    budget: int = 0  # holder classes left to examine: bounds the pass on contended batches
+    classes_on: dict[int, dict[int, int]] = field(default_factory=dict)  # agent -> class -> tasks held
+
+    def __post_init__(self) -> None:
+        for agent, held in self.ledger.holders.items():
+            on = self.classes_on[agent] = {}
+            for task in held:
+                c = self.class_of[task]
+                on[c] = on.get(c, 0) + 1
 
     def q(self, c: int) -> dict[int, float]:
         """Match quality per candidate of class c: the ranking key s + 2T*bias (the score when T = 0)."""
@@ -223,6 +231,17 @@ class _Improver:
                 self.free_of[c] = found
         return found
 
+    def move(self, task: int, to: int) -> None:
+        """Move a task (the ledger and the per-agent class counts)."""
+        c = self.class_of[task]
+        old = self.classes_on[self.ledger.agent_of[task]]
+        old[c] -= 1
+        if not old[c]:
+            del old[c]
+        on = self.classes_on.setdefault(to, {})
+        on[c] = on.get(c, 0) + 1
+        self.ledger.move(task, to)
+
     def step(self, task: int) -> bool:
         """Move `task` to a better agent if some move gains in total; True if it moved."""
         ledger = self.ledger
@@ -235,7 +254,7 @@ class _Improver:
             if gain <= _GAIN:
                 return False  # the rest are no better than where the task is
             if ledger.free[b] > 0:
-                ledger.move(task, b)
+                self.move(task, b)
             elif not self.displace(task, a, b, gain):
                 continue
             self.free_of.clear()
@@ -244,29 +263,31 @@ class _Improver:
 
     def displace(self, task: int, a: int, b: int, gain: float) -> bool:
         """Take b from a task of another class, which moves to `a` or to its best free agent."""
-        ledger = self.ledger
         c = self.class_of[task]
-        tried = {c}
-        for other in ledger.holders.get(b, ()):
-            d = self.class_of[other]
-            if d in tried:
-                continue  # tasks of one class on one agent are interchangeable
-            tried.add(d)
+        for d in self.classes_on.get(b, {}):
+            if d == c:
+                continue  # tasks of one class are interchangeable
             self.budget -= 1
             qd = self.q(d)
             lost = qd[b]
             swap = qd.get(a)
             if swap is not None and gain + swap - lost > _GAIN:
-                _swap(task, other, a, b, ledger)
+                other = self.held_by(b, d)
+                self.move(task, b)  # b is one over for a moment; the next move evens it
+                self.move(other, a)
                 return True
             if gain + qd[self.better[d][0]] - lost <= _GAIN:
                 continue  # not even its best agent would pay for the move
             f = self.best_free(d, b)
             if f >= 0 and gain + qd[f] - lost > _GAIN:
-                ledger.move(other, f)
-                ledger.move(task, b)
+                self.move(self.held_by(b, d), f)
+                self.move(task, b)
                 return True
         return False
+
+    def held_by(self, agent: int, c: int) -> int:
+        """A task of class c on `agent`."""
+        return next(t for t in self.ledger.holders[agent] if self.class_of[t] == c)
 
 
 def improve(views: Sequence[ClassView], class_of: Sequence[int], ledger: Ledger, *, rounds: int = 4) -> int:
@@ -283,10 +304,11 @@ def improve(views: Sequence[ClassView], class_of: Sequence[int], ledger: Ledger,
     """
     improver = _Improver(views, class_of, ledger, budget=_BUDGET_PER_TASK * len(ledger.agent_of))
     moves = 0
+    order = improver.worst_first()
     for _ in range(rounds):
         before = moves
         stuck: set[tuple[int, int]] = set()
-        for task in improver.worst_first():
+        for task in order:
             a = ledger.agent_of[task]
             if improver.budget <= 0:
                 return moves
@@ -299,13 +321,3 @@ def improve(views: Sequence[ClassView], class_of: Sequence[int], ledger: Ledger,
         if moves == before:
             break
     return moves
-
-
-def _swap(x: int, y: int, a: int, b: int, ledger: Ledger) -> None:
-    """Task x on agent a and task y on agent b trade places."""
-    ledger.holders[a].remove(x)
-    ledger.holders[b].remove(y)
-    ledger.holders[a].append(y)
-    ledger.holders[b].append(x)
-    ledger.agent_of[x] = b
-    ledger.agent_of[y] = a
