@@ -20,7 +20,7 @@ from qorch.api import constants
 from qorch.api.agent import AgentSpec, AgentStatus
 from qorch.api.approval import ApprovalSpec, ApprovalStatus
 from qorch.api.common import cel
-from qorch.api.policy import SchedulingPolicySpec
+from qorch.api.policy import SCORER_NAMES, SchedulingPolicySpec
 from qorch.api.task import TaskSpec, TaskStatus
 
 if TYPE_CHECKING:
@@ -375,6 +375,11 @@ POLICY = KindDefinition(
             "spec.temperature must be 0 (the deterministic optimum) or from 0.001 to 10: "
             "below 0.001 the softmax underflows",
             field_path=".temperature",
+        ),
+        cel(
+            "!has(self.weights) || self.weights.all(k, k in [" + ", ".join(f"'{n}'" for n in SCORER_NAMES) + "])",
+            "spec.weights names an unknown scorer: use " + ", ".join(SCORER_NAMES),
+            field_path=".weights",
         ),
     ),
 )

@@ -10,7 +10,10 @@ from qorch.api.common import DNS_LABEL, SpecModel
 from qorch.api.enums import Strategy
 from qorch.api.task import RetryPolicy
 
-__all__ = ["NamespaceQuota", "SchedulingPolicySpec"]
+__all__ = ["SCORER_NAMES", "NamespaceQuota", "SchedulingPolicySpec"]
+
+#: The scorers the operator ships (qorch.scheduler.scorers registers exactly these; a test holds them equal).
+SCORER_NAMES = ("capability-fit", "headroom", "success-rate", "cost", "latency", "deadline-slack")
 
 ScorerName = Annotated[str, Field(max_length=63, pattern=DNS_LABEL)]
 

@@ -92,6 +92,11 @@ BAD = [
     pytest.param(
         policy(temperature=1e-310), ["spec.temperature", "softmax underflows"], id="policy-underflowing-temperature"
     ),
+    pytest.param(
+        policy(weights={"headroom": 1, "speed": 2}),
+        ["spec.weights", "unknown scorer", "capability-fit"],
+        id="policy-unknown-scorer",
+    ),
     # --- unknown enum values
     pytest.param(
         agent(clearance="ultra"),

@@ -217,3 +217,11 @@ def test_cli_reports_unreadable_input(stdin: str | None, args: tuple[str, ...], 
     assert done.returncode == 2
     assert message in done.stderr
     assert "Traceback" not in done.stderr
+
+
+def test_the_crd_knows_exactly_the_scorers_the_scheduler_ships() -> None:
+    """The SchedulingPolicy CRD refuses unknown scorer names from this list, so it must match the registry."""
+    from qorch.api.policy import SCORER_NAMES  # noqa: PLC0415 - the api layer's copy, checked here
+    from qorch.scheduler.scorers import DEFAULT_WEIGHTS, REGISTRY  # noqa: PLC0415
+
+    assert set(SCORER_NAMES) == set(REGISTRY) == set(DEFAULT_WEIGHTS)
