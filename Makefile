@@ -6,7 +6,7 @@ QORCH  := $(BIN)/qorch
 PYTEST := $(BIN)/pytest
 
 .DEFAULT_GOAL := help
-.PHONY: help venv controlplane helm crds lint unit integration e2e test demo down bench clean
+.PHONY: help venv controlplane helm promql crds lint unit integration e2e test demo down bench clean
 
 help: ## list targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-14s %s\n", $$1, $$2}'
@@ -25,6 +25,9 @@ controlplane: venv ## build (or find) kube-apiserver, etcd and kubectl
 helm: ## build (or find) helm from the Go module proxy, for the chart's tests
 	hack/helm/build.sh
 
+promql: ## build (or find) the PromQL checker of manifests/monitoring's tests
+	hack/promql/build.sh
+
 crds: venv ## regenerate crds/ and the chart's copy from qorch.api
 	$(QORCH) crds generate
 	$(QORCH) crds generate --output-dir charts/qorch/crds
@@ -38,7 +41,7 @@ lint: venv ## ruff, mypy --strict and the layer contract
 unit: venv ## unit tier: no control plane needed
 	$(PYTEST) tests/unit
 
-integration: controlplane helm ## integration + e2e tiers against a real control plane
+integration: controlplane helm promql ## integration + e2e tiers against a real control plane
 	$(PYTEST) tests/integration $(wildcard tests/e2e/test_*.py)
 
 test: lint unit integration ## everything CI runs

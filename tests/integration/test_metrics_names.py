@@ -5,25 +5,34 @@ simulated agent pool runs to the end, so that the operator's series are populate
 its /metrics page is scraped. The PromQL of manifests/monitoring is read crudely: each
 `qorch_*` identifier must be a series of the page (a histogram's by _bucket, _sum or
 _count), and each label a `by (...)` groups on must be a label of the series it groups.
+Prometheus's own parser and rule-file checks (hack/promql, built from the Go module proxy)
+then read the same PromQL properly.
 """
 
 from __future__ import annotations
 
+import json
 import re
+import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+import yaml
 
 from qorch.devcluster import ControlPlane
 from qorch.testing import Kubectl
 from support.api import Api
 from support.manifests import agents, policy, stream, task
-from support.monitoring import dashboard_expressions, metric_names, rule_expressions, unknown
+from support.monitoring import ROOT, RULES, dashboard_expressions, metric_names, rule_expressions, unknown
 from support.operators import OperatorFleet, OperatorProcess
 from support.pools import PoolFleet, wait_for
 
 pytestmark = [pytest.mark.integration]
+
+PROMQL_BUILD = ROOT / "hack" / "promql" / "build.sh"
+# Grafana's built-in variables the dashboard uses, as Grafana would substitute them.
+GRAFANA_VARIABLES = {"$__rate_interval": "1m", "$__interval": "15s", "$__range": "1h"}
 
 FEASIBLE = 6
 _SAMPLE = re.compile(r"^(qorch_[a-z0-9_]+)(?:\{([^}]*)\})? \S+$", re.MULTILINE)
@@ -122,3 +131,34 @@ def test_every_grouping_label_is_on_its_series(scraped: tuple[OperatorProcess, s
             wrong[where] = sorted(grouped - carried)
     assert not wrong, f"grouping on labels the series lack: {wrong}"
     assert compared >= 15, f"only {compared} groupings could be checked: the workload populated too little"
+
+
+@pytest.fixture(scope="module")
+def promql_check() -> Path:
+    """hack/promql's checker: Prometheus's parser and rule-file validation (built once, then cached)."""
+    done = subprocess.run([PROMQL_BUILD], capture_output=True, text=True, check=False)
+    if done.returncode != 0:
+        pytest.fail(f"{PROMQL_BUILD} failed (`make promql` builds it with Go):\n{done.stderr}", pytrace=False)
+    return Path(done.stdout.strip())
+
+
+def test_prometheus_accepts_the_rules_and_every_query(promql_check: Path) -> None:
+    """Prometheus's own checks pass: the rule file's (fields, durations, PromQL, templates) and every query's.
+
+    Dashboard queries are parsed once Grafana's variables are substituted.
+    """
+    rules = yaml.safe_dump({"groups": yaml.safe_load(RULES.read_text())["spec"]["groups"]})
+    queries = {}
+    for where, expr in dashboard_expressions().items():
+        query = expr
+        for variable, value in GRAFANA_VARIABLES.items():
+            query = query.replace(variable, value)
+        assert "$" not in query, f"{where} uses a variable this test does not know: {query}"
+        queries[where] = query
+    done = subprocess.run(
+        [promql_check], input=json.dumps({"rules": rules, "exprs": queries}), capture_output=True, text=True, check=True
+    )
+    assert json.loads(done.stdout) == {}
+    broken = {"rules": rules.replace("for: 2m", "for: 2 minutes", 1), "exprs": {"q": "sum(rate(qorch_tasks[5m])"}}
+    done = subprocess.run([promql_check], input=json.dumps(broken), capture_output=True, text=True, check=True)
+    assert set(json.loads(done.stdout)) == {"rules", "q"}, "the checker let broken input through"
