@@ -1,8 +1,10 @@
-"""The agent side: for now a simulated pool that stands in for the agent runtime.
+"""The agent side: the runtime that runs users' handlers, and a simulated pool for load tests.
 
-It talks to the real API exactly as the runtime will (liveness Leases, the
-`execution` part of Task status, field manager `qorch-agent`), so the operator
-can be exercised end to end before the real runtime lands.
+`qorch.agent.runtime` serves one Agent by the protocol in docs/protocol.md;
+`qorch.agent.simulated` pretends to run tasks (named as such, for demos of
+scale and benchmarks). Both share `qorch.agent.attempts`.
 """
 
-__all__: list[str] = []
+from qorch.agent.runtime import Handlers, RuntimeSettings, TaskContext
+
+__all__ = ["Handlers", "RuntimeSettings", "TaskContext"]

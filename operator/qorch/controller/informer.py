@@ -53,6 +53,7 @@ class Informer:
         *,
         namespace: str | None = None,
         name_prefix: str = "",
+        field_selector: str = "",
         page_size: int = 500,
         watch_seconds: int = 290,
         idle_seconds: float = 150.0,
@@ -63,6 +64,7 @@ class Informer:
         self._sink = sink
         self._namespace = namespace
         self._prefix = name_prefix
+        self._fields = field_selector or None  # the apiserver filters (an agent watches only its own tasks)
         self._page_size = page_size
         self._watch_seconds = watch_seconds
         self._idle_seconds = idle_seconds  # the apiserver sends a bookmark about every minute
@@ -111,7 +113,10 @@ class Informer:
         while True:
             try:
                 page = await self._api.call(
-                    "GET", path, query={"limit": self._page_size, "continue": token}, timeout=60.0
+                    "GET",
+                    path,
+                    query={"limit": self._page_size, "continue": token, "fieldSelector": self._fields},
+                    timeout=60.0,
                 )
             except ApiError as exc:
                 if exc.status == _GONE and token:  # the continue token expired: start over
@@ -142,6 +147,7 @@ class Informer:
             "resourceVersion": self.resource_version,
             "allowWatchBookmarks": True,
             "timeoutSeconds": self._watch_seconds,
+            "fieldSelector": self._fields,
         }
         seen = 0
         try:

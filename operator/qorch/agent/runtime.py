@@ -1,0 +1,408 @@
+"""The agent runtime: serves one Agent, runs the user's handlers on its tasks, by the protocol.
+
+It creates its Agent (or attaches to one GitOps made, whose spec then wins),
+renews the Lease `qorch-agent-<name>`, watches only the Tasks assigned to it
+(a field selector on `status.assignment.agent`), claims each attempt with
+compare-and-set, runs the handler for the task's capabilities with its
+`input`, at most `capacity` at once and under `timeoutSeconds`, and writes the
+result or a one-line error (docs/protocol.md). SIGTERM drains: nothing new is
+claimed (offers are refused as Draining), running handlers get `grace_seconds`
+to finish, the rest are reported failed so the operator retries them
+elsewhere, and the Lease is released so the operator knows at once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import inspect
+import json
+import logging
+import signal
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from qorch.agent.attempts import TASKS, Attempts, Claim, UnsettledClaimError
+from qorch.api import constants, protocol
+from qorch.controller.informer import Informer
+from qorch.controller.kube import ApiError, KubeApi, KubeError, Resource
+
+if TYPE_CHECKING:
+    from collections.abc import Awaitable, Callable, Mapping
+
+    from qorch.api.protocol import AttemptId
+
+__all__ = ["AgentRuntime", "Handlers", "RuntimeSettings", "TaskContext", "run_agent", "serve"]
+
+log = logging.getLogger(__name__)
+AGENTS = Resource(constants.GROUP, constants.VERSION, "agents")
+LEASES = Resource("coordination.k8s.io", "v1", "leases")
+_NOT_FOUND, _CONFLICT = 404, 409
+
+
+@dataclass(frozen=True, slots=True)
+class TaskContext:
+    """What a handler gets: the task's goal and input, and which attempt this is."""
+
+    name: str
+    namespace: str
+    goal: str
+    input: Mapping[str, Any]
+    requires: tuple[str, ...]
+    attempt: int
+    agent: str
+
+
+class Handlers:
+    """Handlers by capability: a task runs the first registered for one of its requirements, else the default."""
+
+    def __init__(self, default: Callable[[TaskContext], Any] | None = None) -> None:
+        """Optionally with a handler for everything."""
+        self._by_capability: dict[str, Callable[[TaskContext], Any]] = {}
+        self.default = default
+
+    def on(self, capability: str) -> Callable[[Callable[[TaskContext], Any]], Callable[[TaskContext], Any]]:
+        """Decorator: handle tasks that require `capability` (sync or async)."""
+
+        def register(fn: Callable[[TaskContext], Any]) -> Callable[[TaskContext], Any]:
+            self._by_capability[capability] = fn
+            return fn
+
+        return register
+
+    def for_task(self, requires: tuple[str, ...]) -> Callable[[TaskContext], Any] | None:
+        """The handler for a task with these requirements, or None."""
+        for cap in requires:
+            found = self._by_capability.get(cap)
+            if found is not None:
+                return found
+        return self.default
+
+    @property
+    def capabilities(self) -> tuple[str, ...]:
+        """Capabilities with a handler of their own."""
+        return tuple(self._by_capability)
+
+
+@dataclass(frozen=True, slots=True)
+class RuntimeSettings:
+    """Who the agent is and how it behaves."""
+
+    name: str
+    namespace: str
+    capabilities: tuple[str, ...] = ()
+    capacity: int = 1
+    labels: Mapping[str, str] = field(default_factory=dict)
+    lease_seconds: int = 10
+    renew_seconds: float = 2.0
+    grace_seconds: float = 10.0
+    poll_seconds: float = 5.0  # a safety net under the watch: look at the tasks again this often
+
+
+@dataclass(slots=True)
+class _Running:
+    claim: Claim
+    job: asyncio.Task[tuple[str, str]]
+
+
+class _Mine:
+    """The tasks assigned to this agent, as the watch sees them (an informer sink)."""
+
+    def __init__(self) -> None:
+        self.tasks: dict[str, dict[str, Any]] = {}
+        self.changed = asyncio.Event()
+        self._listing: set[str] = set()
+
+    def upsert(self, body: Mapping[str, Any], *, listed: bool = False) -> None:
+        name = str(body["metadata"]["name"])
+        self.tasks[name] = dict(body)
+        if listed:
+            self._listing.add(name)
+        self.changed.set()
+
+    def delete(self, body: Mapping[str, Any]) -> None:
+        self.tasks.pop(str(body["metadata"]["name"]), None)
+        self.changed.set()
+
+    def begin_list(self, namespace: str | None) -> None:
+        del namespace
+        self._listing = set()
+
+    def end_list(self, namespace: str | None) -> None:
+        del namespace
+        for gone in set(self.tasks) - self._listing:
+            del self.tasks[gone]
+        self.changed.set()
+
+
+class AgentRuntime:
+    """One agent: its Agent object, its Lease, its tasks and its handlers."""
+
+    def __init__(self, api: KubeApi, settings: RuntimeSettings, handlers: Handlers) -> None:
+        """Nothing talks to the apiserver until `run()`."""
+        self.api = api
+        self.settings = settings
+        self.handlers = handlers
+        self.attempts = Attempts(api, settings.namespace)
+        self.capacity = settings.capacity
+        self.mine = _Mine()
+        self.running: dict[AttemptId, _Running] = {}
+        self.unsettled: dict[AttemptId, UnsettledClaimError] = {}
+        self.owed: dict[AttemptId, tuple[Claim, str, str]] = {}  # finishes the apiserver did not take yet
+        self.claiming = 0
+        self.reports: set[asyncio.Task[None]] = set()
+        self.draining = False
+
+    @property
+    def load(self) -> int:
+        """Slots taken: handlers running, claims on their way or in doubt."""
+        return len(self.running) + len(self.unsettled) + self.claiming
+
+    async def attach(self) -> None:
+        """Create the Agent, or attach to the existing one (its spec, e.g. from GitOps, wins)."""
+        s = self.settings
+        try:
+            body = await self.api.call("GET", AGENTS.path(s.namespace, s.name))
+        except ApiError as exc:
+            if exc.status != _NOT_FOUND:
+                raise
+            spec = {"capabilities": list(s.capabilities), "capacity": s.capacity}
+            meta = {"name": s.name, "labels": dict(s.labels)}
+            body = {"apiVersion": constants.API_VERSION, "kind": "Agent", "metadata": meta, "spec": spec}
+            try:
+                body = await self.api.call("POST", AGENTS.path(s.namespace), body=body)
+            except ApiError as again:
+                if again.status != _CONFLICT:
+                    raise
+                body = await self.api.call("GET", AGENTS.path(s.namespace, s.name))
+        self.capacity = int((body.get("spec") or {}).get("capacity", s.capacity))
+        log.info("serving Agent %s/%s (capacity %d)", s.namespace, s.name, self.capacity)
+
+    async def renew(self, *, holder: str | None = None) -> None:
+        """Renew the liveness Lease (create it if missing); `holder=""` releases it."""
+        s = self.settings
+        name = constants.AGENT_LEASE_PREFIX + s.name
+        spec = {
+            "holderIdentity": s.name if holder is None else (holder or None),
+            "leaseDurationSeconds": s.lease_seconds,
+            "renewTime": protocol.timestamp(),
+        }
+        try:
+            await self.api.call(
+                "PATCH",
+                LEASES.path(s.namespace, name),
+                body={"spec": spec},
+                content_type="application/merge-patch+json",
+            )
+        except ApiError as exc:
+            if exc.status != _NOT_FOUND or holder == "":
+                raise
+            await self.api.call("POST", LEASES.path(s.namespace), body={"metadata": {"name": name}, "spec": spec})
+
+    async def recover(self) -> None:
+        """After a restart: our claims with no finish cannot be vouched for; report them failed."""
+        for task in list(self.mine.tasks.values()):
+            execution = (task.get("status") or {}).get("execution") or {}
+            attempt = protocol.current(task, self.settings.name)
+            if attempt is None or attempt in self.running or execution.get("finishedAt") or execution.get("refused"):
+                continue
+            if int(execution.get("attempt") or 0) != attempt.attempt or not execution.get("startedAt"):
+                continue
+            claim = Claim(attempt, self.settings.name, task["metadata"]["name"], str(execution["startedAt"]))
+            self.owed[attempt] = (claim, "", "the agent restarted while running this attempt")
+
+    async def round(self) -> None:
+        """Settle doubtful claims, report owed finishes, claim (or refuse) what is offered."""
+        for attempt, doubt in list(self.unsettled.items()):
+            landed = await self.attempts.settle(doubt)
+            if landed is None:
+                continue
+            del self.unsettled[attempt]
+            if landed:
+                self._start(doubt.claim, self.mine.tasks.get(doubt.claim.task) or {})
+        for attempt, (claim, result, error) in list(self.owed.items()):
+            with contextlib.suppress(KubeError):  # still owed: the next round tries again
+                await self.attempts.finish(claim, result=result, error=error)
+                del self.owed[attempt]
+        for task in list(self.mine.tasks.values()):
+            await self._offer(task)
+
+    async def _offer(self, task: dict[str, Any]) -> None:
+        me = self.settings.name
+        attempt = protocol.claimable(task, me)
+        if attempt is None or attempt in self.running or attempt in self.unsettled or attempt in self.owed:
+            return
+        spec = task.get("spec") or {}
+        requires = tuple(spec.get("requires") or ())
+        if self.draining:
+            await self.attempts.refuse(task, me, reason=protocol.DRAINING, message=f"{me} is shutting down")
+            return
+        if self.handlers.for_task(requires) is None:
+            message = f"{me} has no handler for [{', '.join(requires)}]"
+            await self.attempts.refuse(task, me, reason=protocol.NO_HANDLER, message=message)
+            return
+        if self.load >= self.capacity:
+            message = f"{me} already runs {self.load} of {self.capacity} attempts"
+            await self.attempts.refuse(task, me, reason=protocol.OVER_CAPACITY, message=message)
+            return
+        self.claiming += 1  # the slot is held from the check to the claim's answer
+        try:
+            claim = await self.attempts.claim(task, me)
+        except UnsettledClaimError as doubt:
+            self.unsettled[attempt] = doubt  # holds the slot until settled
+            log.warning("%s; settling it later", doubt)
+            return
+        finally:
+            self.claiming -= 1
+        if claim is not None:
+            self._start(claim, task)
+
+    def _start(self, claim: Claim, task: Mapping[str, Any]) -> None:
+        spec = task.get("spec") or {}
+        context = TaskContext(
+            name=claim.task,
+            namespace=self.settings.namespace,
+            goal=str(spec.get("goal", "")),
+            input=dict(spec.get("input") or {}),
+            requires=tuple(spec.get("requires") or ()),
+            attempt=claim.attempt.attempt,
+            agent=claim.agent,
+        )
+        timeout = spec.get("timeoutSeconds")
+        job = asyncio.create_task(self._run(context, float(timeout) if timeout else None))
+        self.running[claim.attempt] = _Running(claim, job)
+        job.add_done_callback(lambda _: self._spawn_report(claim.attempt))
+        log.info("running %s attempt %d", claim.task, claim.attempt.attempt)
+
+    def _spawn_report(self, attempt: AttemptId) -> None:
+        report = asyncio.create_task(self._report(attempt))
+        self.reports.add(report)
+        report.add_done_callback(self.reports.discard)
+
+    async def _run(self, context: TaskContext, limit_s: float | None) -> tuple[str, str]:
+        """(result, error) of the handler; the error is one line naming the exception."""
+        handler = self.handlers.for_task(context.requires)
+        assert handler is not None  # noqa: S101 - checked before claiming
+        try:
+            if inspect.iscoroutinefunction(handler):
+                value = await asyncio.wait_for(handler(context), limit_s)
+            else:
+                value = await asyncio.wait_for(asyncio.to_thread(handler, context), limit_s)
+        except TimeoutError:
+            return "", f"TimeoutError: the handler ran longer than timeoutSeconds={limit_s:g}"
+        except asyncio.CancelledError:
+            return "", "the agent shut down before the attempt finished"
+        except Exception as exc:  # noqa: BLE001 - the user's handler may raise anything; it becomes the report
+            return "", f"{type(exc).__name__}: {exc}"
+        return (value if isinstance(value, str) else json.dumps(value, default=str)), ""
+
+    async def _report(self, attempt: AttemptId) -> None:
+        running = self.running.get(attempt)
+        if running is None:
+            return
+        result, error = running.job.result()
+        try:
+            await self.attempts.finish(running.claim, result=result, error=error)
+        except KubeError as exc:
+            log.warning("finish of %s not taken yet, will retry: %s", attempt, exc)
+            self.owed[attempt] = (running.claim, result, error)
+        finally:
+            self.running.pop(attempt, None)
+            self.mine.changed.set()  # a slot is free: look at what is offered
+
+    async def drain(self) -> None:
+        """Stop taking work (offers are refused), let handlers finish within the grace, hand back the rest."""
+        self.draining = True
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.settings.grace_seconds
+        if self.running:
+            log.info("draining: %d attempt(s) running, %.0f s grace", len(self.running), self.settings.grace_seconds)
+        while self.running and loop.time() < deadline:
+            with contextlib.suppress(KubeError):
+                await self.round()  # refuses new offers, reports owed finishes
+            await asyncio.sleep(0.2)
+        jobs = [running.job for running in self.running.values()]
+        for job in jobs:
+            job.cancel()  # reported as "the agent shut down before the attempt finished"
+        if jobs:
+            await asyncio.wait(jobs)
+        await asyncio.sleep(0)  # the jobs' done-callbacks start their reports
+        if self.reports:
+            await asyncio.wait(set(self.reports), timeout=30)
+        for attempt, (claim, result, error) in list(self.owed.items()):
+            with contextlib.suppress(KubeError):
+                await self.attempts.finish(claim, result=result, error=error)
+                del self.owed[attempt]
+
+
+async def _every(seconds: float, stop: asyncio.Event, step: Callable[[], Awaitable[None]], what: str) -> None:
+    while not stop.is_set():
+        try:
+            await step()
+        except KubeError as exc:
+            log.warning("%s: %s", what, exc)
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(stop.wait(), seconds)
+
+
+async def run_agent(api: KubeApi, settings: RuntimeSettings, handlers: Handlers, stop: asyncio.Event) -> None:
+    """Serve until `stop` is set, then drain and release the Lease."""
+    agent = AgentRuntime(api, settings, handlers)
+    await agent.attach()
+    await agent.renew()
+    informer = Informer(
+        api, TASKS, agent.mine, namespace=settings.namespace, field_selector=f"status.assignment.agent={settings.name}"
+    )
+    watch = asyncio.create_task(informer.run())
+    renewals = asyncio.create_task(_every(settings.renew_seconds, stop, agent.renew, "lease renewal"))
+    try:
+        await informer.synced.wait()
+        await agent.recover()
+        while not stop.is_set():
+            agent.mine.changed.clear()
+            try:
+                await agent.round()
+            except KubeError as exc:
+                log.warning("agent round: %s", exc)
+            waits = [asyncio.create_task(agent.mine.changed.wait()), asyncio.create_task(stop.wait())]
+            await asyncio.wait(waits, timeout=settings.poll_seconds, return_when=asyncio.FIRST_COMPLETED)
+            for w in waits:
+                w.cancel()
+        await agent.drain()
+    finally:
+        renewals.cancel()
+        watch.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await renewals
+        with contextlib.suppress(asyncio.CancelledError):
+            await watch
+        with contextlib.suppress(KubeError):
+            await agent.renew(holder="")  # released: the operator takes the agent as gone at once
+    log.info("agent %s stopped", settings.name)
+
+
+async def _serve(settings: RuntimeSettings, handlers: Handlers, kubeconfig: str | None) -> None:
+    from kubernetes_asyncio import client, config  # noqa: PLC0415 - only a running agent needs the client
+
+    if kubeconfig:
+        await config.load_kube_config(config_file=kubeconfig)
+    else:
+        try:
+            config.load_incluster_config()  # type: ignore[no-untyped-call]
+        except config.ConfigException:
+            await config.load_kube_config()
+    stop = asyncio.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        asyncio.get_running_loop().add_signal_handler(sig, stop.set)
+    async with client.ApiClient() as api_client:
+        api = KubeApi(api_client)
+        try:
+            await run_agent(api, settings, handlers, stop)
+        finally:
+            await api.close()
+
+
+def serve(settings: RuntimeSettings, handlers: Handlers, kubeconfig: str | None = None) -> None:
+    """Run the agent until SIGTERM or Ctrl-C (the entry point of `qorch agent run`)."""
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    asyncio.run(_serve(settings, handlers, kubeconfig))

@@ -1,0 +1,175 @@
+"""The agent runtime as a user runs it: `qorch agent run module:handlers`, real operator, real handlers.
+
+The handlers below append one line per call to a log, so a test can show each
+attempt ran once; their return values and exceptions must reach the Task's
+status exactly as the handler made them.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from qorch.testing import Kubectl
+from support.api import Api
+from support.manifests import policy, task
+from support.operators import OperatorFleet
+from support.pools import wait_for
+
+pytestmark = pytest.mark.e2e
+
+HANDLERS = """
+import asyncio, json, os, time
+from qorch.agent import Handlers
+
+handlers = Handlers()
+
+def _log(task):
+    with open(os.environ["HANDLER_LOG"], "a") as out:
+        line = {"task": task.name, "attempt": task.attempt, "agent": task.agent, "input": dict(task.input)}
+        out.write(json.dumps(line) + "\\n")
+
+@handlers.on("code")
+async def code(task):
+    _log(task)
+    await asyncio.sleep(float(task.input.get("sleep", "0")))
+    if task.input.get("fail") == "yes":
+        raise ValueError("asked to fail\\nover two lines")
+    return {"echo": task.goal, "agent": task.agent, "num": task.input.get("num", "")}
+
+@handlers.on("sync")
+def blocking(task):
+    _log(task)
+    time.sleep(0.2)
+    return "done in a thread"
+"""
+
+
+class Runtime:
+    """One `qorch agent run` process."""
+
+    def __init__(self, workdir: Path, kubeconfig: Path, namespace: str, name: str, *extra: str) -> None:
+        """Start it, with the handlers module written into `workdir` (its working directory)."""
+        (workdir / "demo_handlers.py").write_text(HANDLERS)
+        self.log = workdir / f"{name}.log"
+        self.calls = workdir / f"{name}-calls.jsonl"
+        argv = [
+            sys.executable, "-m", "qorch.cli", "agent", "run", "demo_handlers:handlers",
+            f"--name={name}", f"--namespace={namespace}", f"--kubeconfig={kubeconfig}",
+            "--renew-seconds=1", *extra,
+        ]  # fmt: skip
+        env = {**os.environ, "HANDLER_LOG": str(self.calls)}
+        with self.log.open("wb") as out:
+            self.popen = subprocess.Popen(argv, cwd=workdir, env=env, stdout=out, stderr=subprocess.STDOUT)
+
+    def handled(self) -> list[dict[str, Any]]:
+        """Every handler call so far."""
+        if not self.calls.exists():
+            return []
+        return [json.loads(line) for line in self.calls.read_text().splitlines() if line.strip()]
+
+    def stop(self, sig: signal.Signals = signal.SIGTERM, timeout: float = 30) -> int:
+        """Signal and reap; the exit code."""
+        if self.popen.poll() is None:
+            self.popen.send_signal(sig)
+        return self.popen.wait(timeout=timeout)
+
+    def tail(self) -> str:
+        """The end of its log."""
+        return "\n".join(self.log.read_text(errors="replace").splitlines()[-30:])
+
+
+@pytest.fixture
+def runtimes(qorch_control_plane: Any, qorch_namespace: str, tmp_path: Path) -> Any:
+    """Start runtimes in this test's namespace; all are stopped at teardown."""
+    started: list[Runtime] = []
+
+    def start(name: str, *extra: str) -> Runtime:
+        runtime = Runtime(tmp_path, qorch_control_plane.admin_kubeconfig, qorch_namespace, name, *extra)
+        started.append(runtime)
+        return runtime
+
+    yield start
+    for runtime in started:
+        if runtime.popen.poll() is None:
+            runtime.stop(signal.SIGKILL)
+
+
+def test_handlers_run_each_attempt_once_and_their_results_land(
+    kubectl: Kubectl, operators: OperatorFleet, runtimes: Any, api: Api
+) -> None:
+    """The runtime creates its Agent, runs async and sync handlers, and reports results and one-line errors."""
+    kubectl.apply(policy())
+    operators.start("op")
+    agent = runtimes("rt-1", "--capabilities=code,sync", "--capacity=2")
+    names = [f"job-{i}" for i in range(8)]
+    bodies = [task(n, input={"num": str(i)}) for i, n in enumerate(names)]
+    bodies.append(task("blocking", requires=("sync",)))
+    bodies.append(task("broken", input={"fail": "yes"}, retry={"maxAttempts": 1}))
+    kubectl("create", "-f", "-", stdin=yaml.safe_dump_all(bodies))
+    wait_for(
+        lambda: (
+            (p := api.phases(kubectl.namespace))
+            and len(p) == 10
+            and all(v in {"Succeeded", "Failed"} for v in p.values())
+        ),
+        120,
+        what=f"every task to end; runtime log:\n{agent.tail()}",
+    )
+    created = {a["metadata"]["name"]: a for a in api.agents(kubectl.namespace)}
+    assert created["rt-1"]["spec"]["capabilities"] == ["code", "sync"]
+    assert created["rt-1"]["spec"]["capacity"] == 2
+    tasks = {t["metadata"]["name"]: t for t in api.tasks(kubectl.namespace)}
+    for i, name in enumerate(names):
+        status = tasks[name]["status"]
+        assert status["phase"] == "Succeeded", status
+        expected = {"echo": name, "agent": "rt-1", "num": str(i)}
+        assert json.loads(status["execution"]["result"]) == expected, agent.handled()
+    assert tasks["blocking"]["status"]["execution"]["result"] == "done in a thread"
+    broken = tasks["broken"]["status"]
+    assert broken["phase"] == "Failed"
+    assert broken["execution"]["error"] == "ValueError: asked to fail over two lines"
+    calls = agent.handled()
+    per_attempt = {(c["task"], c["attempt"]) for c in calls}
+    assert len(per_attempt) == len(calls) == 10, calls
+
+
+def test_sigterm_drains_hands_back_what_runs_and_releases_the_lease(
+    kubectl: Kubectl, operators: OperatorFleet, runtimes: Any, api: Api
+) -> None:
+    """A handler still running after the grace is reported failed (and retried elsewhere); the Lease is let go."""
+    kubectl.apply(policy())
+    operators.start("op")
+    first = runtimes("rt-a", "--capabilities=code", "--capacity=1", "--grace-seconds=1")
+    kubectl(
+        "create",
+        "-f",
+        "-",
+        stdin=yaml.safe_dump(
+            task("long", input={"sleep": "60"}, retry={"maxAttempts": 3, "backoffSeconds": 0, "maxBackoffSeconds": 0})
+        ),
+    )
+    wait_for(lambda: api.phases(kubectl.namespace).get("long") == "Running", 60, what="the long task to run")
+    started = time.monotonic()
+    assert first.stop() == 0, first.tail()
+    assert time.monotonic() - started < 15
+    lease = api.get(f"/apis/coordination.k8s.io/v1/namespaces/{kubectl.namespace}/leases/qorch-agent-rt-a")
+    assert not lease["spec"].get("holderIdentity"), lease
+    history = api.tasks(kubectl.namespace)[0]["status"]["history"]
+    assert any("shut down before the attempt finished" in (h.get("message") or "") for h in history), history
+    # The retry goes to another runtime, which claims it (it would run the same 60 s, so the test stops there).
+    runtimes("rt-b", "--capabilities=code", "--capacity=1")
+    wait_for(
+        lambda: (api.tasks(kubectl.namespace)[0]["status"].get("execution") or {}).get("agent") == "rt-b",
+        60,
+        what="the retry to be claimed by rt-b",
+    )
