@@ -128,7 +128,8 @@ AGENT_MATRIX = [
     deny("patch", "agents.qorch.io", TEAM, subresource="status"),
     deny("patch", "approvals.qorch.io", TEAM, subresource="status"),
     *(deny(verb, "tasks.qorch.io", TEAM) for verb in ("create", "update", "patch", "delete")),
-    *(deny(verb, "agents.qorch.io", TEAM) for verb in ("create", "update", "patch", "delete")),
+    allow("create", "agents.qorch.io", TEAM),  # `qorch agent run` creates its Agent when none exists
+    *(deny(verb, "agents.qorch.io", TEAM) for verb in ("update", "patch", "delete")),
     deny("get", "approvals.qorch.io", TEAM),
     deny("create", "approvals.qorch.io", TEAM),
     deny("get", "schedulingpolicies.qorch.io", TEAM),
