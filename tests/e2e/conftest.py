@@ -1,8 +1,9 @@
-"""e2e fixtures: CRDs installed, the operator namespace, operator and agent-pool processes, a fault proxy."""
+"""e2e fixtures: CRDs installed, the operator namespace, operator, agent-pool and runtime processes, a fault proxy."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import signal
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -13,6 +14,7 @@ from qorch.testing.faultproxy import FaultProxy
 from support.api import Api
 from support.operators import OperatorFleet
 from support.pools import PoolFleet
+from support.runtimes import Runtime
 
 
 @pytest.fixture
@@ -48,3 +50,21 @@ def proxy(qorch_control_plane: ControlPlane) -> Iterator[FaultProxy]:
     """A fault proxy in front of the apiserver; `proxy.kubeconfig(path)` points a process at it."""
     with FaultProxy(qorch_control_plane.admin_kubeconfig) as started:
         yield started
+
+
+@pytest.fixture
+def runtimes(
+    qorch_control_plane: ControlPlane, qorch_namespace: str, tmp_path: Path
+) -> Iterator[Callable[..., Runtime]]:
+    """Start `qorch agent run` processes in this test's namespace; all are stopped at teardown."""
+    started: list[Runtime] = []
+
+    def start(name: str, *extra: str) -> Runtime:
+        runtime = Runtime(tmp_path, qorch_control_plane.admin_kubeconfig, qorch_namespace, name, *extra)
+        started.append(runtime)
+        return runtime
+
+    yield start
+    for runtime in started:
+        if runtime.popen.poll() is None:
+            runtime.stop(signal.SIGKILL)

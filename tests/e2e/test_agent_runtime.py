@@ -8,12 +8,7 @@ status exactly as the handler made them.
 from __future__ import annotations
 
 import json
-import os
-import signal
-import subprocess
-import sys
 import time
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -26,82 +21,6 @@ from support.operators import OperatorFleet
 from support.pools import wait_for
 
 pytestmark = pytest.mark.e2e
-
-HANDLERS = """
-import asyncio, json, os, time
-from qorch.agent import Handlers
-
-handlers = Handlers()
-
-def _log(task):
-    with open(os.environ["HANDLER_LOG"], "a") as out:
-        line = {"task": task.name, "attempt": task.attempt, "agent": task.agent, "input": dict(task.input)}
-        out.write(json.dumps(line) + "\\n")
-
-@handlers.on("code")
-async def code(task):
-    _log(task)
-    await asyncio.sleep(float(task.input.get("sleep", "0")))
-    if task.input.get("fail") == "yes":
-        raise ValueError("asked to fail\\nover two lines")
-    return {"echo": task.goal, "agent": task.agent, "num": task.input.get("num", "")}
-
-@handlers.on("sync")
-def blocking(task):
-    _log(task)
-    time.sleep(0.2)
-    return "done in a thread"
-"""
-
-
-class Runtime:
-    """One `qorch agent run` process."""
-
-    def __init__(self, workdir: Path, kubeconfig: Path, namespace: str, name: str, *extra: str) -> None:
-        """Start it, with the handlers module written into `workdir` (its working directory)."""
-        (workdir / "demo_handlers.py").write_text(HANDLERS)
-        self.log = workdir / f"{name}.log"
-        self.calls = workdir / f"{name}-calls.jsonl"
-        argv = [
-            sys.executable, "-m", "qorch.cli", "agent", "run", "demo_handlers:handlers",
-            f"--name={name}", f"--namespace={namespace}", f"--kubeconfig={kubeconfig}",
-            "--renew-seconds=1", *extra,
-        ]  # fmt: skip
-        env = {**os.environ, "HANDLER_LOG": str(self.calls)}
-        with self.log.open("wb") as out:
-            self.popen = subprocess.Popen(argv, cwd=workdir, env=env, stdout=out, stderr=subprocess.STDOUT)
-
-    def handled(self) -> list[dict[str, Any]]:
-        """Every handler call so far."""
-        if not self.calls.exists():
-            return []
-        return [json.loads(line) for line in self.calls.read_text().splitlines() if line.strip()]
-
-    def stop(self, sig: signal.Signals = signal.SIGTERM, timeout: float = 30) -> int:
-        """Signal and reap; the exit code."""
-        if self.popen.poll() is None:
-            self.popen.send_signal(sig)
-        return self.popen.wait(timeout=timeout)
-
-    def tail(self) -> str:
-        """The end of its log."""
-        return "\n".join(self.log.read_text(errors="replace").splitlines()[-30:])
-
-
-@pytest.fixture
-def runtimes(qorch_control_plane: Any, qorch_namespace: str, tmp_path: Path) -> Any:
-    """Start runtimes in this test's namespace; all are stopped at teardown."""
-    started: list[Runtime] = []
-
-    def start(name: str, *extra: str) -> Runtime:
-        runtime = Runtime(tmp_path, qorch_control_plane.admin_kubeconfig, qorch_namespace, name, *extra)
-        started.append(runtime)
-        return runtime
-
-    yield start
-    for runtime in started:
-        if runtime.popen.poll() is None:
-            runtime.stop(signal.SIGKILL)
 
 
 def test_handlers_run_each_attempt_once_and_their_results_land(

@@ -98,6 +98,24 @@ def test_dev_up_installs_crds_policy_and_examples(tmp_path: Path, qorch_control_
             leaders = sum(_metric(url, "qorch_leader") for url in urls)
             time.sleep(1)
         assert leaders == 1  # two replicas, one leads
+        # The demo DAG runs to the end on real agent runtimes with the demo handlers.
+        kubeconfig = tmp_path / "dev" / "kubeconfig"
+        kubectl = [str(qorch_control_plane.binaries.kubectl), f"--kubeconfig={kubeconfig}", "-n", "qorch-demo"]
+        dag = ("fetch-sales-data", "clean-sales-data", "forecast-sales", "write-sales-report", "publish-sales-report")
+        deadline = time.monotonic() + 120
+        results: dict[str, str] = {}
+        while time.monotonic() < deadline and len(results) < len(dag):
+            listed = subprocess.run(
+                [*kubectl, "get", "tasks", "-o", "json"], capture_output=True, text=True, check=True
+            )
+            results = {
+                t["metadata"]["name"]: (t["status"].get("execution") or {}).get("result", "")
+                for t in json.loads(listed.stdout)["items"]
+                if t["metadata"]["name"] in dag and (t.get("status") or {}).get("phase") == "Succeeded"
+            }
+            time.sleep(1)
+        assert sorted(results) == sorted(dag), results
+        assert all(r.startswith("demo: ") for r in results.values()), results
         pids = [p["pid"] for p in json.loads((tmp_path / "dev" / "processes.json").read_text()).values()]
     finally:
         down = _qorch(env, "dev", "down")

@@ -2,8 +2,9 @@
 
 The background control plane, the CRDs, the admission policies, the examples
 in namespace `qorch-demo` (with the default SchedulingPolicy), two operator
-replicas (one leads, one waits) and a simulated agent pool that keeps the demo
-agents alive and runs their tasks. Every step is idempotent, so `up` twice is
+replicas (one leads, one waits) and one agent runtime (`qorch agent run` with the
+demo handlers of `qorch.agent.demo`) per example Agent, which claims, runs and
+reports its tasks. Every step is idempotent, so `up` twice is
 harmless; `down` stops every process `up` started, then the control plane.
 """
 
@@ -25,6 +26,7 @@ from qorch.devcluster import _assets, _ports, background
 __all__ = ["DEMO_NAMESPACE", "Stack", "down", "up"]
 
 DEMO_NAMESPACE = "qorch-demo"
+_DEMO_HANDLERS = "qorch.agent.demo:handlers"
 
 
 @dataclass(frozen=True, slots=True)
@@ -64,8 +66,8 @@ def _alive(pid: int) -> bool:
     return True
 
 
-def _start_processes(kubeconfig: Path) -> dict[str, dict[str, int | str]]:
-    """Two operator replicas and the simulated pool, detached, logging into the state dir."""
+def _start_processes(kubeconfig: Path, agents: list[str]) -> dict[str, dict[str, int | str]]:
+    """Two operator replicas and an agent runtime per Agent, detached, logging into the state dir."""
     recorded: dict[str, dict[str, int | str]] = {}
     with contextlib.suppress(OSError, ValueError):
         recorded = json.loads(_processes_file().read_text())
@@ -88,7 +90,18 @@ def _start_processes(kubeconfig: Path) -> dict[str, dict[str, int | str]]:
             ],
             metrics,
         )
-    commands["agent-pool"] = (["dev", "agents", "--namespace", DEMO_NAMESPACE, f"--kubeconfig={kubeconfig}"], 0)
+    for agent in agents:
+        commands[f"agent-{agent}"] = (
+            [
+                "agent",
+                "run",
+                _DEMO_HANDLERS,
+                f"--name={agent}",
+                f"--namespace={DEMO_NAMESPACE}",
+                f"--kubeconfig={kubeconfig}",
+            ],
+            0,
+        )
     for name, (args, metrics) in commands.items():
         with (logs / f"{name}.log").open("ab") as out:
             proc = subprocess.Popen(
@@ -149,7 +162,10 @@ def up(examples: Path | None = None, policies: Path | None = None) -> Stack:
         _kubectl(binaries, kubeconfig, "apply", "-k", str(policies))
     if examples is not None and examples.is_dir():
         _kubectl(binaries, kubeconfig, "apply", "-n", DEMO_NAMESPACE, "-f", str(examples))
-    processes = _start_processes(kubeconfig)
+    agents = _kubectl(
+        binaries, kubeconfig, "get", "agents", "-n", DEMO_NAMESPACE, "-o", "jsonpath={.items[*].metadata.name}"
+    ).split()
+    processes = _start_processes(kubeconfig, agents)
     time.sleep(3)  # let the leader take its first decisions before showing the overview
     overview = _kubectl(binaries, kubeconfig, "get", "qorch", "-A")
     metrics = [f"http://127.0.0.1:{p['metrics']}/metrics" for p in processes.values() if int(p["metrics"])]

@@ -1,0 +1,296 @@
+"""Async and sync clients for Tasks and Approvals, over the apiserver's REST API.
+
+Every call is one or two requests, so every method can fail with `ClientError`
+(one line: what went wrong and what to do), never with a raw HTTP traceback.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import secrets
+import threading
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Self, TypeVar
+
+from pydantic import ValidationError
+
+from qorch.api import constants
+from qorch.api.enums import TaskPhase
+from qorch.api.task import TaskSpec, TaskStatus
+from qorch.controller.kube import ApiError, KubeApi, KubeError, Resource
+
+if TYPE_CHECKING:
+    from collections.abc import Awaitable, Callable, Coroutine, Iterable, Mapping
+
+__all__ = ["FINAL", "Client", "ClientError", "SyncClient", "TaskView"]
+
+T = TypeVar("T")
+
+TASKS = Resource(constants.GROUP, constants.VERSION, "tasks")
+APPROVALS = Resource(constants.GROUP, constants.VERSION, "approvals")
+_REVIEW = Resource("authentication.k8s.io", "v1", "selfsubjectreviews", namespaced=False)
+FINAL = frozenset({TaskPhase.SUCCEEDED, TaskPhase.FAILED, TaskPhase.DEAD_LETTERED, TaskPhase.CANCELLED})
+_NOT_FOUND, _CONFLICT, _FORBIDDEN = 404, 409, 403
+
+
+class ClientError(Exception):
+    """A request the SDK could not carry out; the message says what to do."""
+
+
+@dataclass(frozen=True, slots=True)
+class TaskView:
+    """A Task as read: its name, spec and status as the api models, and its resourceVersion."""
+
+    name: str
+    namespace: str
+    uid: str
+    spec: TaskSpec
+    status: TaskStatus
+    resource_version: str
+
+    @classmethod
+    def of(cls, body: Mapping[str, Any]) -> TaskView:
+        """Parse a Task body (unknown status fields are ignored, as the models say)."""
+        meta = body["metadata"]
+        return cls(
+            name=str(meta["name"]),
+            namespace=str(meta.get("namespace", "")),
+            uid=str(meta.get("uid", "")),
+            spec=TaskSpec.model_validate(body.get("spec") or {}),
+            status=TaskStatus.model_validate(body.get("status") or {}),
+            resource_version=str(meta.get("resourceVersion", "")),
+        )
+
+    @property
+    def phase(self) -> TaskPhase | None:
+        """Where the task is (None before the operator first saw it)."""
+        return self.status.phase
+
+    @property
+    def done(self) -> bool:
+        """Whether the task reached a final phase."""
+        return self.status.phase in FINAL
+
+
+def _spec(goal: str, fields: Mapping[str, object]) -> dict[str, Any]:
+    """Validate a Task spec with the api model; a clear error names the field."""
+    try:
+        spec = TaskSpec.model_validate({"goal": goal, **fields})
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        where = ".".join(str(p) for p in first["loc"]) or "spec"
+        raise ClientError(f"task spec: {where}: {first['msg']}") from None
+    dumped: dict[str, Any] = spec.model_dump(mode="json", exclude_defaults=True, by_alias=True)
+    return dumped | {"goal": goal}
+
+
+def _explain(exc: KubeError, what: str) -> ClientError:
+    if isinstance(exc, ApiError):
+        if exc.status == _NOT_FOUND:
+            return ClientError(f"{what}: not found (check the name and the namespace)")
+        if exc.status == _FORBIDDEN:
+            return ClientError(f"{what}: forbidden by RBAC ({exc.message}); ask for the qorch role in this namespace")
+        return ClientError(f"{what}: the apiserver said {exc.status}: {exc.message}")
+    return ClientError(f"{what}: cannot reach the apiserver ({exc}); is the cluster up and the kubeconfig right?")
+
+
+class Client:
+    """Tasks and Approvals in one namespace."""
+
+    def __init__(self, api: KubeApi, namespace: str = "default") -> None:
+        """Use an open KubeApi (see `connect` for the usual way)."""
+        self.api = api
+        self.namespace = namespace
+        self._user: str | None = None
+        self._owned_client: Any = None
+
+    @classmethod
+    async def connect(cls, kubeconfig: str | None = None, namespace: str = "default") -> Self:
+        """Connect with a kubeconfig file (default: $KUBECONFIG or ~/.kube/config) or in-cluster config."""
+        from kubernetes_asyncio import client, config  # noqa: PLC0415 - only a connecting client needs it
+
+        try:
+            if kubeconfig:
+                await config.load_kube_config(config_file=kubeconfig)
+            else:
+                try:
+                    config.load_incluster_config()  # type: ignore[no-untyped-call]
+                except config.ConfigException:
+                    await config.load_kube_config()
+        except (config.ConfigException, OSError) as exc:
+            raise ClientError(f"no cluster to talk to: {exc}; set KUBECONFIG or pass kubeconfig=") from None
+        api_client = client.ApiClient()
+        made = cls(KubeApi(api_client), namespace)
+        made._owned_client = api_client
+        return made
+
+    async def close(self) -> None:
+        """Close the connections this client opened."""
+        await self.api.close()
+        if self._owned_client is not None:
+            await self._owned_client.close()
+
+    async def __aenter__(self) -> Self:
+        """Use as `async with await Client.connect(...) as c:`."""
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        """Close on the way out."""
+        await self.close()
+
+    async def submit(
+        self, goal: str, *, name: str | None = None, labels: Mapping[str, str] | None = None, **spec: object
+    ) -> str:
+        """Create a Task and return its name. `spec` takes TaskSpec's fields in snake_case or camelCase."""
+        task_name = name or f"task-{secrets.token_hex(4)}"
+        body = {
+            "apiVersion": constants.API_VERSION,
+            "kind": "Task",
+            "metadata": {"name": task_name, "labels": dict(labels or {})},
+            "spec": _spec(goal, spec),
+        }
+        try:
+            made = await self.api.call("POST", TASKS.path(self.namespace), body=body)
+        except ApiError as exc:
+            if exc.status == _CONFLICT:
+                raise ClientError(f"task {task_name!r} exists already; pick another name") from None
+            raise _explain(exc, f"create task {task_name!r}") from None
+        except KubeError as exc:
+            raise _explain(exc, "create task") from None
+        return str(made["metadata"]["name"])
+
+    async def get(self, name: str) -> TaskView:
+        """One Task."""
+        try:
+            return TaskView.of(await self.api.call("GET", TASKS.path(self.namespace, name)))
+        except KubeError as exc:
+            raise _explain(exc, f"task {name!r} in {self.namespace}") from None
+
+    async def list(self, *, phase: TaskPhase | str | None = None, selector: str = "") -> list[TaskView]:
+        """Tasks of the namespace, optionally of one phase or matching a label selector."""
+        query = {"fieldSelector": f"status.phase={phase}" if phase else None, "labelSelector": selector or None}
+        try:
+            page = await self.api.call("GET", TASKS.path(self.namespace), query=query)
+        except KubeError as exc:
+            raise _explain(exc, f"tasks in {self.namespace}") from None
+        return [TaskView.of(item) for item in page.get("items") or ()]
+
+    async def wait(
+        self,
+        names: str | Iterable[str],
+        *,
+        timeout: float = 300.0,  # noqa: ASYNC109 - a deadline for the whole wait, reported in the error
+        until: Callable[[TaskView], bool] | None = None,
+        poll: float = 0.5,
+        progress: Callable[[dict[str, TaskView]], Awaitable[None] | None] | None = None,
+    ) -> dict[str, TaskView]:
+        """Wait until every named task is done (or `until` holds); raises ClientError on timeout."""
+        wanted = [names] if isinstance(names, str) else list(names)
+        check = until or (lambda view: view.done)
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        seen: dict[str, TaskView] = {}
+        while True:
+            views = {v.name: v for v in await self.list()}
+            missing = [n for n in wanted if n not in views]
+            if missing:
+                raise ClientError(f"task {missing[0]!r} does not exist in {self.namespace}")
+            seen = {n: views[n] for n in wanted}
+            if progress is not None:
+                shown = progress(seen)
+                if shown is not None:
+                    await shown
+            if all(check(v) for v in seen.values()):
+                return seen
+            if loop.time() >= deadline:
+                waiting = [n for n, v in seen.items() if not check(v)]
+                phases = ", ".join(f"{n}={seen[n].phase or 'new'}" for n in waiting[:5])
+                raise ClientError(f"timed out after {timeout:g} s waiting for {len(waiting)} task(s): {phases}")
+            await asyncio.sleep(poll)
+
+    async def approve(self, task: str, *, reason: str = "") -> str:
+        """Record your approval of a task that requires one; returns the Approval's name."""
+        return await self._decide(task, "Approve", reason)
+
+    async def reject(self, task: str, *, reason: str = "") -> str:
+        """Record your rejection; the task fails with reason Rejected."""
+        return await self._decide(task, "Reject", reason)
+
+    async def whoami(self) -> str:
+        """The user the apiserver sees (approvals must name it)."""
+        if self._user is None:
+            body = {"apiVersion": "authentication.k8s.io/v1", "kind": "SelfSubjectReview"}
+            try:
+                review = await self.api.call("POST", _REVIEW.path(), body=body)
+            except KubeError as exc:
+                raise _explain(exc, "who am I (SelfSubjectReview)") from None
+            self._user = str(review["status"]["userInfo"]["username"])
+        return self._user
+
+    async def _decide(self, task: str, decision: str, reason: str) -> str:
+        await self.get(task)  # a clear "not found" before anything is written
+        user = await self.whoami()
+        name = f"{task}-{decision.lower()}-{secrets.token_hex(3)}"[:253]
+        spec: dict[str, Any] = {"taskRef": task, "decision": decision, "approver": user}
+        if reason:
+            spec["reason"] = reason
+        body = {"apiVersion": constants.API_VERSION, "kind": "Approval", "metadata": {"name": name}, "spec": spec}
+        try:
+            await self.api.call("POST", APPROVALS.path(self.namespace), body=body)
+        except KubeError as exc:
+            raise _explain(exc, f"{decision.lower()} task {task!r}") from None
+        return name
+
+
+class SyncClient:
+    """The same calls without async: a private event loop on a thread of its own."""
+
+    def __init__(self, kubeconfig: str | None = None, namespace: str = "default") -> None:
+        """Connect (see Client.connect)."""
+        self._loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(target=self._loop.run_forever, name="qorch-client", daemon=True)
+        self._thread.start()
+        self._client: Client = self._run(Client.connect(kubeconfig, namespace))
+
+    def _run(self, coro: Coroutine[Any, Any, T]) -> T:
+        return asyncio.run_coroutine_threadsafe(coro, self._loop).result()
+
+    def submit(
+        self, goal: str, *, name: str | None = None, labels: Mapping[str, str] | None = None, **spec: object
+    ) -> str:
+        """See Client.submit."""
+        return self._run(self._client.submit(goal, name=name, labels=labels, **spec))
+
+    def get(self, name: str) -> TaskView:
+        """See Client.get."""
+        return self._run(self._client.get(name))
+
+    def list(self, *, phase: TaskPhase | str | None = None, selector: str = "") -> list[TaskView]:
+        """See Client.list."""
+        return self._run(self._client.list(phase=phase, selector=selector))
+
+    def wait(self, names: str | Iterable[str], *, timeout: float = 300.0) -> dict[str, TaskView]:
+        """See Client.wait."""
+        return self._run(self._client.wait(names, timeout=timeout))
+
+    def approve(self, task: str, *, reason: str = "") -> str:
+        """See Client.approve."""
+        return self._run(self._client.approve(task, reason=reason))
+
+    def reject(self, task: str, *, reason: str = "") -> str:
+        """See Client.reject."""
+        return self._run(self._client.reject(task, reason=reason))
+
+    def close(self) -> None:
+        """Close the connection and stop the loop."""
+        self._run(self._client.close())
+        self._loop.call_soon_threadsafe(self._loop.stop)
+        self._thread.join(timeout=5)
+
+    def __enter__(self) -> Self:
+        """Use as `with SyncClient() as c:`."""
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        """Close on the way out."""
+        self.close()
