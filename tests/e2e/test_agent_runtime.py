@@ -8,6 +8,7 @@ status exactly as the handler made them.
 from __future__ import annotations
 
 import json
+import signal
 import time
 from typing import Any
 
@@ -29,23 +30,24 @@ def test_handlers_run_each_attempt_once_and_their_results_land(
     """The runtime creates its Agent, runs async and sync handlers, and reports results and one-line errors."""
     kubectl.apply(policy())
     operators.start("op")
-    agent = runtimes("rt-1", "--capabilities=code,sync", "--capacity=2")
+    agent = runtimes("rt-1", "--capabilities=code,sync,bad-result", "--capacity=2")
     names = [f"job-{i}" for i in range(8)]
     bodies = [task(n, input={"num": str(i)}) for i, n in enumerate(names)]
     bodies.append(task("blocking", requires=("sync",)))
     bodies.append(task("broken", input={"fail": "yes"}, retry={"maxAttempts": 1}))
+    bodies.append(task("unserialisable", requires=("bad-result",), retry={"maxAttempts": 1}))
     kubectl("create", "-f", "-", stdin=yaml.safe_dump_all(bodies))
     wait_for(
         lambda: (
             (p := api.phases(kubectl.namespace))
-            and len(p) == 10
+            and len(p) == 11
             and all(v in {"Succeeded", "Failed"} for v in p.values())
         ),
         120,
         what=f"every task to end; runtime log:\n{agent.tail()}",
     )
     created = {a["metadata"]["name"]: a for a in api.agents(kubectl.namespace)}
-    assert created["rt-1"]["spec"]["capabilities"] == ["code", "sync"]
+    assert created["rt-1"]["spec"]["capabilities"] == ["code", "sync", "bad-result"]
     assert created["rt-1"]["spec"]["capacity"] == 2
     tasks = {t["metadata"]["name"]: t for t in api.tasks(kubectl.namespace)}
     for i, name in enumerate(names):
@@ -57,9 +59,12 @@ def test_handlers_run_each_attempt_once_and_their_results_land(
     broken = tasks["broken"]["status"]
     assert broken["phase"] == "Failed"
     assert broken["execution"]["error"] == "ValueError: asked to fail over two lines"
+    # A result JSON cannot hold fails its attempt and frees the slot (the run above needed it).
+    assert tasks["unserialisable"]["status"]["phase"] == "Failed"
+    assert tasks["unserialisable"]["status"]["execution"]["error"].startswith("TypeError: keys must be")
     calls = agent.handled()
     per_attempt = {(c["task"], c["attempt"]) for c in calls}
-    assert len(per_attempt) == len(calls) == 10, calls
+    assert len(per_attempt) == len(calls) == 11, calls
 
 
 def test_sigterm_drains_hands_back_what_runs_and_releases_the_lease(
@@ -92,3 +97,20 @@ def test_sigterm_drains_hands_back_what_runs_and_releases_the_lease(
         60,
         what="the retry to be claimed by rt-b",
     )
+
+
+def test_a_drain_longer_than_the_lease_keeps_the_agent_alive(
+    kubectl: Kubectl, operators: OperatorFleet, runtimes: Any, api: Api
+) -> None:
+    """SIGTERM with a grace longer than the Lease: renewals go on, so the handler's result lands (no AgentLost)."""
+    kubectl.apply(policy())
+    operators.start("op")
+    agent = runtimes("rt-d", "--capabilities=code", "--capacity=1", "--grace-seconds=20", "--lease-seconds=4")
+    kubectl("create", "-f", "-", stdin=yaml.safe_dump(task("eight-seconds", input={"sleep": "8"})))
+    wait_for(lambda: api.phases(kubectl.namespace).get("eight-seconds") == "Running", 60, what="the task to run")
+    agent.popen.send_signal(signal.SIGTERM)
+    assert agent.popen.wait(timeout=40) == 0, agent.tail()
+    status = api.tasks(kubectl.namespace)[0]["status"]
+    assert status["phase"] == "Succeeded", status
+    assert status["attempts"] == 1
+    assert not [h for h in status["history"] if h.get("reason") == "AgentLost"], status["history"]

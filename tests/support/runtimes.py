@@ -29,6 +29,11 @@ async def code(task):
         raise ValueError("asked to fail\\nover two lines")
     return {"echo": task.goal, "agent": task.agent, "num": task.input.get("num", "")}
 
+@handlers.on("bad-result")
+async def unserialisable(task):
+    _log(task)
+    return {object(): "a key JSON cannot hold"}
+
 @handlers.on("sync")
 def blocking(task):
     _log(task)

@@ -18,7 +18,9 @@ import contextlib
 import inspect
 import json
 import logging
+import os
 import signal
+import socket
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -38,6 +40,7 @@ log = logging.getLogger(__name__)
 AGENTS = Resource(constants.GROUP, constants.VERSION, "agents")
 LEASES = Resource("coordination.k8s.io", "v1", "leases")
 _NOT_FOUND, _CONFLICT = 404, 409
+_MERGE = "application/merge-patch+json"
 
 
 @dataclass(frozen=True, slots=True)
@@ -152,6 +155,9 @@ class AgentRuntime:
         self.claiming = 0
         self.reports: set[asyncio.Task[None]] = set()
         self.draining = False
+        # Written as holderIdentity: another process serving the same Agent (a rollout's new pod)
+        # is told apart, and a process releases the Lease only while it still holds it.
+        self.identity = f"{settings.name}/{socket.gethostname()}-{os.getpid()}"
 
     @property
     def load(self) -> int:
@@ -178,31 +184,68 @@ class AgentRuntime:
         self.capacity = int((body.get("spec") or {}).get("capacity", s.capacity))
         log.info("serving Agent %s/%s (capacity %d)", s.namespace, s.name, self.capacity)
 
-    async def renew(self, *, holder: str | None = None) -> None:
-        """Renew the liveness Lease (create it if missing); `holder=""` releases it."""
+    def _lease_path(self, *, collection: bool = False) -> str:
+        ns = self.settings.namespace
+        return LEASES.path(ns) if collection else LEASES.path(ns, constants.AGENT_LEASE_PREFIX + self.settings.name)
+
+    async def wait_for_lease(self, stop: asyncio.Event) -> None:
+        """Before recovering claims: wait while another live process holds this agent's Lease.
+
+        Its claims are its own; reporting them failed as "restarted" would undo live work. A
+        holder is live while its Lease keeps changing (never judged by its clock).
+        """
+        seconds = self.settings.lease_seconds + 1
+        while not stop.is_set():
+            try:
+                lease = await self.api.call("GET", self._lease_path())
+            except ApiError as exc:
+                if exc.status == _NOT_FOUND:
+                    return
+                raise
+            holder = (lease.get("spec") or {}).get("holderIdentity")
+            if not holder or holder == self.identity:
+                return
+            version = lease["metadata"]["resourceVersion"]
+            log.info(
+                "Lease of %s is held by %s; waiting up to %d s for it to lapse", self.settings.name, holder, seconds
+            )
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), seconds)
+            again = await self.api.call("GET", self._lease_path())
+            if again["metadata"]["resourceVersion"] == version or not (again.get("spec") or {}).get("holderIdentity"):
+                return  # lapsed or released
+
+    async def renew(self) -> None:
+        """Renew the liveness Lease (create it if missing), bounded well inside its duration."""
         s = self.settings
-        name = constants.AGENT_LEASE_PREFIX + s.name
         spec = {
-            "holderIdentity": s.name if holder is None else (holder or None),
+            "holderIdentity": self.identity,
             "leaseDurationSeconds": s.lease_seconds,
             "renewTime": protocol.timestamp(),
         }
+        timeout = max(1.0, s.lease_seconds / 3)  # one hung call must not outlast the Lease
         try:
-            await self.api.call(
-                "PATCH",
-                LEASES.path(s.namespace, name),
-                body={"spec": spec},
-                content_type="application/merge-patch+json",
-            )
+            await self.api.call("PATCH", self._lease_path(), body={"spec": spec}, content_type=_MERGE, timeout=timeout)
         except ApiError as exc:
-            if exc.status != _NOT_FOUND or holder == "":
+            if exc.status != _NOT_FOUND:
                 raise
-            await self.api.call("POST", LEASES.path(s.namespace), body={"metadata": {"name": name}, "spec": spec})
+            body = {"metadata": {"name": constants.AGENT_LEASE_PREFIX + s.name}, "spec": spec}
+            await self.api.call("POST", self._lease_path(collection=True), body=body, timeout=timeout)
+
+    async def release(self) -> None:
+        """Clear holderIdentity if this process still holds the Lease (compare-and-set on its version)."""
+        lease = await self.api.call("GET", self._lease_path())
+        if (lease.get("spec") or {}).get("holderIdentity") != self.identity:
+            return  # another process took over: its Lease is not ours to end
+        body = {"metadata": {"resourceVersion": lease["metadata"]["resourceVersion"]}, "spec": {"holderIdentity": None}}
+        await self.api.call("PATCH", self._lease_path(), body=body, content_type=_MERGE)
 
     async def recover(self) -> None:
         """After a restart: our claims with no finish cannot be vouched for; report them failed."""
         for task in list(self.mine.tasks.values()):
             execution = (task.get("status") or {}).get("execution") or {}
+            if execution.get("agent") != self.settings.name:
+                continue
             attempt = protocol.current(task, self.settings.name)
             if attempt is None or attempt in self.running or execution.get("finishedAt") or execution.get("refused"):
                 continue
@@ -218,14 +261,23 @@ class AgentRuntime:
             if landed is None:
                 continue
             del self.unsettled[attempt]
-            if landed:
-                self._start(doubt.claim, self.mine.tasks.get(doubt.claim.task) or {})
+            body = self.mine.tasks.get(doubt.claim.task)
+            if landed and body is not None and body["metadata"].get("uid") == attempt.task_uid:
+                self._start(doubt.claim, body)  # else the task went away meanwhile: nothing to run
         for attempt, (claim, result, error) in list(self.owed.items()):
             with contextlib.suppress(KubeError):  # still owed: the next round tries again
                 await self.attempts.finish(claim, result=result, error=error)
                 del self.owed[attempt]
+        me = self.settings.name
+        for attempt, running in list(self.running.items()):
+            task = self.mine.tasks.get(running.claim.task)
+            if task is None or protocol.current(task, me) != attempt:
+                running.job.cancel()  # withdrawn (judged lost, reassigned, deleted): its report will not land
         for task in list(self.mine.tasks.values()):
-            await self._offer(task)
+            try:
+                await self._offer(task)
+            except KubeError as exc:  # one task the apiserver refuses must not stop the others
+                log.warning("offer of %s: %s", task["metadata"]["name"], exc)
 
     async def _offer(self, task: dict[str, Any]) -> None:
         me = self.settings.name
@@ -282,25 +334,29 @@ class AgentRuntime:
     async def _run(self, context: TaskContext, limit_s: float | None) -> tuple[str, str]:
         """(result, error) of the handler; the error is one line naming the exception."""
         handler = self.handlers.for_task(context.requires)
-        assert handler is not None  # noqa: S101 - checked before claiming
+        if handler is None:
+            return "", f"NoHandler: {context.agent} has no handler for [{', '.join(context.requires)}]"
         try:
             if inspect.iscoroutinefunction(handler):
                 value = await asyncio.wait_for(handler(context), limit_s)
             else:
                 value = await asyncio.wait_for(asyncio.to_thread(handler, context), limit_s)
+            return (value if isinstance(value, str) else json.dumps(value, default=str)), ""
         except TimeoutError:
             return "", f"TimeoutError: the handler ran longer than timeoutSeconds={limit_s:g}"
         except asyncio.CancelledError:
             return "", "the agent shut down before the attempt finished"
-        except Exception as exc:  # noqa: BLE001 - the user's handler may raise anything; it becomes the report
+        except Exception as exc:  # noqa: BLE001 - the user's handler (or its result) may fail anyhow; it is reported
             return "", f"{type(exc).__name__}: {exc}"
-        return (value if isinstance(value, str) else json.dumps(value, default=str)), ""
 
     async def _report(self, attempt: AttemptId) -> None:
         running = self.running.get(attempt)
         if running is None:
             return
-        result, error = running.job.result()
+        try:
+            result, error = running.job.result()
+        except BaseException as exc:  # noqa: BLE001 - whatever ended the job, the attempt is reported and the slot freed
+            result, error = "", f"the agent failed while running the attempt: {type(exc).__name__}: {exc}"
         try:
             await self.attempts.finish(running.claim, result=result, error=error)
         except KubeError as exc:
@@ -336,48 +392,65 @@ class AgentRuntime:
 
 
 async def _every(seconds: float, stop: asyncio.Event, step: Callable[[], Awaitable[None]], what: str) -> None:
+    """Run `step` every `seconds` until `stop`; a failure is logged and retried sooner, never fatal."""
     while not stop.is_set():
+        wait = seconds
         try:
             await step()
         except KubeError as exc:
             log.warning("%s: %s", what, exc)
+            wait = min(seconds, 0.5)
+        except Exception:
+            log.exception("%s failed", what)
+            wait = min(seconds, 0.5)
         with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(stop.wait(), seconds)
+            await asyncio.wait_for(stop.wait(), wait)
 
 
 async def run_agent(api: KubeApi, settings: RuntimeSettings, handlers: Handlers, stop: asyncio.Event) -> None:
-    """Serve until `stop` is set, then drain and release the Lease."""
+    """Serve until `stop` is set, then drain and release the Lease.
+
+    Renewals have their own stop, set only after the drain: the agent stays alive in the
+    operator's eyes while it finishes or hands back its work.
+    """
     agent = AgentRuntime(api, settings, handlers)
     await agent.attach()
-    await agent.renew()
+    await agent.wait_for_lease(stop)
+    renewing = asyncio.Event()
+    renewals = asyncio.create_task(_every(settings.renew_seconds, renewing, agent.renew, "lease renewal"))
     informer = Informer(
         api, TASKS, agent.mine, namespace=settings.namespace, field_selector=f"status.assignment.agent={settings.name}"
     )
     watch = asyncio.create_task(informer.run())
-    renewals = asyncio.create_task(_every(settings.renew_seconds, stop, agent.renew, "lease renewal"))
     try:
-        await informer.synced.wait()
-        await agent.recover()
+        synced = asyncio.create_task(informer.synced.wait())
+        stopped = asyncio.create_task(stop.wait())
+        await asyncio.wait([synced, stopped], return_when=asyncio.FIRST_COMPLETED)
+        synced.cancel()
+        stopped.cancel()
+        if informer.synced.is_set():
+            await agent.recover()
         while not stop.is_set():
             agent.mine.changed.clear()
             try:
                 await agent.round()
             except KubeError as exc:
                 log.warning("agent round: %s", exc)
+            except Exception:
+                log.exception("agent round failed")
             waits = [asyncio.create_task(agent.mine.changed.wait()), asyncio.create_task(stop.wait())]
             await asyncio.wait(waits, timeout=settings.poll_seconds, return_when=asyncio.FIRST_COMPLETED)
             for w in waits:
                 w.cancel()
         await agent.drain()
     finally:
-        renewals.cancel()
+        renewing.set()
         watch.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await renewals
-        with contextlib.suppress(asyncio.CancelledError):
-            await watch
-        with contextlib.suppress(KubeError):
-            await agent.renew(holder="")  # released: the operator takes the agent as gone at once
+        await asyncio.gather(renewals, watch, return_exceptions=True)
+        try:
+            await agent.release()  # the operator takes the agent as gone at once
+        except Exception as exc:  # noqa: BLE001 - exiting anyway; the Lease then lapses on its own
+            log.warning("could not release the Lease: %s", exc)
     log.info("agent %s stopped", settings.name)
 
 

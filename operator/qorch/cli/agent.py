@@ -16,6 +16,8 @@ app = typer.Typer(help="Run an agent.", no_args_is_help=True)
 _DNS_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
 _MAX_CAPACITY = 100_000
 _MAX_NAME = 63
+_LABEL = re.compile(r"^([a-z0-9]([-a-z0-9.]*[a-z0-9])?/)?[A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?$")
+_LABEL_VALUE = re.compile(r"^([A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?)?$")
 
 
 def _fail(message: str) -> typer.Exit:
@@ -67,11 +69,14 @@ def run_command(
         raise _fail(f"--capabilities must be distinct DNS labels, got {capabilities!r}")
     if not 1 <= capacity <= _MAX_CAPACITY:
         raise _fail(f"--capacity must be from 1 to {_MAX_CAPACITY}, got {capacity}")
-    if renew_seconds >= lease_seconds:
-        raise _fail(f"--renew-seconds ({renew_seconds:g}) must be shorter than --lease-seconds ({lease_seconds})")
+    if renew_seconds * 3 > lease_seconds:
+        raise _fail(
+            f"--renew-seconds ({renew_seconds:g}) must be at most a third of --lease-seconds ({lease_seconds}), "
+            "so a late renewal or two does not let the Lease lapse"
+        )
     labels = dict(item.split("=", 1) for item in label if "=" in item)
-    if len(labels) != len(label):
-        raise _fail("--label must be KEY=VALUE")
+    if len(labels) != len(label) or not all(_LABEL.match(k) and _LABEL_VALUE.match(v) for k, v in labels.items()):
+        raise _fail("--label must be KEY=VALUE with a Kubernetes label key and value (letters, digits, '-', '_', '.')")
     handlers = _handlers(handler)
     settings = RuntimeSettings(
         name=name,

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import typer
 
-from qorch.cli import agent, crds, dev, operator, schedule
+from qorch.cli import agent, crds, dev, operator, schedule, tasks
 
 __all__ = ["app", "run"]
 
@@ -24,6 +24,7 @@ app.add_typer(crds.app, name="crds")
 app.command("schedule")(schedule.command)
 app.add_typer(operator.app, name="operator")
 app.add_typer(agent.app, name="agent")
+tasks.register(app)
 
 
 def run() -> None:

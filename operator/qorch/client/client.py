@@ -10,6 +10,7 @@ import asyncio
 import secrets
 import threading
 from dataclasses import dataclass
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, Self, TypeVar
 
 from pydantic import ValidationError
@@ -20,7 +21,7 @@ from qorch.api.task import TaskSpec, TaskStatus
 from qorch.controller.kube import ApiError, KubeApi, KubeError, Resource
 
 if TYPE_CHECKING:
-    from collections.abc import Awaitable, Callable, Coroutine, Iterable, Mapping
+    from collections.abc import Awaitable, Callable, Coroutine, Iterable, Mapping, Sequence
 
 __all__ = ["FINAL", "Client", "ClientError", "SyncClient", "TaskView"]
 
@@ -28,9 +29,11 @@ T = TypeVar("T")
 
 TASKS = Resource(constants.GROUP, constants.VERSION, "tasks")
 APPROVALS = Resource(constants.GROUP, constants.VERSION, "approvals")
+AGENTS = Resource(constants.GROUP, constants.VERSION, "agents")
 _REVIEW = Resource("authentication.k8s.io", "v1", "selfsubjectreviews", namespaced=False)
 FINAL = frozenset({TaskPhase.SUCCEEDED, TaskPhase.FAILED, TaskPhase.DEAD_LETTERED, TaskPhase.CANCELLED})
 _NOT_FOUND, _CONFLICT, _FORBIDDEN = 404, 409, 403
+_FEW = 20  # wait() reads this many tasks one by one; more, and it lists the namespace
 
 
 class ClientError(Exception):
@@ -50,14 +53,26 @@ class TaskView:
 
     @classmethod
     def of(cls, body: Mapping[str, Any]) -> TaskView:
-        """Parse a Task body (unknown status fields are ignored, as the models say)."""
-        meta = body["metadata"]
+        """Parse a Task body; spec fields this SDK does not know (a newer API) are left out."""
+        meta = body.get("metadata") or {}
+        name = str(meta.get("name", "?"))
+        raw_spec = dict(body.get("spec") or {})
+        known = {f.alias or n for n, f in TaskSpec.model_fields.items()} | set(TaskSpec.model_fields)
+        try:
+            spec = TaskSpec.model_validate({k: v for k, v in raw_spec.items() if k in known})
+            status = TaskStatus.model_validate(body.get("status") or {})
+        except ValidationError as exc:
+            first = exc.errors()[0]
+            where = ".".join(str(p) for p in first["loc"])
+            raise ClientError(
+                f"task {name!r}: cannot read {where}: {first['msg']} (is the SDK older than the CRDs?)"
+            ) from None
         return cls(
-            name=str(meta["name"]),
+            name=name,
             namespace=str(meta.get("namespace", "")),
             uid=str(meta.get("uid", "")),
-            spec=TaskSpec.model_validate(body.get("spec") or {}),
-            status=TaskStatus.model_validate(body.get("status") or {}),
+            spec=spec,
+            status=status,
             resource_version=str(meta.get("resourceVersion", "")),
         )
 
@@ -109,6 +124,10 @@ class Client:
         """Connect with a kubeconfig file (default: $KUBECONFIG or ~/.kube/config) or in-cluster config."""
         from kubernetes_asyncio import client, config  # noqa: PLC0415 - only a connecting client needs it
 
+        if kubeconfig and not Path(kubeconfig).is_file():  # noqa: ASYNC240 - one stat, before any I/O starts
+            raise ClientError(
+                f"no cluster to talk to: kubeconfig {kubeconfig} does not exist; set KUBECONFIG or pass kubeconfig="
+            )
         try:
             if kubeconfig:
                 await config.load_kube_config(config_file=kubeconfig)
@@ -155,9 +174,12 @@ class Client:
             if exc.status == _CONFLICT:
                 raise ClientError(f"task {task_name!r} exists already; pick another name") from None
             raise _explain(exc, f"create task {task_name!r}") from None
-        except KubeError as exc:
-            raise _explain(exc, "create task") from None
-        return str(made["metadata"]["name"])
+        except KubeError as exc:  # the POST may have landed: say so, so a retry does not make a twin
+            raise ClientError(
+                f"create task {task_name!r}: no answer from the apiserver ({exc}); it may exist, "
+                f"check with get({task_name!r}) before submitting again"
+            ) from None
+        return str((made.get("metadata") or {}).get("name", task_name))
 
     async def get(self, name: str) -> TaskView:
         """One Task."""
@@ -165,6 +187,14 @@ class Client:
             return TaskView.of(await self.api.call("GET", TASKS.path(self.namespace, name)))
         except KubeError as exc:
             raise _explain(exc, f"task {name!r} in {self.namespace}") from None
+
+    async def agents(self) -> list[dict[str, Any]]:
+        """The namespace's Agents, as bodies."""
+        try:
+            page = await self.api.call("GET", AGENTS.path(self.namespace))
+        except KubeError as exc:
+            raise _explain(exc, f"agents in {self.namespace}") from None
+        return list(page.get("items") or ())
 
     async def list(self, *, phase: TaskPhase | str | None = None, selector: str = "") -> list[TaskView]:
         """Tasks of the namespace, optionally of one phase or matching a label selector."""
@@ -191,7 +221,7 @@ class Client:
         deadline = loop.time() + timeout
         seen: dict[str, TaskView] = {}
         while True:
-            views = {v.name: v for v in await self.list()}
+            views = await self._read_many(wanted)
             missing = [n for n in wanted if n not in views]
             if missing:
                 raise ClientError(f"task {missing[0]!r} does not exist in {self.namespace}")
@@ -207,6 +237,21 @@ class Client:
                 phases = ", ".join(f"{n}={seen[n].phase or 'new'}" for n in waiting[:5])
                 raise ClientError(f"timed out after {timeout:g} s waiting for {len(waiting)} task(s): {phases}")
             await asyncio.sleep(poll)
+
+    async def _read_many(self, names: Sequence[str]) -> dict[str, TaskView]:
+        """The named tasks that exist: read one by one when few, else from one list of the namespace."""
+        if len(names) > _FEW:
+            return {v.name: v for v in await self.list()}
+        views = {}
+        for n in names:
+            try:
+                views[n] = TaskView.of(await self.api.call("GET", TASKS.path(self.namespace, n)))
+            except ApiError as exc:
+                if exc.status != _NOT_FOUND:
+                    raise _explain(exc, f"task {n!r} in {self.namespace}") from None
+            except KubeError as exc:
+                raise _explain(exc, f"task {n!r} in {self.namespace}") from None
+        return views
 
     async def approve(self, task: str, *, reason: str = "") -> str:
         """Record your approval of a task that requires one; returns the Approval's name."""
@@ -224,7 +269,10 @@ class Client:
                 review = await self.api.call("POST", _REVIEW.path(), body=body)
             except KubeError as exc:
                 raise _explain(exc, "who am I (SelfSubjectReview)") from None
-            self._user = str(review["status"]["userInfo"]["username"])
+            user = ((review.get("status") or {}).get("userInfo") or {}).get("username")
+            if not user:
+                raise ClientError("who am I: the apiserver's SelfSubjectReview named no user (needs Kubernetes 1.28+)")
+            self._user = str(user)
         return self._user
 
     async def _decide(self, task: str, decision: str, reason: str) -> str:

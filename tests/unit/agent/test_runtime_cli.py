@@ -17,8 +17,12 @@ from qorch.cli.main import app
         (["--name=a", "--capabilities=code,code", "m:h"], "--capabilities must be distinct DNS labels"),
         (["--name=a", "--capabilities=Code", "m:h"], "--capabilities must be distinct DNS labels"),
         (["--name=a", "--capacity=0", "m:h"], "--capacity must be from 1 to 100000"),
-        (["--name=a", "--renew-seconds=20", "m:h"], "--renew-seconds (20) must be shorter than --lease-seconds (10)"),
+        (
+            ["--name=a", "--renew-seconds=4", "m:h"],
+            "--renew-seconds (4) must be at most a third of --lease-seconds (10)",
+        ),
         (["--name=a", "--label=novalue", "m:h"], "--label must be KEY=VALUE"),
+        (["--name=a", "--label=team=a b", "m:h"], "--label must be KEY=VALUE"),
         (["--name=a", "handler_without_colon"], "must be MODULE:NAME"),
         (["--name=a", "no_such_module_here:h"], "cannot import module 'no_such_module_here'"),
         (["--name=a", "handlers_fixture:not_callable"], "must be a function taking a TaskContext"),

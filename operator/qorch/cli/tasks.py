@@ -1,0 +1,267 @@
+"""`qorch get|describe|submit|wait|approve|reject`: Tasks from a terminal, in the manner of kubectl.
+
+Tables on a terminal, plain columns when piped, `-o json|yaml` for scripts. Every
+failure is one line on stderr that says what to do, and a non-zero exit: 2 for
+bad input, 1 for everything the cluster said no to.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import sys
+from pathlib import Path  # noqa: TC003 - typer reads the annotations at runtime
+from typing import TYPE_CHECKING, Any
+
+import typer
+import yaml
+
+if TYPE_CHECKING:
+    from collections.abc import Awaitable, Callable
+
+    from qorch.client import Client, TaskView
+
+__all__ = ["register"]
+
+_OUTPUTS = ("table", "json", "yaml")
+KubeconfigOption = typer.Option(None, "--kubeconfig", envvar="KUBECONFIG", help="Kubeconfig file.")
+NamespaceOption = typer.Option("default", "--namespace", "-n", envvar="QORCH_NAMESPACE", help="Namespace.")
+OutputOption = typer.Option("table", "--output", "-o", help="table, json or yaml.")
+
+
+def _fail(message: str, code: int = 1) -> typer.Exit:
+    sys.stderr.write(f"error: {message}\n")
+    return typer.Exit(code)
+
+
+def _run(kubeconfig: str | None, namespace: str, body: Callable[[Client], Awaitable[Any]]) -> Any:  # noqa: ANN401
+    """Connect, run `body`, close; a ClientError becomes one line and exit 1."""
+    from qorch.client import Client, ClientError  # noqa: PLC0415 - only commands that talk to a cluster
+
+    async def go() -> Any:  # noqa: ANN401 - whatever the command returns
+        async with await Client.connect(kubeconfig, namespace) as client:
+            return await body(client)
+
+    try:
+        return asyncio.run(go())
+    except ClientError as exc:
+        raise _fail(str(exc)) from None
+
+
+def _check_output(output: str) -> None:
+    if output not in _OUTPUTS:
+        raise _fail(f"--output must be one of {', '.join(_OUTPUTS)}, got {output!r}", 2)
+
+
+def _task_row(view: TaskView) -> list[str]:
+    status = view.status
+    agent = status.assignment.agent if status.assignment else ""
+    reason = status.conditions[0].reason if status.conditions else ""
+    return [view.name, str(status.phase or ""), agent, str(view.spec.priority), str(status.attempts), reason]
+
+
+def _task_doc(view: TaskView) -> dict[str, Any]:
+    return {
+        "name": view.name,
+        "namespace": view.namespace,
+        "spec": view.spec.model_dump(mode="json", by_alias=True, exclude_defaults=True),
+        "status": view.status.model_dump(mode="json", by_alias=True, exclude_defaults=True),
+    }
+
+
+def _emit(output: str, header: list[str], rows: list[list[str]], docs: list[dict[str, Any]]) -> None:
+    if output == "json":
+        typer.echo(json.dumps(docs if len(docs) != 1 else docs[0], indent=2))
+        return
+    if output == "yaml":
+        typer.echo(yaml.safe_dump(docs if len(docs) != 1 else docs[0], sort_keys=False).rstrip())
+        return
+    if sys.stdout.isatty():
+        from rich.console import Console  # noqa: PLC0415 - only a terminal needs it
+        from rich.table import Table  # noqa: PLC0415
+
+        table = Table(*header, box=None, header_style="bold")
+        for row in rows:
+            table.add_row(*row)
+        Console().print(table)
+        return
+    widths = [max(len(h), *(len(r[i]) for r in rows)) if rows else len(h) for i, h in enumerate(header)]
+    for row in [header, *rows]:
+        typer.echo("   ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip())
+
+
+def get(
+    kind: str = typer.Argument(..., help="tasks or agents"),
+    name: str | None = typer.Argument(None, help="One object's name."),
+    namespace: str = NamespaceOption,
+    output: str = OutputOption,
+    kubeconfig: str | None = KubeconfigOption,
+) -> None:
+    """List tasks (NAME PHASE AGENT PRIORITY ATTEMPTS REASON) or agents (NAME PHASE CAPACITY ACTIVE)."""
+    _check_output(output)
+    plural = {"task": "tasks", "tasks": "tasks", "qtask": "tasks", "agent": "agents", "agents": "agents"}.get(kind)
+    if plural is None:
+        raise _fail(f"unknown kind {kind!r}: use tasks or agents", 2)
+    if plural == "tasks":
+
+        async def tasks(client: Client) -> list[TaskView]:
+            return [await client.get(name)] if name else await client.list()
+
+        views: list[TaskView] = _run(kubeconfig, namespace, tasks)
+        header = ["NAME", "PHASE", "AGENT", "PRIORITY", "ATTEMPTS", "REASON"]
+        _emit(output, header, [_task_row(v) for v in views], [_task_doc(v) for v in views])
+        return
+
+    async def agents(client: Client) -> list[dict[str, Any]]:
+        found = await client.agents()
+        return [a for a in found if not name or a["metadata"]["name"] == name]
+
+    bodies: list[dict[str, Any]] = _run(kubeconfig, namespace, agents)
+    if name and not bodies:
+        raise _fail(f"agent {name!r} in {namespace}: not found (check the name and the namespace)")
+    rows = [
+        [
+            b["metadata"]["name"],
+            str((b.get("status") or {}).get("phase", "")),
+            str(b["spec"].get("capacity", 1)),
+            str((b.get("status") or {}).get("activeTasks", 0)),
+        ]
+        for b in bodies
+    ]
+    docs = [{"name": b["metadata"]["name"], "spec": b["spec"], "status": b.get("status") or {}} for b in bodies]
+    _emit(output, ["NAME", "PHASE", "CAPACITY", "ACTIVE"], rows, docs)
+
+
+def describe(
+    name: str = typer.Argument(..., help="The task's name."),
+    namespace: str = NamespaceOption,
+    kubeconfig: str | None = KubeconfigOption,
+) -> None:
+    """A task's phase, assignment, explanation, execution and history."""
+
+    async def one(client: Client) -> TaskView:
+        return await client.get(name)
+
+    view: TaskView = _run(kubeconfig, namespace, one)
+    status = view.status
+    lines = [f"Name:       {view.name}", f"Namespace:  {view.namespace}", f"Goal:       {view.spec.goal}"]
+    lines += [f"Requires:   {', '.join(view.spec.requires) or '-'}", f"Priority:   {view.spec.priority}"]
+    if view.spec.depends_on:
+        lines.append(f"Depends on: {', '.join(view.spec.depends_on)}")
+    lines += [f"Phase:      {status.phase or 'new'}", f"Attempts:   {status.attempts}"]
+    if status.assignment:
+        a = status.assignment
+        lines.append(
+            f"Assigned:   {a.agent} (attempt {a.attempt}, score {a.score:.3f}, probability {a.probability:.3g})"
+        )
+    if status.explanation and status.explanation.summary:
+        lines.append(f"Why:        {status.explanation.summary}")
+    if status.execution:
+        e = status.execution
+        if e.result:
+            lines.append(f"Result:     {e.result}")
+        if e.error:
+            lines.append(f"Error:      {e.error}")
+    if status.history:
+        lines.append("History:")
+        lines += [f"  {h.time:%H:%M:%S}  {h.phase!s:<16} {h.reason:<20} {h.message}".rstrip() for h in status.history]
+    typer.echo("\n".join(lines))
+
+
+def submit(
+    goal: str | None = typer.Argument(None, help="What the agent should achieve."),
+    file: Path | None = typer.Option(None, "--file", "-f", help="A Task spec as YAML (goal, requires, ...)."),
+    name: str | None = typer.Option(None, "--name", help="The Task's name (default: generated)."),
+    requires: list[str] = typer.Option([], "--requires", "-r", help="A capability (repeatable)."),
+    priority: int | None = typer.Option(None, "--priority", "-p", help="0 to 1000."),
+    namespace: str = NamespaceOption,
+    kubeconfig: str | None = KubeconfigOption,
+) -> None:
+    """Create a Task from flags or a file; prints its name."""
+    spec: dict[str, Any] = {}
+    if file is not None:
+        try:
+            loaded = yaml.safe_load(file.read_text())
+        except (OSError, yaml.YAMLError) as exc:
+            raise _fail(f"cannot read {file}: {exc}", 2) from None
+        if not isinstance(loaded, dict):
+            raise _fail(f"{file} must hold a Task spec (a mapping with goal, requires, ...)", 2)
+        spec = dict(loaded.get("spec", loaded))
+    goal = goal or spec.pop("goal", None)
+    spec.pop("goal", None)
+    if not goal:
+        raise _fail("a goal is needed: qorch submit 'what to do' --requires code, or -f task.yaml", 2)
+    if requires:
+        spec["requires"] = requires
+    if priority is not None:
+        spec["priority"] = priority
+
+    async def create(client: Client) -> str:
+        return await client.submit(goal, name=name, **spec)
+
+    typer.echo(_run(kubeconfig, namespace, create))
+
+
+def wait(
+    names: list[str] = typer.Argument(..., help="Task names."),
+    timeout: float = typer.Option(300.0, "--timeout", help="Seconds before giving up."),
+    namespace: str = NamespaceOption,
+    kubeconfig: str | None = KubeconfigOption,
+) -> None:
+    """Wait until the tasks end; exit 0 if all succeeded, 1 otherwise."""
+    from qorch.api.enums import TaskPhase  # noqa: PLC0415
+
+    shown: dict[str, str] = {}
+
+    def progress(views: dict[str, TaskView]) -> None:
+        done = sum(1 for v in views.values() if v.done)
+        line = f"{done}/{len(views)} done"
+        if shown.get("line") != line and sys.stderr.isatty():
+            sys.stderr.write(f"\r{line}")
+            sys.stderr.flush()
+        shown["line"] = line
+
+    async def until_done(client: Client) -> dict[str, TaskView]:
+        return await client.wait(names, timeout=timeout, progress=progress)
+
+    views: dict[str, TaskView] = _run(kubeconfig, namespace, until_done)
+    if sys.stderr.isatty():
+        sys.stderr.write("\n")
+    for view in views.values():
+        typer.echo(f"{view.name}\t{view.phase}")
+    if any(v.phase != TaskPhase.SUCCEEDED for v in views.values()):
+        raise typer.Exit(1)
+
+
+def approve(
+    task: str = typer.Argument(..., help="The task awaiting approval."),
+    reason: str = typer.Option("", "--reason", help="Why; shown in the task's history."),
+    namespace: str = NamespaceOption,
+    kubeconfig: str | None = KubeconfigOption,
+) -> None:
+    """Approve a task in your own name."""
+
+    async def decide(client: Client) -> str:
+        return await client.approve(task, reason=reason)
+
+    typer.echo(f"approval.qorch.io/{_run(kubeconfig, namespace, decide)} created")
+
+
+def reject(
+    task: str = typer.Argument(..., help="The task awaiting approval."),
+    reason: str = typer.Option("", "--reason", help="Why; shown in the task's history."),
+    namespace: str = NamespaceOption,
+    kubeconfig: str | None = KubeconfigOption,
+) -> None:
+    """Reject a task in your own name."""
+
+    async def decide(client: Client) -> str:
+        return await client.reject(task, reason=reason)
+
+    typer.echo(f"approval.qorch.io/{_run(kubeconfig, namespace, decide)} created")
+
+
+def register(app: typer.Typer) -> None:
+    """Add the commands to the top-level app."""
+    for command in (get, describe, submit, wait, approve, reject):
+        app.command(command.__name__)(command)
