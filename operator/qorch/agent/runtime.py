@@ -27,7 +27,7 @@ from typing import TYPE_CHECKING, Any
 from qorch.agent.attempts import TASKS, Attempts, Claim, UnsettledClaimError
 from qorch.api import constants, protocol
 from qorch.controller.informer import Informer
-from qorch.controller.kube import ApiError, KubeApi, KubeError, Resource
+from qorch.controller.kube import ApiError, KubeApi, KubeError, Resource, load_config
 
 if TYPE_CHECKING:
     from collections.abc import Awaitable, Callable, Mapping
@@ -455,15 +455,9 @@ async def run_agent(api: KubeApi, settings: RuntimeSettings, handlers: Handlers,
 
 
 async def _serve(settings: RuntimeSettings, handlers: Handlers, kubeconfig: str | None) -> None:
-    from kubernetes_asyncio import client, config  # noqa: PLC0415 - only a running agent needs the client
+    from kubernetes_asyncio import client  # noqa: PLC0415 - only a running agent needs the client
 
-    if kubeconfig:
-        await config.load_kube_config(config_file=kubeconfig)
-    else:
-        try:
-            config.load_incluster_config()  # type: ignore[no-untyped-call]
-        except config.ConfigException:
-            await config.load_kube_config()
+    await load_config(kubeconfig)
     stop = asyncio.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         asyncio.get_running_loop().add_signal_handler(sig, stop.set)

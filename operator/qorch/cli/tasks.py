@@ -233,35 +233,28 @@ def wait(
         raise typer.Exit(1)
 
 
-def approve(
-    task: str = typer.Argument(..., help="The task awaiting approval."),
-    reason: str = typer.Option("", "--reason", help="Why; shown in the task's history."),
-    namespace: str = NamespaceOption,
-    kubeconfig: str | None = KubeconfigOption,
-) -> None:
-    """Approve a task in your own name."""
+def _decide(decision: str) -> Callable[..., None]:
+    """`qorch approve` or `qorch reject`: one Approval in the caller's own name."""
 
-    async def decide(client: Client) -> str:
-        return await client.approve(task, reason=reason)
+    def command(
+        task: str = typer.Argument(..., help="The task awaiting approval."),
+        reason: str = typer.Option("", "--reason", help="Why; shown in the task's history."),
+        namespace: str = NamespaceOption,
+        kubeconfig: str | None = KubeconfigOption,
+    ) -> None:
+        async def decide(client: Client) -> str:
+            act = client.approve if decision == "approve" else client.reject
+            return await act(task, reason=reason)
 
-    typer.echo(f"approval.qorch.io/{_run(kubeconfig, namespace, decide)} created")
+        typer.echo(f"approval.qorch.io/{_run(kubeconfig, namespace, decide)} created")
 
-
-def reject(
-    task: str = typer.Argument(..., help="The task awaiting approval."),
-    reason: str = typer.Option("", "--reason", help="Why; shown in the task's history."),
-    namespace: str = NamespaceOption,
-    kubeconfig: str | None = KubeconfigOption,
-) -> None:
-    """Reject a task in your own name."""
-
-    async def decide(client: Client) -> str:
-        return await client.reject(task, reason=reason)
-
-    typer.echo(f"approval.qorch.io/{_run(kubeconfig, namespace, decide)} created")
+    command.__doc__ = f"{decision.capitalize()} a task in your own name."
+    return command
 
 
 def register(app: typer.Typer) -> None:
     """Add the commands to the top-level app."""
-    for command in (get, describe, submit, wait, approve, reject):
+    for command in (get, describe, submit, wait):
         app.command(command.__name__)(command)
+    for decision in ("approve", "reject"):
+        app.command(decision)(_decide(decision))

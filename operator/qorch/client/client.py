@@ -18,7 +18,7 @@ from pydantic import ValidationError
 from qorch.api import constants
 from qorch.api.enums import TaskPhase
 from qorch.api.task import TaskSpec, TaskStatus
-from qorch.controller.kube import ApiError, KubeApi, KubeError, Resource
+from qorch.controller.kube import ApiError, KubeApi, KubeError, Resource, load_config
 
 if TYPE_CHECKING:
     from collections.abc import Awaitable, Callable, Coroutine, Iterable, Mapping, Sequence
@@ -129,13 +129,7 @@ class Client:
                 f"no cluster to talk to: kubeconfig {kubeconfig} does not exist; set KUBECONFIG or pass kubeconfig="
             )
         try:
-            if kubeconfig:
-                await config.load_kube_config(config_file=kubeconfig)
-            else:
-                try:
-                    config.load_incluster_config()  # type: ignore[no-untyped-call]
-                except config.ConfigException:
-                    await config.load_kube_config()
+            await load_config(kubeconfig)
         except (config.ConfigException, OSError) as exc:
             raise ClientError(f"no cluster to talk to: {exc}; set KUBECONFIG or pass kubeconfig=") from None
         api_client = client.ApiClient()

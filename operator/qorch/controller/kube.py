@@ -33,7 +33,7 @@ if TYPE_CHECKING:
 
     from kubernetes_asyncio.client import ApiClient
 
-__all__ = ["ApiError", "KubeApi", "KubeError", "Resource", "TransportError"]
+__all__ = ["ApiError", "KubeApi", "KubeError", "Resource", "TransportError", "load_config"]
 
 MERGE_PATCH = "application/merge-patch+json"
 _USER_AGENT = "qorch-operator"
@@ -259,3 +259,16 @@ def _api_error(resp: aiohttp.ClientResponse, payload: bytes) -> ApiError:
 async def sleep_backoff(attempt: int, *, base: float = 0.5, cap: float = 30.0) -> None:
     """Full-jitter exponential backoff (AWS's), so replicas retrying together spread out."""
     await asyncio.sleep(random.uniform(0, min(cap, base * 2 ** min(attempt, 16))))  # noqa: S311 - jitter, not crypto
+
+
+async def load_config(kubeconfig: str | None) -> None:
+    """Load credentials: the kubeconfig file given, else in-cluster, else $KUBECONFIG or ~/.kube/config."""
+    from kubernetes_asyncio import config  # noqa: PLC0415 - the client's config module, loaded when needed
+
+    if kubeconfig:
+        await config.load_kube_config(config_file=kubeconfig)
+        return
+    try:
+        config.load_incluster_config()  # type: ignore[no-untyped-call]
+    except config.ConfigException:
+        await config.load_kube_config()

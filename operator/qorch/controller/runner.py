@@ -25,14 +25,14 @@ from typing import TYPE_CHECKING, Any
 
 import kopf
 from aiohttp import web
-from kubernetes_asyncio import client, config
+from kubernetes_asyncio import client
 from prometheus_client import start_http_server
 
 from qorch.api import constants
 from qorch.controller import handlers, metrics, writer
 from qorch.controller.events import EventRecorder
 from qorch.controller.informer import Informer
-from qorch.controller.kube import ApiError, KubeApi, KubeError, Resource
+from qorch.controller.kube import ApiError, KubeApi, KubeError, Resource, load_config
 from qorch.controller.leader import LEASES, LeaderElector, LeaseTimings
 from qorch.controller.loop import AGENT_RESOURCE, APPROVAL_RESOURCE, TASK_RESOURCE, Kernel
 from qorch.controller.store import AGENTS, TASKS, ClusterState
@@ -182,12 +182,7 @@ async def _wait_until_served(api: KubeApi, settings: OperatorSettings, stop: asy
 async def _load_config(settings: OperatorSettings) -> client.ApiClient:
     if settings.kubeconfig:
         os.environ["KUBECONFIG"] = settings.kubeconfig
-        await config.load_kube_config(config_file=settings.kubeconfig)
-    else:
-        try:
-            config.load_incluster_config()  # type: ignore[no-untyped-call]
-        except config.ConfigException:
-            await config.load_kube_config()
+    await load_config(settings.kubeconfig)
     api_client = client.ApiClient()
     api_client.configuration.connection_pool_maxsize = max(settings.write_concurrency + 16, 32)
     return api_client
