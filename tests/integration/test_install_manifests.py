@@ -80,6 +80,9 @@ OPERATOR_MATRIX = [
     deny("update", "tasks.qorch.io", TEAM, subresource="status"),
     *(deny(verb, kind, TEAM) for kind in QORCH_KINDS for verb in ("create", "update", "patch", "delete")),
     *(deny(verb, "schedulingpolicies.qorch.io", TEAM) for verb in ("create", "update", "patch", "delete")),
+    # the leader publishes the scheduler's observables into the policy's status, by patch only
+    allow("patch", "schedulingpolicies.qorch.io", TEAM, subresource="status"),
+    deny("update", "schedulingpolicies.qorch.io", TEAM, subresource="status"),
     deny("deletecollection", "tasks.qorch.io", TEAM),
     # its own Lease: get, create, update; only this one is updated, and nowhere else
     allow("get", "leases.coordination.k8s.io", SYSTEM, name="qorch-operator"),

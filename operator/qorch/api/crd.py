@@ -20,7 +20,7 @@ from qorch.api import constants
 from qorch.api.agent import AgentSpec, AgentStatus
 from qorch.api.approval import ApprovalSpec, ApprovalStatus
 from qorch.api.common import cel
-from qorch.api.policy import SCORER_NAMES, SchedulingPolicySpec
+from qorch.api.policy import SCORER_NAMES, SchedulingPolicySpec, SchedulingPolicyStatus
 from qorch.api.task import TaskSpec, TaskStatus
 
 if TYPE_CHECKING:
@@ -353,12 +353,17 @@ POLICY = KindDefinition(
     scope="Cluster",
     description="Cluster-wide scheduling settings. There is exactly one, named 'default'.",
     spec=SchedulingPolicySpec,
-    status=None,
+    status=SchedulingPolicyStatus,
     columns=(
         Column("Strategy", ".spec.strategy"),
         Column("Temperature", ".spec.temperature", "number"),
         Column("Batch", ".spec.batchSize", "integer"),
+        Column("Coherence", ".status.observables.coherence", "number"),
+        Column("Leader", ".status.leader"),
         AGE,
+        Column("Entropy", ".status.observables.entropy", "number", priority=1),
+        Column("Fidelity", ".status.observables.fidelity", "number", priority=1),
+        Column("Last-Cycle", ".status.lastCycleAt", "date", priority=1),
     ),
     root_rules=(
         cel(

@@ -2,15 +2,16 @@
 
 from __future__ import annotations
 
+import datetime as dt
 from typing import Annotated
 
 from pydantic import Field
 
-from qorch.api.common import DNS_LABEL, SpecModel
+from qorch.api.common import DNS_LABEL, ApiModel, SpecModel
 from qorch.api.enums import Strategy
 from qorch.api.task import RetryPolicy
 
-__all__ = ["SCORER_NAMES", "NamespaceQuota", "SchedulingPolicySpec"]
+__all__ = ["SCORER_NAMES", "NamespaceQuota", "PolicyObservables", "SchedulingPolicySpec", "SchedulingPolicyStatus"]
 
 #: The scorers the operator ships (qorch.scheduler.scorers registers exactly these; a test holds them equal).
 SCORER_NAMES = ("capability-fit", "headroom", "success-rate", "cost", "latency", "deadline-slack")
@@ -79,3 +80,25 @@ class SchedulingPolicySpec(SpecModel):
         ),
     ] = []
     default_retry: Annotated[RetryPolicy | None, Field(description="Retry policy for tasks that set none.")] = None
+
+
+class PolicyObservables(ApiModel):
+    """The scheduler's observables of one cycle (definitions in docs/scheduler.md)."""
+
+    entropy: Annotated[float, Field(ge=0, description="Von Neumann entropy of the cycle's demand density matrix.")]
+    coherence: Annotated[
+        float, Field(ge=0, le=1, description="Born probability mass the collapse kept, 0..1 (1: nobody displaced).")
+    ]
+    fidelity: Annotated[float, Field(ge=0, le=1, description="Overlap of demand and free supply by capability, 0..1.")]
+
+
+class SchedulingPolicyStatus(ApiModel):
+    """What the leading operator last measured. Written only by the leader, at most every few seconds."""
+
+    observables: Annotated[
+        PolicyObservables | None, Field(description="Observables of the latest scheduling pass (absent before one).")
+    ] = None
+    batch: Annotated[int | None, Field(ge=0, description="Tasks decided in the pass that measured them.")] = None
+    last_cycle_at: Annotated[dt.datetime | None, Field(description="When that pass ran.")] = None
+    leader: Annotated[str, Field(max_length=253, description="Identity of the operator replica that wrote this.")] = ""
+    published_at: Annotated[dt.datetime | None, Field(description="When the leader wrote this status.")] = None

@@ -51,6 +51,7 @@ if TYPE_CHECKING:
     from qorch.controller.store import ClusterState, Feed
     from qorch.controller.writer import StatusWriter
     from qorch.scheduler import Result
+    from qorch.scheduler.observables import Observables
 
 __all__ = ["AGENT_RESOURCE", "APPROVAL_RESOURCE", "TASK_RESOURCE", "Kernel"]
 
@@ -83,6 +84,7 @@ class Kernel:
     # through the watch is confirmed by it before the agent's work is taken away. None: no check.
     read_lease: Callable[[Key], Awaitable[dict[str, Any] | None]] | None = None
     tick: float = 1.0
+    observed: Callable[[Observables, int, float], None] = lambda *_: None  # each pass's observables (publish.py)
     wall: Callable[[], float] = time.time
     mono: Callable[[], float] = time.monotonic
     queue: SchedulingQueue = field(default_factory=SchedulingQueue)
@@ -481,6 +483,7 @@ class Kernel:
             ("fidelity", result.observables.fidelity),
         ):
             metrics.OBSERVABLE.labels(name).set(value)
+        self.observed(result.observables, len(queued), now)
         epoch = self.epoch()
         for placement in translate.placements(result, fleet, queued, cost_left=cost_left, free_quota=free_quota):
             self._place(placement, epoch, now, mono)

@@ -35,6 +35,7 @@ from qorch.controller.informer import Informer
 from qorch.controller.kube import ApiError, KubeApi, KubeError, Resource, load_config
 from qorch.controller.leader import LEASES, LeaderElector, LeaseTimings
 from qorch.controller.loop import AGENT_RESOURCE, APPROVAL_RESOURCE, TASK_RESOURCE, Kernel
+from qorch.controller.publish import ObservablesPublisher
 from qorch.controller.store import AGENTS, TASKS, ClusterState
 from qorch.controller.store import LEASES as LEASE_PLURAL
 from qorch.controller.writer import StatusWriter
@@ -42,7 +43,7 @@ from qorch.controller.writer import StatusWriter
 if TYPE_CHECKING:
     from collections.abc import Awaitable, Coroutine
 
-__all__ = ["EXIT_FAILED", "EXIT_LOST_LEADERSHIP", "OperatorSettings", "run"]
+__all__ = ["EXIT_FAILED", "EXIT_LOST_LEADERSHIP", "OperatorSettings", "operate", "run"]
 
 log = logging.getLogger(__name__)
 EXIT_FAILED = 1
@@ -68,6 +69,11 @@ class OperatorSettings:
     log_level: str = "INFO"
     request_timeout: float = 10.0
     tick_seconds: float = 1.0
+    publish_seconds: float = 3.0  # the observables go into the policy's status at most this often
+    # The operator owns its process (`qorch operator run`): it takes SIGTERM and SIGINT, tunes the
+    # GC for a large store and exports KUBECONFIG. Embedded in someone else's process (the SDK's
+    # UnifiedQuantumOrchestrator), it does none of that and stops when told (`operate(stop=...)`).
+    own_process: bool = True
 
 
 @dataclass(slots=True)
@@ -77,6 +83,7 @@ class _Parts:
     kernel: Kernel
     elector: LeaderElector
     informers: list[Informer]
+    publisher: ObservablesPublisher
     tasks: dict[str, asyncio.Task[Any]] = field(default_factory=dict)
     synced: asyncio.Event = field(default_factory=asyncio.Event)
 
@@ -180,7 +187,7 @@ async def _wait_until_served(api: KubeApi, settings: OperatorSettings, stop: asy
 
 
 async def _load_config(settings: OperatorSettings) -> client.ApiClient:
-    if settings.kubeconfig:
+    if settings.kubeconfig and settings.own_process:
         os.environ["KUBECONFIG"] = settings.kubeconfig
     await load_config(settings.kubeconfig)
     api_client = client.ApiClient()
@@ -251,7 +258,8 @@ def _kopf(
     )
 
 
-async def _main(settings: OperatorSettings) -> int:
+async def operate(settings: OperatorSettings, stop: asyncio.Event | None = None) -> int:
+    """Run on the current event loop until `stop` (or, owning the process, SIGTERM); returns the exit code."""
     api_client = await _load_config(settings)
     api = KubeApi(api_client, timeout=settings.request_timeout)
     state = ClusterState()
@@ -276,9 +284,19 @@ async def _main(settings: OperatorSettings) -> int:
         tick=settings.tick_seconds,
     )
     state.notify = kernel.poke
-    parts = _Parts(kernel, elector, _informers(api, state, settings))
-    stop = asyncio.Event()
-    _take_signals(stop)
+    publisher = ObservablesPublisher(
+        api,
+        identity=settings.identity,
+        may_write=elector.may_write,
+        version=lambda: state.policy.resource_version,
+        interval=settings.publish_seconds,
+    )
+    kernel.observed = publisher.observe
+    parts = _Parts(kernel, elector, _informers(api, state, settings), publisher)
+    if stop is None:
+        stop = asyncio.Event()
+    if settings.own_process:
+        _take_signals(stop)
     if settings.metrics_port > 0:
         start_http_server(settings.metrics_port)
     probes = await _probes(settings.health_port, parts)
@@ -323,11 +341,13 @@ async def _operate(
     # The caches are complete before anyone may lead: deciding on half-loaded ones
     # (agents whose Leases have not arrived) would fail running tasks.
     await _until(kopf_ready.wait(), parts.first_end(), stop.wait())
-    _take_signals(stop)  # kopf put in handlers of its own that stop kopf alone; SIGTERM must stop everything
+    if settings.own_process:  # kopf put in handlers of its own that stop kopf alone; SIGTERM must stop everything
+        _take_signals(stop)
     await _until(asyncio.gather(*(i.synced.wait() for i in parts.informers)), parts.first_end(), stop.wait())
     if not stop.is_set() and parts.ended() is None:
         await handlers.sweep(api, state, settings.namespaces)
-        _settle_heap()
+        if settings.own_process:
+            _settle_heap()
         parts.kernel.watching_since = time.monotonic()
         parts.synced.set()
         log.info(
@@ -338,6 +358,7 @@ async def _operate(
         )
         parts.start("elector", parts.elector.run())
         parts.start("loop", parts.kernel.run())
+        parts.start("publisher", parts.publisher.run())
         parts.start("sweeper", _sweeper(api, state, settings))
         parts.start("leader gauge", _track_leader(parts.elector))
         await _until(parts.elector.lost.wait(), parts.first_end(), stop.wait())
@@ -377,4 +398,4 @@ def run(settings: OperatorSettings) -> int:
     """Run until SIGTERM (exit 0), lost leadership (exit 3) or a failed part (exit 1)."""
     logging.basicConfig(level=settings.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     logging.getLogger("kopf").setLevel(logging.DEBUG if os.environ.get("QORCH_DEBUG") else logging.WARNING)
-    return asyncio.run(_main(settings))
+    return asyncio.run(operate(settings))

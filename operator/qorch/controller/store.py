@@ -15,6 +15,7 @@ same name is a new object, never the old one with a new version.
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol
@@ -337,8 +338,12 @@ class ClusterState:
         held = self.policy.resource_version
         if held and stale(str(meta.get("resourceVersion", "")), held):
             return
-        self.policy = PolicyRecord.of(body)
-        self.feed.policy = True
+        fresh = PolicyRecord.of(body)
+        # The leader's own status writes (observables) change the version, not the settings:
+        # they must not wake every parked task and agent.
+        if not held or dataclasses.replace(fresh, resource_version=held) != self.policy:
+            self.feed.policy = True
+        self.policy = fresh
 
     def remove_policy(self, body: Mapping[str, Any]) -> None:
         """The policy was deleted: the CRD's defaults apply."""
