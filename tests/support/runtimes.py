@@ -16,15 +16,19 @@ from qorch.agent import Handlers
 
 handlers = Handlers()
 
-def _log(task):
+def _log(task, event="called"):
     with open(os.environ["HANDLER_LOG"], "a") as out:
         line = {"task": task.name, "attempt": task.attempt, "agent": task.agent, "input": dict(task.input)}
-        out.write(json.dumps(line) + "\\n")
+        out.write(json.dumps({**line, "event": event}) + "\\n")
 
 @handlers.on("code")
 async def code(task):
     _log(task)
-    await asyncio.sleep(float(task.input.get("sleep", "0")))
+    try:
+        await asyncio.sleep(float(task.input.get("sleep", "0")))
+    except asyncio.CancelledError:
+        _log(task, "cancelled")
+        raise
     if task.input.get("fail") == "yes":
         raise ValueError("asked to fail\\nover two lines")
     return {"echo": task.goal, "agent": task.agent, "num": task.input.get("num", "")}
@@ -59,11 +63,12 @@ class Runtime:
         with self.log.open("wb") as out:
             self.popen = subprocess.Popen(argv, cwd=workdir, env=env, stdout=out, stderr=subprocess.STDOUT)
 
-    def handled(self) -> list[dict[str, Any]]:
-        """Every handler call so far."""
+    def handled(self, event: str = "called") -> list[dict[str, Any]]:
+        """Every handler call so far (or every cancellation a handler saw, with event="cancelled")."""
         if not self.calls.exists():
             return []
-        return [json.loads(line) for line in self.calls.read_text().splitlines() if line.strip()]
+        lines = [json.loads(line) for line in self.calls.read_text().splitlines() if line.strip()]
+        return [line for line in lines if line.get("event", "called") == event]
 
     def stop(self, sig: signal.Signals = signal.SIGTERM, timeout: float = 30) -> int:
         """Signal and reap; the exit code."""

@@ -41,6 +41,7 @@ AGENTS = Resource(constants.GROUP, constants.VERSION, "agents")
 LEASES = Resource("coordination.k8s.io", "v1", "leases")
 _NOT_FOUND, _CONFLICT = 404, 409
 _MERGE = "application/merge-patch+json"
+_CANCELLED = "Cancelled: spec.cancel was set while the handler ran"
 
 
 @dataclass(frozen=True, slots=True)
@@ -109,23 +110,32 @@ class _Running:
 
 
 class _Mine:
-    """The tasks assigned to this agent, as the watch sees them (an informer sink)."""
+    """The tasks assigned to this agent, as the watch sees them (an informer sink).
 
-    def __init__(self) -> None:
+    `wake`, when given, is set with `changed`: a fleet serving many agents waits on one event.
+    """
+
+    def __init__(self, wake: asyncio.Event | None = None) -> None:
         self.tasks: dict[str, dict[str, Any]] = {}
         self.changed = asyncio.Event()
+        self.wake = wake
         self._listing: set[str] = set()
+
+    def touch(self) -> None:
+        self.changed.set()
+        if self.wake is not None:
+            self.wake.set()
 
     def upsert(self, body: Mapping[str, Any], *, listed: bool = False) -> None:
         name = str(body["metadata"]["name"])
         self.tasks[name] = dict(body)
         if listed:
             self._listing.add(name)
-        self.changed.set()
+        self.touch()
 
     def delete(self, body: Mapping[str, Any]) -> None:
         self.tasks.pop(str(body["metadata"]["name"]), None)
-        self.changed.set()
+        self.touch()
 
     def begin_list(self, namespace: str | None) -> None:
         del namespace
@@ -135,20 +145,22 @@ class _Mine:
         del namespace
         for gone in set(self.tasks) - self._listing:
             del self.tasks[gone]
-        self.changed.set()
+        self.touch()
 
 
 class AgentRuntime:
     """One agent: its Agent object, its Lease, its tasks and its handlers."""
 
-    def __init__(self, api: KubeApi, settings: RuntimeSettings, handlers: Handlers) -> None:
-        """Nothing talks to the apiserver until `run()`."""
+    def __init__(
+        self, api: KubeApi, settings: RuntimeSettings, handlers: Handlers, *, wake: asyncio.Event | None = None
+    ) -> None:
+        """Nothing talks to the apiserver until `run()`. `wake` is set whenever this agent has news."""
         self.api = api
         self.settings = settings
         self.handlers = handlers
         self.attempts = Attempts(api, settings.namespace)
         self.capacity = settings.capacity
-        self.mine = _Mine()
+        self.mine = _Mine(wake)
         self.running: dict[AttemptId, _Running] = {}
         self.unsettled: dict[AttemptId, UnsettledClaimError] = {}
         self.owed: dict[AttemptId, tuple[Claim, str, str]] = {}  # finishes the apiserver did not take yet
@@ -268,16 +280,25 @@ class AgentRuntime:
             with contextlib.suppress(KubeError):  # still owed: the next round tries again
                 await self.attempts.finish(claim, result=result, error=error)
                 del self.owed[attempt]
-        me = self.settings.name
         for attempt, running in list(self.running.items()):
-            task = self.mine.tasks.get(running.claim.task)
-            if task is None or protocol.current(task, me) != attempt:
-                running.job.cancel()  # withdrawn (judged lost, reassigned, deleted): its report will not land
+            self._stop_if_withdrawn(attempt, running)
         for task in list(self.mine.tasks.values()):
             try:
                 await self._offer(task)
             except KubeError as exc:  # one task the apiserver refuses must not stop the others
                 log.warning("offer of %s: %s", task["metadata"]["name"], exc)
+
+    def _stop_if_withdrawn(self, attempt: AttemptId, running: _Running) -> None:
+        """Cancel the handler of an attempt that is no longer ours to run, or that the user cancelled."""
+        if running.job.done() or running.job.cancelling():
+            return
+        task = self.mine.tasks.get(running.claim.task)
+        if task is None or protocol.current(task, self.settings.name) != attempt:
+            log.info("cancelled %s attempt %d: withdrawn", running.claim.task, attempt.attempt)
+            running.job.cancel()  # judged lost, reassigned, deleted or cancelled: its report will not land
+        elif protocol.cancelled(task):
+            log.info("cancelled %s attempt %d: spec.cancel", running.claim.task, attempt.attempt)
+            running.job.cancel(_CANCELLED)  # the operator writes Cancelled; the report says why it stopped
 
     async def _offer(self, task: dict[str, Any]) -> None:
         me = self.settings.name
@@ -344,8 +365,8 @@ class AgentRuntime:
             return (value if isinstance(value, str) else json.dumps(value, default=str)), ""
         except TimeoutError:
             return "", f"TimeoutError: the handler ran longer than timeoutSeconds={limit_s:g}"
-        except asyncio.CancelledError:
-            return "", "the agent shut down before the attempt finished"
+        except asyncio.CancelledError as stop:
+            return "", (str(stop.args[0]) if stop.args else "the agent shut down before the attempt finished")
         except Exception as exc:  # noqa: BLE001 - the user's handler (or its result) may fail anyhow; it is reported
             return "", f"{type(exc).__name__}: {exc}"
 
@@ -364,7 +385,7 @@ class AgentRuntime:
             self.owed[attempt] = (running.claim, result, error)
         finally:
             self.running.pop(attempt, None)
-            self.mine.changed.set()  # a slot is free: look at what is offered
+            self.mine.touch()  # a slot is free: look at what is offered
 
     async def drain(self) -> None:
         """Stop taking work (offers are refused), let handlers finish within the grace, hand back the rest."""

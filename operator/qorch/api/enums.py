@@ -127,3 +127,5 @@ class Reason(StrEnum):
     AGENT_LOST = "AgentLost"
     AGENT_REFUSED = "AgentRefused"
     REPORT_IGNORED = "ReportIgnored"
+    # The user.
+    CANCELLED = "Cancelled"

@@ -102,12 +102,13 @@ class Report:
 def claimable(body: Mapping[str, Any], agent: str) -> AttemptId | None:
     """The attempt `agent` may claim on this Task body, or None.
 
-    Claimable means: the task is Assigned, the assignment names `agent`, and no
-    report shows that attempt claimed already (a refusal may be taken back).
+    Claimable means: the task is Assigned, the assignment names `agent`, the user
+    has not cancelled it, and no report shows that attempt claimed already (a
+    refusal may be taken back).
     """
     status = body.get("status") or {}
     assignment = status.get("assignment") or {}
-    if status.get("phase") != "Assigned" or assignment.get("agent") != agent:
+    if status.get("phase") != "Assigned" or assignment.get("agent") != agent or cancelled(body):
         return None
     attempt = int(assignment.get("attempt") or 0)
     if attempt < 1:
@@ -116,6 +117,11 @@ def claimable(body: Mapping[str, Any], agent: str) -> AttemptId | None:
     if report is not None and report.attempt == attempt and report.claimed:
         return None
     return AttemptId(str(body["metadata"]["uid"]), attempt)
+
+
+def cancelled(body: Mapping[str, Any]) -> bool:
+    """Whether the user cancelled the task (`spec.cancel`): no claim, and a running handler stops."""
+    return (body.get("spec") or {}).get("cancel") is True
 
 
 def current(body: Mapping[str, Any], agent: str) -> AttemptId | None:

@@ -112,6 +112,11 @@ class TaskSpec(SpecModel):
                     field_path=".goal",
                 ),
                 cel(
+                    "!has(oldSelf.cancel) || !oldSelf.cancel || (has(self.cancel) && self.cancel)",
+                    "a cancelled task stays cancelled: create a new task to run the work again",
+                    field_path=".cancel",
+                ),
+                cel(
                     "!(has(self.deadline) && has(self.timeoutSeconds))",
                     "set either deadline or timeoutSeconds, not both",
                     field_path=".timeoutSeconds",
@@ -163,6 +168,16 @@ class TaskSpec(SpecModel):
             ),
         ),
     ] = {}
+
+    cancel: Annotated[
+        bool,
+        Field(
+            description=(
+                "Set true to stop the task in any phase (qorch cancel): a queued task never runs, a running "
+                "attempt's handler is cancelled and its slot freed. It cannot be set back to false."
+            )
+        ),
+    ] = False
 
     @model_validator(mode="after")
     def _one_deadline(self) -> Self:

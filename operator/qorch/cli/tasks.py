@@ -1,4 +1,4 @@
-"""`qorch get|describe|submit|wait|approve|reject`: Tasks from a terminal, in the manner of kubectl.
+"""`qorch get|describe|submit|wait|cancel|approve|reject`: Tasks from a terminal, in the manner of kubectl.
 
 Tables on a terminal, plain columns when piped, `-o json|yaml` for scripts. Every
 failure is one line on stderr that says what to do, and a non-zero exit: 2 for
@@ -252,9 +252,25 @@ def _decide(decision: str) -> Callable[..., None]:
     return command
 
 
+def cancel(
+    names: list[str] = typer.Argument(..., help="Task names."),
+    namespace: str = NamespaceOption,
+    kubeconfig: str | None = KubeconfigOption,
+) -> None:
+    """Stop tasks in any phase: a queued one never runs, a running handler is cancelled."""
+
+    async def stop(client: Client) -> list[TaskView]:
+        return [await client.cancel(name) for name in names]
+
+    for view in _run(kubeconfig, namespace, stop):
+        ended = view.done and view.phase is not None and view.phase.value != "Cancelled"
+        note = f" (it had ended already: {view.phase})" if ended else ""
+        typer.echo(f"task.qorch.io/{view.name} cancel requested{note}")
+
+
 def register(app: typer.Typer) -> None:
     """Add the commands to the top-level app."""
-    for command in (get, describe, submit, wait):
+    for command in (get, describe, submit, wait, cancel):
         app.command(command.__name__)(command)
     for decision in ("approve", "reject"):
         app.command(decision)(_decide(decision))

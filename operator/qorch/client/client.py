@@ -34,6 +34,7 @@ _REVIEW = Resource("authentication.k8s.io", "v1", "selfsubjectreviews", namespac
 FINAL = frozenset({TaskPhase.SUCCEEDED, TaskPhase.FAILED, TaskPhase.DEAD_LETTERED, TaskPhase.CANCELLED})
 _NOT_FOUND, _CONFLICT, _FORBIDDEN = 404, 409, 403
 _FEW = 20  # wait() reads this many tasks one by one; more, and it lists the namespace
+_MERGE = "application/merge-patch+json"
 
 
 class ClientError(Exception):
@@ -255,6 +256,19 @@ class Client:
         """Record your rejection; the task fails with reason Rejected."""
         return await self._decide(task, "Reject", reason)
 
+    async def cancel(self, name: str) -> TaskView:
+        """Stop a task in any phase (sets `spec.cancel`); the operator writes Cancelled, the agent's handler stops.
+
+        Cancelling a task that has ended already changes nothing and is not an error.
+        """
+        try:
+            body = await self.api.call(
+                "PATCH", TASKS.path(self.namespace, name), body={"spec": {"cancel": True}}, content_type=_MERGE
+            )
+        except KubeError as exc:
+            raise _explain(exc, f"cancel task {name!r}") from None
+        return TaskView.of(body)
+
     async def whoami(self) -> str:
         """The user the apiserver sees (approvals must name it)."""
         if self._user is None:
@@ -314,6 +328,10 @@ class SyncClient:
     def wait(self, names: str | Iterable[str], *, timeout: float = 300.0) -> dict[str, TaskView]:
         """See Client.wait."""
         return self._run(self._client.wait(names, timeout=timeout))
+
+    def cancel(self, name: str) -> TaskView:
+        """See Client.cancel."""
+        return self._run(self._client.cancel(name))
 
     def approve(self, task: str, *, reason: str = "") -> str:
         """See Client.approve."""

@@ -142,6 +142,18 @@ def cancelled(reason: Reason, message: str) -> StatusChange:
     return StatusChange(TaskPhase.CANCELLED, reason, message, remove=("assignment",), warning=True)
 
 
+def cancelled_by_user(message: str, agent: str = "", attempt: int = 0) -> StatusChange:
+    """Stopped by `spec.cancel`; an attempt it withdraws is named (history, Event)."""
+    return StatusChange(
+        TaskPhase.CANCELLED,
+        Reason.CANCELLED,
+        message,
+        remove=("assignment", "nextAttemptAt"),
+        agent=agent,
+        attempt=attempt,
+    )
+
+
 def running(task: TaskRecord) -> StatusChange:
     """The agent claimed the current attempt."""
     return StatusChange(

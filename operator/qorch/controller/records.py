@@ -142,6 +142,7 @@ class TaskRecord:
     max_cost: float | None
     deadline: float | None
     retry: Retry | None
+    cancel: bool  # spec.cancel: the user asked to stop it
     # status
     phase: str | None
     reason: str  # of the Scheduled condition, as last written
@@ -217,6 +218,7 @@ class TaskRecord:
             max_cost=float(budget["maxCost"]) if "maxCost" in budget else None,
             deadline=deadline,
             retry=Retry.of(spec.get("retry")),
+            cancel=spec.get("cancel") is True,
             phase=sys.intern(phase) if phase else None,
             reason=reason,
             agent=sys.intern(str(assignment.get("agent", ""))),

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from qorch.api.enums import Reason, TaskPhase
-from qorch.controller.lifecycle import gate, liveness, progress, retry
+from qorch.controller.lifecycle import cancel, gate, liveness, progress, retry
 from qorch.controller.lifecycle.liveness import Liveness
 from qorch.controller.records import ApprovalRecord, LeaseRecord, Retry, TaskRecord
 from support import bodies
@@ -242,3 +242,48 @@ def test_jitter_is_stable_per_attempt_and_spread_across_attempts() -> None:
     assert retry.jitter("u", 1) == retry.jitter("u", 1)
     spread = {round(retry.jitter(f"u{i}", 1), 1) for i in range(200)}
     assert len(spread) >= 8
+
+
+# ---------------------------------------------------------------------------------------------- cancel
+@pytest.mark.parametrize(
+    "status",
+    [None, {"phase": "Queued"}, {"phase": "Blocked"}, {"phase": "AwaitingApproval"}, {"phase": "Retrying"}],
+)
+def test_cancel_stops_a_task_that_has_not_started(status: dict | None) -> None:
+    """spec.cancel on a waiting task: Cancelled, and no attempt is named."""
+    change = cancel.cancel(record(bodies.task("t", cancel=True, status=status)))
+    assert change is not None
+    assert (change.phase, change.reason) == (TaskPhase.CANCELLED, Reason.CANCELLED)
+    assert change.agent == ""
+    assert "assignment" in change.remove
+
+
+@pytest.mark.parametrize("phase", ["Assigned", "Running"])
+def test_cancel_withdraws_the_current_attempt(phase: str) -> None:
+    """spec.cancel on an active task: the assignment goes (the runtime cancels its handler), the attempt is named."""
+    change = cancel.cancel(record(bodies.task("t", cancel=True, status=bodies.assigned("a", 2, phase=phase))))
+    assert change is not None
+    assert change.phase is TaskPhase.CANCELLED
+    assert (change.agent, change.attempt) == ("a", 2)
+    assert "assignment" in change.remove
+    assert "attempt 2 on a" in change.message
+
+
+def test_cancel_comes_before_a_failure_report() -> None:
+    """The handler's report of its own cancellation is not a failed attempt to retry."""
+    status = bodies.assigned("a", 1, phase="Running", execution=bodies.execution("a", 1, finished=True, error="x"))
+    task = record(bodies.task("t", cancel=True, status=status))
+    change = cancel.cancel(task)
+    assert change is not None
+    assert change.phase is TaskPhase.CANCELLED
+
+
+@pytest.mark.parametrize("phase", ["Succeeded", "Failed", "DeadLettered", "Cancelled"])
+def test_cancel_leaves_an_ended_task_alone(phase: str) -> None:
+    """A final phase stays what it is."""
+    assert cancel.cancel(record(bodies.task("t", cancel=True, status={"phase": phase}))) is None
+
+
+def test_no_cancel_no_change() -> None:
+    """Without spec.cancel the other rules decide."""
+    assert cancel.cancel(record(bodies.task("t", status=bodies.assigned("a", 1)))) is None
