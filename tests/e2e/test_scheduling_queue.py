@@ -32,7 +32,9 @@ from support.pools import wait_for
 pytestmark = pytest.mark.e2e
 
 HOPELESS = 20_000
-PROBES = 30
+# 60 probes: with 30, the p95 rests on the two slowest creates, and one stall of a shared
+# machine (a kubectl process start is most of the ~55 ms measured) decides the verdict.
+PROBES = 60
 
 
 def p95(values: list[float]) -> float:
