@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import json
+import signal
 import time
 from collections.abc import Callable
 from typing import Any
@@ -99,3 +101,59 @@ def test_the_sync_client_approves_in_the_users_own_name(
     record = kubectl.json("get", "approval", approval)
     assert record["spec"]["approver"] == "qorch-admin"  # the admin kubeconfig's user, from SelfSubjectReview
     assert record["spec"]["decision"] == "Approve"
+
+
+def test_five_hundred_tasks_survive_an_agent_killed_mid_task(
+    kubectl: Kubectl,
+    operators: OperatorFleet,
+    runtimes: Callable[..., Runtime],
+    qorch_control_plane: ControlPlane,
+) -> None:
+    """500 SDK tasks on three runtimes; kill -9 one while it runs attempts: all succeed, no attempt completes twice."""
+    kubectl.apply(policy(defaultRetry={"maxAttempts": 5}))
+    operators.start("op")
+    fleet = {
+        name: runtimes(name, "--capabilities=code", "--capacity=8", "--lease-seconds=4")
+        for name in ("k-a", "k-b", "k-c")
+    }
+    victim = fleet["k-b"]
+    total = 500
+
+    def in_flight(runtime: Runtime) -> set[tuple[str, int]]:
+        called = {(c["task"], c["attempt"]) for c in runtime.handled()}
+        return called - {(c["task"], c["attempt"]) for c in runtime.handled("finished")}
+
+    async def scenario() -> dict[str, Any]:
+        async with await Client.connect(str(qorch_control_plane.admin_kubeconfig), kubectl.namespace) as client:
+            names = [
+                await client.submit(f"job {i}", name=f"many-{i}", requires=["code"], input={"sleep": "0.3"})
+                for i in range(total)
+            ]
+            deadline = time.monotonic() + 120
+            while len(victim.handled("finished")) < 20 or not in_flight(victim):
+                assert time.monotonic() < deadline, f"the victim never ran work:\n{victim.tail()}"
+                await asyncio.sleep(0.05)
+            victim.stop(signal.SIGKILL)
+            return await client.wait(names, timeout=300)
+
+    done = asyncio.run(scenario())
+    assert {v.phase for v in done.values()} == {TaskPhase.SUCCEEDED}, [
+        (v.name, v.phase) for v in done.values() if v.phase != TaskPhase.SUCCEEDED
+    ][:5]
+    lost = in_flight(victim)  # started on the victim, never finished there
+    assert lost, "the kill was meant to land mid-task"
+    finished = [(c["task"], c["attempt"]) for r in fleet.values() for c in r.handled("finished")]
+    assert len(finished) == len(set(finished)), "an attempt completed twice"
+    for view in done.values():
+        execution = view.status.execution
+        assert execution is not None
+        result = json.loads(execution.result)
+        assert result["echo"] == view.spec.goal
+        assert (view.name, execution.attempt) in set(finished)
+        assert result["agent"] == execution.agent
+    for name, attempt in lost:
+        view = done[name]
+        assert view.status.execution is not None
+        assert view.status.execution.agent != "k-b", (name, attempt)
+        assert view.status.execution.attempt > attempt
+        assert any(h.reason == "AgentLost" for h in view.status.history), view.status.history

@@ -31,6 +31,7 @@ async def code(task):
         raise
     if task.input.get("fail") == "yes":
         raise ValueError("asked to fail\\nover two lines")
+    _log(task, "finished")
     return {"echo": task.goal, "agent": task.agent, "num": task.input.get("num", "")}
 
 @handlers.on("bad-result")
