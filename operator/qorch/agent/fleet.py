@@ -90,8 +90,11 @@ class AgentFleet:
         if runtime is None:
             self._where.pop(name, None)
             return
-        self._where[name] = agent
         runtime.mine.upsert(body, listed=listed)
+        if name in runtime.mine.tasks:
+            self._where[name] = agent
+        else:  # the runtime keeps no task that ended
+            self._where.pop(name, None)
 
     def delete(self, body: Mapping[str, Any]) -> None:
         """A Task is gone."""
