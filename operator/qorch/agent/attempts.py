@@ -22,6 +22,8 @@ from qorch.api import constants, protocol
 from qorch.controller.kube import MERGE_PATCH, ApiError, KubeError, Resource
 
 if TYPE_CHECKING:
+    from collections.abc import Mapping
+
     from qorch.api.protocol import AttemptId
     from qorch.controller.kube import KubeApi
 
@@ -178,9 +180,13 @@ class Attempts:
             return False  # the operator re-decides on its own; a lost refusal costs nothing
         return True
 
-    async def finish(self, claim: Claim, *, result: str = "", error: str = "") -> bool:
+    async def finish(
+        self, claim: Claim, *, result: str = "", error: str = "", known: Mapping[str, Any] | None = None
+    ) -> bool:
         """Report the end of a claimed attempt; False when it is no longer current (nothing written).
 
+        `known`, the task as the caller's watch last saw it, saves the read when it is
+        fresh; when it is not, compare-and-set refuses the patch and the task is read.
         Raises KubeError when the apiserver could not be reached for every try: the
         report is still owed, and the caller tries again later.
         """
@@ -188,8 +194,9 @@ class Attempts:
         for tries in range(_TRIES):
             if tries:
                 await _backoff(tries - 1)
+            fresh = known if not tries and _still_current(known, claim) else None
             try:
-                body = await self._read(claim.task)
+                body = fresh if fresh is not None else await self._read(claim.task)
             except KubeError as exc:
                 failure = exc
                 continue
@@ -218,6 +225,13 @@ class Attempts:
         raise failure or KubeError(f"finish of {claim.attempt}: no answer after {_TRIES} tries")
 
 
+def _still_current(known: Mapping[str, Any] | None, claim: Claim) -> bool:
+    """Whether a watched body shows the claimed attempt current (else the task is read first)."""
+    if known is None or known["metadata"].get("uid") != claim.attempt.task_uid:
+        return False
+    return protocol.current(known, claim.agent) == claim.attempt
+
+
 def _claim_patch(claim: Claim, version: str) -> dict[str, Any]:
     return protocol.claim_patch(claim.attempt, agent=claim.agent, resource_version=version, now=claim.started_at)
 
@@ -227,7 +241,7 @@ async def _backoff(tries: int) -> None:
     await asyncio.sleep(min(0.1 * 2**tries, 2.0) * (0.5 + random.random()))  # noqa: S311 - jitter, not secrets
 
 
-def _landed(body: dict[str, Any], attempt: AttemptId, agent: str, started: str, *, finished: bool = False) -> bool:
+def _landed(body: Mapping[str, Any], attempt: AttemptId, agent: str, started: str, *, finished: bool = False) -> bool:
     """Whether our own claim (or finish), recognised by its startedAt, is what the task now shows."""
     if str(body["metadata"].get("uid")) != attempt.task_uid:
         return False

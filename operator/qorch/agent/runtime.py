@@ -119,7 +119,18 @@ class _Mine:
         self.tasks: dict[str, dict[str, Any]] = {}
         self.changed = asyncio.Event()
         self.wake = wake
+        self.dirty: set[str] = set()  # changed since the last round looked
+        self.rescan = True  # the next round looks at every task (after a list)
         self._listing: set[str] = set()
+
+    def take(self, *, everything: bool) -> list[dict[str, Any]]:
+        """The tasks a round should look at: those changed since the last one, or all of them."""
+        if everything or self.rescan:
+            self.rescan = False
+            self.dirty.clear()
+            return list(self.tasks.values())
+        names, self.dirty = self.dirty, set()
+        return [self.tasks[n] for n in names if n in self.tasks]
 
     def touch(self) -> None:
         self.changed.set()
@@ -128,13 +139,21 @@ class _Mine:
 
     def upsert(self, body: Mapping[str, Any], *, listed: bool = False) -> None:
         name = str(body["metadata"]["name"])
+        if (body.get("status") or {}).get("phase") in protocol.FINAL_PHASES:
+            # Ended: nothing left to claim or report. Kept, every task the agent ever ran would
+            # stay in memory and in every round's scan.
+            self.delete(body)
+            return
         self.tasks[name] = dict(body)
+        self.dirty.add(name)
         if listed:
             self._listing.add(name)
         self.touch()
 
     def delete(self, body: Mapping[str, Any]) -> None:
-        self.tasks.pop(str(body["metadata"]["name"]), None)
+        name = str(body["metadata"]["name"])
+        self.tasks.pop(name, None)
+        self.dirty.add(name)
         self.touch()
 
     def begin_list(self, namespace: str | None) -> None:
@@ -145,6 +164,7 @@ class _Mine:
         del namespace
         for gone in set(self.tasks) - self._listing:
             del self.tasks[gone]
+        self.rescan = True
         self.touch()
 
 
@@ -165,6 +185,9 @@ class AgentRuntime:
         self.unsettled: dict[AttemptId, UnsettledClaimError] = {}
         self.owed: dict[AttemptId, tuple[Claim, str, str]] = {}  # finishes the apiserver did not take yet
         self.claiming = 0
+        self.offers: dict[AttemptId, asyncio.Task[None]] = {}  # claims and refusals on their way
+        self.refused: set[str] = set()  # tasks refused for want of a slot: offered again when one frees
+        self._looked = float("-inf")  # loop time of the last round that looked at every task
         self.reports: set[asyncio.Task[None]] = set()
         self.draining = False
         # Written as holderIdentity: another process serving the same Agent (a rollout's new pod)
@@ -282,11 +305,13 @@ class AgentRuntime:
                 del self.owed[attempt]
         for attempt, running in list(self.running.items()):
             self._stop_if_withdrawn(attempt, running)
-        for task in list(self.mine.tasks.values()):
-            try:
-                await self._offer(task)
-            except KubeError as exc:  # one task the apiserver refuses must not stop the others
-                log.warning("offer of %s: %s", task["metadata"]["name"], exc)
+        # Every task once per poll period (a safety net under the watch); else only what changed.
+        now = asyncio.get_running_loop().time()
+        everything = now - self._looked >= self.settings.poll_seconds
+        if everything:
+            self._looked = now
+        for task in self.mine.take(everything=everything):
+            self._offer(task)
 
     def _stop_if_withdrawn(self, attempt: AttemptId, running: _Running) -> None:
         """Cancel the handler of an attempt that is no longer ours to run, or that the user cancelled."""
@@ -300,30 +325,54 @@ class AgentRuntime:
             log.info("cancelled %s attempt %d: spec.cancel", running.claim.task, attempt.attempt)
             running.job.cancel(_CANCELLED)  # the operator writes Cancelled; the report says why it stopped
 
-    async def _offer(self, task: dict[str, Any]) -> None:
+    def _offer(self, task: dict[str, Any]) -> None:
+        """Decide at once whether to claim or refuse what is offered; the write goes on its own task.
+
+        Offers are answered concurrently (a round does not wait for one claim's round trip
+        before the next), and the slot is counted from this check, so capacity still holds.
+        """
         me = self.settings.name
         attempt = protocol.claimable(task, me)
-        if attempt is None or attempt in self.running or attempt in self.unsettled or attempt in self.owed:
+        if attempt is None or attempt in self.offers:
             return
-        spec = task.get("spec") or {}
-        requires = tuple(spec.get("requires") or ())
+        if attempt in self.running or attempt in self.unsettled or attempt in self.owed:
+            return
+        requires = tuple((task.get("spec") or {}).get("requires") or ())
+        refusal: tuple[str, str] | None = None
         if self.draining:
-            await self.attempts.refuse(task, me, reason=protocol.DRAINING, message=f"{me} is shutting down")
-            return
-        if self.handlers.for_task(requires) is None:
-            message = f"{me} has no handler for [{', '.join(requires)}]"
-            await self.attempts.refuse(task, me, reason=protocol.NO_HANDLER, message=message)
-            return
-        if self.load >= self.capacity:
-            message = f"{me} already runs {self.load} of {self.capacity} attempts"
-            await self.attempts.refuse(task, me, reason=protocol.OVER_CAPACITY, message=message)
-            return
-        self.claiming += 1  # the slot is held from the check to the claim's answer
+            refusal = (protocol.DRAINING, f"{me} is shutting down")
+        elif self.handlers.for_task(requires) is None:
+            refusal = (protocol.NO_HANDLER, f"{me} has no handler for [{', '.join(requires)}]")
+        elif self.load >= self.capacity:
+            refusal = (protocol.OVER_CAPACITY, f"{me} already runs {self.load} of {self.capacity} attempts")
+            self.refused.add(str(task["metadata"]["name"]))
+        if refusal is not None:
+            report = protocol.Report.of((task.get("status") or {}).get("execution"))
+            if report is not None and report.attempt == attempt.attempt and report.refused == refusal[0]:
+                return  # said already: the operator has not taken it back yet
+            job = asyncio.create_task(self._refuse(task, *refusal))
+        else:
+            self.claiming += 1  # the slot is held from this check to the claim's answer
+            job = asyncio.create_task(self._claim(task, attempt))
+        self.offers[attempt] = job
+        job.add_done_callback(lambda _: self.offers.pop(attempt, None))
+
+    async def _refuse(self, task: dict[str, Any], reason: str, message: str) -> None:
         try:
-            claim = await self.attempts.claim(task, me)
+            await self.attempts.refuse(task, self.settings.name, reason=reason, message=message)
+        except KubeError as exc:  # the operator re-decides on its own; a lost refusal costs nothing
+            log.warning("refusal of %s: %s", task["metadata"]["name"], exc)
+
+    async def _claim(self, task: dict[str, Any], attempt: AttemptId) -> None:
+        try:
+            claim = await self.attempts.claim(task, self.settings.name)
         except UnsettledClaimError as doubt:
             self.unsettled[attempt] = doubt  # holds the slot until settled
             log.warning("%s; settling it later", doubt)
+            return
+        except KubeError as exc:  # one task the apiserver refuses must not stop the others
+            log.warning("claim of %s: %s", task["metadata"]["name"], exc)
+            self.mine.dirty.add(str(task["metadata"]["name"]))  # offered again on the next round
             return
         finally:
             self.claiming -= 1
@@ -379,19 +428,24 @@ class AgentRuntime:
         except BaseException as exc:  # noqa: BLE001 - whatever ended the job, the attempt is reported and the slot freed
             result, error = "", f"the agent failed while running the attempt: {type(exc).__name__}: {exc}"
         try:
-            await self.attempts.finish(running.claim, result=result, error=error)
+            known = self.mine.tasks.get(running.claim.task)
+            await self.attempts.finish(running.claim, result=result, error=error, known=known)
         except KubeError as exc:
             log.warning("finish of %s not taken yet, will retry: %s", attempt, exc)
             self.owed[attempt] = (running.claim, result, error)
         finally:
             self.running.pop(attempt, None)
-            self.mine.touch()  # a slot is free: look at what is offered
+            self.mine.dirty |= self.refused  # a slot is free: what was refused for want of one may be taken
+            self.refused.clear()
+            self.mine.touch()
 
     async def drain(self) -> None:
         """Stop taking work (offers are refused), let handlers finish within the grace, hand back the rest."""
         self.draining = True
         loop = asyncio.get_running_loop()
         deadline = loop.time() + self.settings.grace_seconds
+        if self.offers:  # claims on their way land (and run) or not before the grace is counted out
+            await asyncio.wait(set(self.offers.values()), timeout=self.settings.grace_seconds)
         if self.running:
             log.info("draining: %d attempt(s) running, %.0f s grace", len(self.running), self.settings.grace_seconds)
         while self.running and loop.time() < deadline:

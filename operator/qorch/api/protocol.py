@@ -26,10 +26,12 @@ if TYPE_CHECKING:
 
 __all__ = [
     "DRAINING",
+    "FINAL_PHASES",
     "NO_HANDLER",
     "OVER_CAPACITY",
     "AttemptId",
     "Report",
+    "cancelled",
     "claim_patch",
     "claimable",
     "current",
@@ -97,6 +99,10 @@ class Report:
     def claimed(self) -> bool:
         """The agent took the attempt (it did not refuse it)."""
         return self.started and not self.refused
+
+
+#: Phases a task never leaves: nothing is claimed or reported in them.
+FINAL_PHASES = frozenset({"Succeeded", "Failed", "DeadLettered", "Cancelled"})
 
 
 def claimable(body: Mapping[str, Any], agent: str) -> AttemptId | None:

@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any
 from qorch.api import constants
 from qorch.api.enums import Clearance, Reason
 from qorch.api.policy import SchedulingPolicySpec
-from qorch.api.protocol import Report
+from qorch.api.protocol import FINAL_PHASES, Report
 from qorch.api.task import RetryPolicy
 from qorch.scheduler.tasks import Selector
 
@@ -43,7 +43,6 @@ __all__ = [
 
 Key = tuple[str, str]  # (namespace, name)
 ACTIVE_PHASES = frozenset({"Assigned", "Running"})
-FINAL_PHASES = frozenset({"Succeeded", "Failed", "DeadLettered", "Cancelled"})
 #: Status fields a Task may carry; a record keeps which are present as a bitmask,
 #: so a JSON patch can say `add` or `remove` without the record holding the values.
 STATUS_FIELDS = (
