@@ -22,7 +22,7 @@ from qorch.api import constants, protocol
 from qorch.controller.kube import MERGE_PATCH, ApiError, KubeError, Resource
 
 if TYPE_CHECKING:
-    from collections.abc import Mapping
+    from collections.abc import Callable, Mapping
 
     from qorch.api.protocol import AttemptId
     from qorch.controller.kube import KubeApi
@@ -58,10 +58,11 @@ class UnsettledClaimError(KubeError):
 class Attempts:
     """Claims and reports the attempts of one namespace's tasks."""
 
-    def __init__(self, api: KubeApi, namespace: str) -> None:
-        """Bind to a namespace."""
+    def __init__(self, api: KubeApi, namespace: str, *, seen: Callable[[dict[str, Any]], None] | None = None) -> None:
+        """Bind to a namespace. `seen` gets every Task body our own writes return (read your writes)."""
         self._api = api
         self._namespace = namespace
+        self._seen = seen
 
     async def _read(self, name: str) -> dict[str, Any] | None:
         try:
@@ -72,13 +73,16 @@ class Attempts:
             raise
 
     async def _patch(self, name: str, body: dict[str, Any]) -> dict[str, Any]:
-        return await self._api.call(
+        answer = await self._api.call(
             "PATCH",
             TASKS.path(self._namespace, name, "status"),
             query={"fieldManager": constants.AGENT_FIELD_MANAGER},
             body=body,
             content_type=MERGE_PATCH,
         )
+        if self._seen is not None:
+            self._seen(answer)
+        return answer
 
     async def claim(self, task: dict[str, Any], agent: str) -> Claim | None:
         """Claim the attempt `task` assigns to `agent`; None when it is not (or no longer) ours to run.

@@ -28,6 +28,7 @@ from qorch.agent.attempts import TASKS, Attempts, Claim, UnsettledClaimError
 from qorch.api import constants, protocol
 from qorch.controller.informer import Informer
 from qorch.controller.kube import ApiError, KubeApi, KubeError, Resource, load_config
+from qorch.controller.store import stale
 
 if TYPE_CHECKING:
     from collections.abc import Awaitable, Callable, Mapping
@@ -139,6 +140,15 @@ class _Mine:
 
     def upsert(self, body: Mapping[str, Any], *, listed: bool = False) -> None:
         name = str(body["metadata"]["name"])
+        if listed:
+            self._listing.add(name)
+        held = self.tasks.get(name)
+        if (
+            held is not None
+            and held["metadata"].get("uid") == body["metadata"].get("uid")
+            and stale(str(body["metadata"]["resourceVersion"]), str(held["metadata"]["resourceVersion"]))
+        ):
+            return  # older than what our own write returned: the watch is catching up
         if (body.get("status") or {}).get("phase") in protocol.FINAL_PHASES:
             # Ended: nothing left to claim or report. Kept, every task the agent ever ran would
             # stay in memory and in every round's scan.
@@ -146,9 +156,15 @@ class _Mine:
             return
         self.tasks[name] = dict(body)
         self.dirty.add(name)
-        if listed:
-            self._listing.add(name)
         self.touch()
+
+    def own(self, body: Mapping[str, Any]) -> None:
+        """What one of our own writes returned: newer than the watch may have shown yet (read your writes).
+
+        Only a task still held is updated: an answer must not bring back one the watch deleted.
+        """
+        if str(body["metadata"]["name"]) in self.tasks:
+            self.upsert(body)
 
     def delete(self, body: Mapping[str, Any]) -> None:
         name = str(body["metadata"]["name"])
@@ -178,9 +194,9 @@ class AgentRuntime:
         self.api = api
         self.settings = settings
         self.handlers = handlers
-        self.attempts = Attempts(api, settings.namespace)
-        self.capacity = settings.capacity
         self.mine = _Mine(wake)
+        self.attempts = Attempts(api, settings.namespace, seen=self.mine.own)
+        self.capacity = settings.capacity
         self.running: dict[AttemptId, _Running] = {}
         self.unsettled: dict[AttemptId, UnsettledClaimError] = {}
         self.owed: dict[AttemptId, tuple[Claim, str, str]] = {}  # finishes the apiserver did not take yet

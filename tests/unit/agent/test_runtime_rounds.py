@@ -2,7 +2,8 @@
 
 Each test failed before its fix: claims went out one round trip at a time, ended
 tasks stayed in memory and in every round's scan, a refusal was written again on
-every round, and every finish read the task before writing it.
+every round, and every finish read the task before writing it (or, on the watch's
+stale body, was refused and read it then).
 """
 
 from __future__ import annotations
@@ -111,8 +112,8 @@ def test_a_refusal_for_want_of_a_slot_is_written_once() -> None:
     assert asyncio.run(scenario()) == 1
 
 
-def test_a_finish_on_a_fresh_watched_body_needs_no_read() -> None:
-    """Claim, run, finish: two PATCHes and no GET when the watch has the claim already."""
+def test_a_finish_needs_no_read_when_the_claims_answer_is_fresh() -> None:
+    """Claim, run, finish: two PATCHes and no GET, even before the watch brings the claim back."""
 
     async def scenario() -> tuple[list[str], dict[str, Any]]:
         api = FakeApi()
@@ -120,7 +121,7 @@ def test_a_finish_on_a_fresh_watched_body_needs_no_read() -> None:
         agent.mine.upsert(assigned(api, "t1"))
         await agent.round()
         await asyncio.gather(*agent.offers.values())
-        agent.mine.upsert(api.get("tasks", NS, "t1"))  # the claim, as the watch delivers it
+        # No watch event here: the claim's own answer is what the finish is written on.
         for _ in range(100):  # the handler runs and its report is sent on tasks of their own
             if not (agent.running or agent.reports):
                 break
