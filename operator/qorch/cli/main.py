@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import typer
 
-from qorch.cli import agent, crds, dev, operator, schedule, tasks
+from qorch.cli import agent, crds, dag, dev, operator, schedule, tasks, top
 
 __all__ = ["app", "run"]
 
@@ -25,6 +25,8 @@ app.command("schedule")(schedule.command)
 app.add_typer(operator.app, name="operator")
 app.add_typer(agent.app, name="agent")
 tasks.register(app)
+app.add_typer(dag.app, name="dag")
+app.command("top")(top.command)
 
 
 def run() -> None:

@@ -8,6 +8,7 @@ bad input, 1 for everything the cluster said no to.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import sys
 from pathlib import Path  # noqa: TC003 - typer reads the annotations at runtime
@@ -90,11 +91,49 @@ def _emit(output: str, header: list[str], rows: list[list[str]], docs: list[dict
         typer.echo("   ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip())
 
 
+_TASK_HEADER = ["NAME", "PHASE", "AGENT", "PRIORITY", "ATTEMPTS", "REASON"]
+_AGENT_HEADER = ["NAME", "PHASE", "CAPACITY", "ACTIVE"]
+_WATCH_WIDTHS = (40, 16, 24, 8, 8, 0)  # a watch cannot size columns to rows it has not seen yet
+
+
+def _agent_row(body: dict[str, Any]) -> list[str]:
+    status = body.get("status") or {}
+    spec = body.get("spec") or {}
+    return [body["metadata"]["name"], str(status.get("phase", "")), str(spec.get("capacity", 1)),
+            str(status.get("activeTasks", 0))]  # fmt: skip
+
+
+def _follow(plural: str, name: str | None, output: str, namespace: str, kubeconfig: str | None) -> None:
+    """`get -w`: a line per change (the listed objects first), until Ctrl-C."""
+    from qorch.client import TaskView  # noqa: PLC0415
+
+    header = _TASK_HEADER if plural == "tasks" else _AGENT_HEADER
+
+    def line(cells: list[str]) -> str:
+        return " ".join(c.ljust(w) for c, w in zip(cells, _WATCH_WIDTHS, strict=False)).rstrip()
+
+    async def follow(client: Client) -> None:
+        if output == "table":
+            typer.echo(line(header))
+        async for _, body in client.watch(plural):
+            if name and body["metadata"]["name"] != name:
+                continue
+            if output != "table":
+                doc = _task_doc(TaskView.of(body)) if plural == "tasks" else body
+                typer.echo(json.dumps(doc) if output == "json" else "---\n" + yaml.safe_dump(doc).rstrip())
+            else:
+                typer.echo(line(_task_row(TaskView.of(body)) if plural == "tasks" else _agent_row(body)))
+
+    with contextlib.suppress(KeyboardInterrupt):
+        _run(kubeconfig, namespace, follow)
+
+
 def get(
     kind: str = typer.Argument(..., help="tasks or agents"),
     name: str | None = typer.Argument(None, help="One object's name."),
     namespace: str = NamespaceOption,
     output: str = OutputOption,
+    watch: bool = typer.Option(False, "--watch", "-w", help="After listing, print a line per change."),
     kubeconfig: str | None = KubeconfigOption,
 ) -> None:
     """List tasks (NAME PHASE AGENT PRIORITY ATTEMPTS REASON) or agents (NAME PHASE CAPACITY ACTIVE)."""
@@ -102,14 +141,16 @@ def get(
     plural = {"task": "tasks", "tasks": "tasks", "qtask": "tasks", "agent": "agents", "agents": "agents"}.get(kind)
     if plural is None:
         raise _fail(f"unknown kind {kind!r}: use tasks or agents", 2)
+    if watch:
+        _follow(plural, name, output, namespace, kubeconfig)
+        return
     if plural == "tasks":
 
         async def tasks(client: Client) -> list[TaskView]:
             return [await client.get(name)] if name else await client.list()
 
         views: list[TaskView] = _run(kubeconfig, namespace, tasks)
-        header = ["NAME", "PHASE", "AGENT", "PRIORITY", "ATTEMPTS", "REASON"]
-        _emit(output, header, [_task_row(v) for v in views], [_task_doc(v) for v in views])
+        _emit(output, _TASK_HEADER, [_task_row(v) for v in views], [_task_doc(v) for v in views])
         return
 
     async def agents(client: Client) -> list[dict[str, Any]]:
@@ -119,17 +160,8 @@ def get(
     bodies: list[dict[str, Any]] = _run(kubeconfig, namespace, agents)
     if name and not bodies:
         raise _fail(f"agent {name!r} in {namespace}: not found (check the name and the namespace)")
-    rows = [
-        [
-            b["metadata"]["name"],
-            str((b.get("status") or {}).get("phase", "")),
-            str(b["spec"].get("capacity", 1)),
-            str((b.get("status") or {}).get("activeTasks", 0)),
-        ]
-        for b in bodies
-    ]
     docs = [{"name": b["metadata"]["name"], "spec": b["spec"], "status": b.get("status") or {}} for b in bodies]
-    _emit(output, ["NAME", "PHASE", "CAPACITY", "ACTIVE"], rows, docs)
+    _emit(output, _AGENT_HEADER, [_agent_row(b) for b in bodies], docs)
 
 
 def describe(
@@ -139,15 +171,21 @@ def describe(
 ) -> None:
     """A task's phase, assignment, explanation, execution and history."""
 
-    async def one(client: Client) -> TaskView:
-        return await client.get(name)
+    async def one(client: Client) -> tuple[TaskView, list[TaskView]]:
+        view = await client.get(name)
+        return view, await client.list()  # where it stands in its DAG: what it needs, what needs it
 
-    view: TaskView = _run(kubeconfig, namespace, one)
+    view, others = _run(kubeconfig, namespace, one)
     status = view.status
     lines = [f"Name:       {view.name}", f"Namespace:  {view.namespace}", f"Goal:       {view.spec.goal}"]
     lines += [f"Requires:   {', '.join(view.spec.requires) or '-'}", f"Priority:   {view.spec.priority}"]
-    if view.spec.depends_on:
-        lines.append(f"Depends on: {', '.join(view.spec.depends_on)}")
+    from qorch.cli.dag import neighbours  # noqa: PLC0415 - dag builds on this module's helpers
+
+    needs, needed_by = neighbours([*(o for o in others if o.name != view.name), view], view.name)
+    if needs:
+        lines.append(f"Needs:      {', '.join(needs)}")
+    if needed_by:
+        lines.append(f"Needed by:  {', '.join(needed_by)}")
     lines += [f"Phase:      {status.phase or 'new'}", f"Attempts:   {status.attempts}"]
     if status.assignment:
         a = status.assignment
@@ -211,26 +249,51 @@ def wait(
     """Wait until the tasks end; exit 0 if all succeeded, 1 otherwise."""
     from qorch.api.enums import TaskPhase  # noqa: PLC0415
 
-    shown: dict[str, str] = {}
+    bar = _ProgressBar(len(names)) if sys.stderr.isatty() else None
 
     def progress(views: dict[str, TaskView]) -> None:
-        done = sum(1 for v in views.values() if v.done)
-        line = f"{done}/{len(views)} done"
-        if shown.get("line") != line and sys.stderr.isatty():
-            sys.stderr.write(f"\r{line}")
-            sys.stderr.flush()
-        shown["line"] = line
+        if bar is not None:
+            bar.show(views)
 
     async def until_done(client: Client) -> dict[str, TaskView]:
         return await client.wait(names, timeout=timeout, progress=progress)
 
-    views: dict[str, TaskView] = _run(kubeconfig, namespace, until_done)
-    if sys.stderr.isatty():
-        sys.stderr.write("\n")
+    try:
+        views: dict[str, TaskView] = _run(kubeconfig, namespace, until_done)
+    finally:
+        if bar is not None:
+            bar.close()
     for view in views.values():
         typer.echo(f"{view.name}\t{view.phase}")
     if any(v.phase != TaskPhase.SUCCEEDED for v in views.values()):
         raise typer.Exit(1)
+
+
+class _ProgressBar:
+    """`qorch wait` on a terminal: a bar of tasks done, and how many are in each phase."""
+
+    def __init__(self, total: int) -> None:
+        from rich.console import Console  # noqa: PLC0415 - only a terminal needs rich
+        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn  # noqa: PLC0415
+
+        self._progress = Progress(
+            TextColumn("waiting"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+            TextColumn("{task.description}"), console=Console(stderr=True), transient=False,
+        )  # fmt: skip
+        self._task = self._progress.add_task("", total=total)
+        self._progress.start()
+
+    def show(self, views: dict[str, TaskView]) -> None:
+        counts: dict[str, int] = {}
+        for view in views.values():
+            phase = str(view.phase or "new")
+            counts[phase] = counts.get(phase, 0) + 1
+        done = sum(1 for v in views.values() if v.done)
+        description = "  ".join(f"{p} {n}" for p, n in sorted(counts.items()))
+        self._progress.update(self._task, completed=done, description=description)
+
+    def close(self) -> None:
+        self._progress.stop()
 
 
 def _decide(decision: str) -> Callable[..., None]:

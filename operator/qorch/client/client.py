@@ -21,7 +21,7 @@ from qorch.api.task import TaskSpec, TaskStatus
 from qorch.controller.kube import ApiError, KubeApi, KubeError, Resource, load_config
 
 if TYPE_CHECKING:
-    from collections.abc import Awaitable, Callable, Coroutine, Iterable, Mapping, Sequence
+    from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Iterable, Mapping, Sequence
 
 __all__ = ["FINAL", "Client", "ClientError", "SyncClient", "TaskView"]
 
@@ -31,6 +31,7 @@ TASKS = Resource(constants.GROUP, constants.VERSION, "tasks")
 APPROVALS = Resource(constants.GROUP, constants.VERSION, "approvals")
 AGENTS = Resource(constants.GROUP, constants.VERSION, "agents")
 _REVIEW = Resource("authentication.k8s.io", "v1", "selfsubjectreviews", namespaced=False)
+_POLICIES = Resource(constants.GROUP, constants.VERSION, "schedulingpolicies", namespaced=False)
 FINAL = frozenset({TaskPhase.SUCCEEDED, TaskPhase.FAILED, TaskPhase.DEAD_LETTERED, TaskPhase.CANCELLED})
 _NOT_FOUND, _CONFLICT, _FORBIDDEN = 404, 409, 403
 _FEW = 20  # wait() reads this many tasks one by one; more, and it lists the namespace
@@ -255,6 +256,50 @@ class Client:
     async def reject(self, task: str, *, reason: str = "") -> str:
         """Record your rejection; the task fails with reason Rejected."""
         return await self._decide(task, "Reject", reason)
+
+    async def policy(self) -> dict[str, Any]:
+        """The SchedulingPolicy `default` as a body ({} when there is none); its status is what the leader published."""
+        try:
+            return await self.api.call("GET", _POLICIES.path(None, constants.DEFAULT_POLICY_NAME))
+        except ApiError as exc:
+            if exc.status == _NOT_FOUND:
+                return {}
+            raise _explain(exc, "SchedulingPolicy default") from None
+        except KubeError as exc:
+            raise _explain(exc, "SchedulingPolicy default") from None
+
+    async def watch(self, kind: str = "tasks") -> AsyncIterator[tuple[str, dict[str, Any]]]:
+        """(event type, body) for every change of the namespace's tasks or agents, after listing them once.
+
+        Listed objects come first as ADDED; a watch the server ends is resumed from the last
+        version seen; an expired version (410) lists again.
+        """
+        resource = TASKS if kind == "tasks" else AGENTS
+        version = ""
+        while True:
+            if not version:
+                try:
+                    page = await self.api.call("GET", resource.path(self.namespace))
+                except KubeError as exc:
+                    raise _explain(exc, f"{kind} in {self.namespace}") from None
+                for item in page.get("items") or ():
+                    yield "ADDED", item
+                version = str(page["metadata"]["resourceVersion"])
+            query = {"watch": True, "resourceVersion": version, "allowWatchBookmarks": True, "timeoutSeconds": 300}
+            try:
+                async with self.api.stream(resource.path(self.namespace), query=query, timeout=330) as events:
+                    async for event in events:
+                        body = event.get("object") or {}
+                        if event.get("type") == "ERROR":
+                            version = ""  # expired: list again
+                            break
+                        version = str((body.get("metadata") or {}).get("resourceVersion") or version)
+                        if event.get("type") != "BOOKMARK":
+                            yield str(event.get("type")), body
+            except ApiError as exc:
+                raise _explain(exc, f"watch {kind} in {self.namespace}") from None
+            except KubeError:
+                await asyncio.sleep(1.0)  # a dropped watch: resume from the last version seen
 
     async def cancel(self, name: str) -> TaskView:
         """Stop a task in any phase (sets `spec.cancel`); the operator writes Cancelled, the agent's handler stops.
