@@ -36,6 +36,8 @@ FINAL = frozenset({TaskPhase.SUCCEEDED, TaskPhase.FAILED, TaskPhase.DEAD_LETTERE
 _NOT_FOUND, _CONFLICT, _FORBIDDEN = 404, 409, 403
 _FEW = 20  # wait() reads this many tasks one by one; more, and it lists the namespace
 _MERGE = "application/merge-patch+json"
+# What the apiserver says for a URL of no registered API, not for a missing object (`... "name" not found`).
+_NO_SUCH_RESOURCE = ("404 page not found", "could not find the requested resource")
 
 
 class ClientError(Exception):
@@ -103,6 +105,11 @@ def _spec(goal: str, fields: Mapping[str, object]) -> dict[str, Any]:
 
 def _explain(exc: KubeError, what: str) -> ClientError:
     if isinstance(exc, ApiError):
+        if exc.status == _NOT_FOUND and any(m in exc.message for m in _NO_SUCH_RESOURCE):
+            return ClientError(
+                f"{what}: this cluster has no qorch API (the CRDs are not installed); install them with "
+                "`kubectl apply -k manifests/overlays/dev` (or `kubectl apply -f crds/`)"
+            )
         if exc.status == _NOT_FOUND:
             return ClientError(f"{what}: not found (check the name and the namespace)")
         if exc.status == _FORBIDDEN:
@@ -231,7 +238,13 @@ class Client:
             if loop.time() >= deadline:
                 waiting = [n for n, v in seen.items() if not check(v)]
                 phases = ", ".join(f"{n}={seen[n].phase or 'new'}" for n in waiting[:5])
-                raise ClientError(f"timed out after {timeout:g} s waiting for {len(waiting)} task(s): {phases}")
+                hint = ""
+                if all(seen[n].phase is None for n in waiting):
+                    hint = (
+                        "; no status was ever written on them: is the qorch operator running? "
+                        "(kubectl -n qorch-system get lease qorch-operator)"
+                    )
+                raise ClientError(f"timed out after {timeout:g} s waiting for {len(waiting)} task(s): {phases}{hint}")
             await asyncio.sleep(poll)
 
     async def _read_many(self, names: Sequence[str]) -> dict[str, TaskView]:
