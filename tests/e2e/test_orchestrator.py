@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import datetime as dt
 import threading
 import time
 from typing import Any
@@ -20,6 +21,10 @@ from support.manifests import policy
 from support.operators import OperatorFleet
 
 pytestmark = pytest.mark.e2e
+
+
+def _stamp(value: str) -> float:
+    return dt.datetime.fromisoformat(value).timestamp()
 
 
 def _phases(items: list[dict[str, Any]]) -> dict[str, int]:
@@ -132,3 +137,56 @@ def test_the_published_status_says_none_before_the_operator_cycled(
     assert status["quantum"]["global_coherence"] is None
     assert status["quantum"]["entropy"] is None
     assert status["tasks"] == {"count": 1, "by_phase": {"Unobserved": 1}}
+
+
+def test_contention_shows_as_low_coherence(
+    kubectl: Kubectl, operators: OperatorFleet, qorch_control_plane: ControlPlane
+) -> None:
+    """Eight tasks of eight classes for two one-slot agents: the published coherence falls below 0.5.
+
+    The same definition that reads > 0.95 for the snippet (docs/scheduler.md: probability mass
+    kept against each class's ideal) reads low when contention leaves tasks without their slot.
+    """
+    kubectl.apply(policy())
+    operators.start("op-contention")
+
+    async def busy(task: TaskContext) -> str:
+        await asyncio.sleep(20)  # holds its slot while the status is read
+        return task.goal
+
+    async def scenario() -> tuple[dict[str, Any], float]:
+        async with UnifiedQuantumOrchestrator(
+            max_agents=10,
+            namespace=kubectl.namespace,
+            kubeconfig=str(qorch_control_plane.admin_kubeconfig),
+            handler=busy,
+        ) as orchestrator:
+            kinds = [["general"], ["a"], ["b"], ["a", "b"]]
+            for i in range(8):  # eight classes: four capability sets x two classifications
+                level = "public" if i < 4 else "confidential"
+                await orchestrator.submit_task(f"contended {i}", requires=kinds[i % 4], classification=level)
+            started = time.time()
+            for name in ("slot-1", "slot-2"):
+                await orchestrator.register_agent(name, {"general", "a", "b"}, capacity=1, clearance="secret")
+
+            def settled() -> dict[str, Any] | None:
+                status = orchestrator.get_system_status()
+                quantum = status["quantum"]
+                phases = status["tasks"]["by_phase"]
+                placed = phases.get("Assigned", 0) + phases.get("Running", 0)
+                fresh = quantum["last_cycle_at"] and _stamp(quantum["last_cycle_at"]) >= started
+                ok = placed == 2 and phases.get("Queued") == 6 and quantum["published_by"] == "op-contention"
+                return status if ok and fresh else None
+
+            deadline = time.monotonic() + 15
+            while (status := settled()) is None:
+                assert time.monotonic() < deadline, orchestrator.get_system_status()
+                await asyncio.sleep(0.2)
+            return status, started
+
+    status, _ = asyncio.run(scenario())
+    quantum = status["quantum"]
+    assert quantum["global_coherence"] is not None
+    print(f"\ncoherence under contention: {quantum['global_coherence']:.3f} (batch {quantum['batch']})")  # noqa: T201
+    assert quantum["global_coherence"] < 0.5, quantum
+    assert quantum["published_by"] == "op-contention"
