@@ -125,7 +125,10 @@ def fresh_venv(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def test_the_legacy_one_liner_in_a_fresh_virtualenv(fresh_venv: Path, no_cluster: Path) -> None:
-    """`from orchestrator import build_orchestrator; orch = build_orchestrator(5)` works, warns, and cleans up."""
+    """`from orchestrator import build_orchestrator; orch = build_orchestrator(5)` works, warns, and cleans up.
+
+    `run_goal_sync` on it submits a goal and waits for the handler's result, and warns too.
+    """
     where = subprocess.run(
         [str(fresh_venv), "-c", "import orchestrator, qorch; print(orchestrator.__file__); print(qorch.__file__)"],
         capture_output=True,
@@ -134,7 +137,8 @@ def test_the_legacy_one_liner_in_a_fresh_virtualenv(fresh_venv: Path, no_cluster
     ).stdout.split()
     assert all(str(fresh_venv.parents[1]) in path for path in where), f"not the installed wheel: {where}"
     one_liner = (
-        "from orchestrator import build_orchestrator; orch = build_orchestrator(5); "
+        "from orchestrator import build_orchestrator, run_goal_sync; orch = build_orchestrator(5); "
+        "print(run_goal_sync('say hello', orchestrator=orch)); "
         "print(orch.get_system_status()['agents'])"
     )
     done = subprocess.run(
@@ -147,6 +151,10 @@ def test_the_legacy_one_liner_in_a_fresh_virtualenv(fresh_venv: Path, no_cluster
     )
     assert done.returncode == 0, done.stderr[-2000:]
     assert "DeprecationWarning: orchestrator.build_orchestrator is deprecated" in done.stderr
+    assert "DeprecationWarning: orchestrator.run_goal_sync is deprecated" in done.stderr
+    ran = eval(done.stdout.strip().splitlines()[-2])  # noqa: S307 - our own dict's repr
+    assert ran["phase"] == "Succeeded", ran
+    assert "say hello" in ran["result"], ran
     agents = eval(done.stdout.strip().splitlines()[-1])  # noqa: S307 - our own dict's repr
     assert agents["registered"] == 5
     assert agents["served"] == 5
