@@ -66,11 +66,14 @@ class Attempts:
 
     async def _read(self, name: str) -> dict[str, Any] | None:
         try:
-            return await self._api.call("GET", TASKS.path(self._namespace, name))
+            body = await self._api.call("GET", TASKS.path(self._namespace, name))
         except ApiError as exc:
             if exc.status == _NOT_FOUND:
                 return None
             raise
+        if self._seen is not None:
+            self._seen(body)
+        return body
 
     async def _patch(self, name: str, body: dict[str, Any]) -> dict[str, Any]:
         answer = await self._api.call(

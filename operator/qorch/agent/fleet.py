@@ -134,6 +134,7 @@ class AgentFleet:
             lease_seconds=self.settings.lease_seconds,
             renew_seconds=self.settings.renew_seconds,
             grace_seconds=self.settings.grace_seconds,
+            poll_seconds=self.settings.poll_seconds,
         )
         runtime = AgentRuntime(self.api, settings, handlers, wake=self.wake)
         self.runtimes[name] = runtime
@@ -233,22 +234,27 @@ class AgentFleet:
         await self._synced.wait()
         for runtime in list(self.runtimes.values()):
             await runtime.recover()  # agents added before the first list: their orphaned claims
-        sweep = True
+        loop = asyncio.get_running_loop()
+        swept = float("-inf")
         while not self._stop.is_set():
             self.wake.clear()
             runtimes = list(self.runtimes.values())
+            # Every agent once per poll period, however busy the others keep the loop: a quiet agent's
+            # owed reports, doubtful claims and retries must not wait for news of its own.
+            sweep = loop.time() - swept >= self.settings.poll_seconds
+            if sweep:
+                swept = loop.time()
             due = runtimes if sweep else [r for r in runtimes if r.mine.changed.is_set()]
             for runtime in due:
                 runtime.mine.changed.clear()
             await asyncio.gather(*(self._limited(r.round, f"round of {r.settings.name}") for r in due))
             stopped = asyncio.ensure_future(self._stop.wait())
             woken = asyncio.ensure_future(self.wake.wait())
-            done, _ = await asyncio.wait(
+            await asyncio.wait(
                 [stopped, woken], timeout=self.settings.poll_seconds, return_when=asyncio.FIRST_COMPLETED
             )
             stopped.cancel()
             woken.cancel()
-            sweep = not done
 
     async def stop(self) -> None:
         """Stop taking work, drain every agent within the grace, stop renewing, release every Lease. Idempotent."""

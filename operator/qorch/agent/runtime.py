@@ -21,6 +21,7 @@ import logging
 import os
 import signal
 import socket
+import threading
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -43,6 +44,8 @@ LEASES = Resource("coordination.k8s.io", "v1", "leases")
 _NOT_FOUND, _CONFLICT = 404, 409
 _MERGE = "application/merge-patch+json"
 _CANCELLED = "Cancelled: spec.cancel was set while the handler ran"
+_SHUT_DOWN = "the agent shut down before the attempt finished"
+_RETRY_SECONDS = 1.0  # a claim or refusal the apiserver did not take is offered again after this
 
 
 @dataclass(frozen=True, slots=True)
@@ -56,6 +59,9 @@ class TaskContext:
     requires: tuple[str, ...]
     attempt: int
     agent: str
+    #: Set when the attempt is cancelled, withdrawn or timed out. Python cannot stop a thread: a
+    #: long sync handler should check it (`if task.stop.is_set(): return`) and end early.
+    stop: threading.Event = field(default_factory=threading.Event, compare=False)
 
 
 class Handlers:
@@ -163,8 +169,9 @@ class _Mine:
 
         Only a task still held is updated: an answer must not bring back one the watch deleted.
         """
-        if str(body["metadata"]["name"]) in self.tasks:
-            self.upsert(body)
+        held = self.tasks.get(str(body["metadata"]["name"]))
+        if held is not None and held["metadata"].get("uid") == body["metadata"].get("uid"):
+            self.upsert(body)  # never over a recreated task of the same name
 
     def delete(self, body: Mapping[str, Any]) -> None:
         name = str(body["metadata"]["name"])
@@ -203,6 +210,8 @@ class AgentRuntime:
         self.claiming = 0
         self.offers: dict[AttemptId, asyncio.Task[None]] = {}  # claims and refusals on their way
         self.refused: set[str] = set()  # tasks refused for want of a slot: offered again when one frees
+        self.lingering = 0  # sync handlers' threads still running after their attempt ended: slots taken
+        self.closing = False  # drained: a claim that lands now is reported failed, never started
         self._looked = float("-inf")  # loop time of the last round that looked at every task
         self.reports: set[asyncio.Task[None]] = set()
         self.draining = False
@@ -213,7 +222,7 @@ class AgentRuntime:
     @property
     def load(self) -> int:
         """Slots taken: handlers running, claims on their way or in doubt."""
-        return len(self.running) + len(self.unsettled) + self.claiming
+        return len(self.running) + len(self.unsettled) + self.claiming + self.lingering
 
     async def attach(self) -> None:
         """Create the Agent, or attach to the existing one (its spec, e.g. from GitOps, wins)."""
@@ -298,8 +307,10 @@ class AgentRuntime:
             if execution.get("agent") != self.settings.name:
                 continue
             attempt = protocol.current(task, self.settings.name)
-            if attempt is None or attempt in self.running or execution.get("finishedAt") or execution.get("refused"):
+            if attempt is None or execution.get("finishedAt") or execution.get("refused"):
                 continue
+            if attempt in self.running or attempt in self.offers or attempt in self.unsettled:
+                continue  # ours and alive in this process: not an orphan
             if int(execution.get("attempt") or 0) != attempt.attempt or not execution.get("startedAt"):
                 continue
             claim = Claim(attempt, self.settings.name, task["metadata"]["name"], str(execution["startedAt"]))
@@ -313,7 +324,9 @@ class AgentRuntime:
                 continue
             del self.unsettled[attempt]
             body = self.mine.tasks.get(doubt.claim.task)
-            if landed and body is not None and body["metadata"].get("uid") == attempt.task_uid:
+            if not landed:
+                self._retry_soon(doubt.claim.task)  # never landed: offered afresh
+            elif body is not None and body["metadata"].get("uid") == attempt.task_uid:
                 self._start(doubt.claim, body)  # else the task went away meanwhile: nothing to run
         for attempt, (claim, result, error) in list(self.owed.items()):
             with contextlib.suppress(KubeError):  # still owed: the next round tries again
@@ -373,11 +386,14 @@ class AgentRuntime:
         self.offers[attempt] = job
         job.add_done_callback(lambda _: self.offers.pop(attempt, None))
 
+    def _retry_soon(self, name: str) -> None:
+        """Offer `name` again after a short pause: a round is asked for then, not left to chance."""
+        self.mine.dirty.add(name)
+        asyncio.get_running_loop().call_later(_RETRY_SECONDS, self.mine.touch)
+
     async def _refuse(self, task: dict[str, Any], reason: str, message: str) -> None:
-        try:
-            await self.attempts.refuse(task, self.settings.name, reason=reason, message=message)
-        except KubeError as exc:  # the operator re-decides on its own; a lost refusal costs nothing
-            log.warning("refusal of %s: %s", task["metadata"]["name"], exc)
+        if not await self.attempts.refuse(task, self.settings.name, reason=reason, message=message):
+            self._retry_soon(str(task["metadata"]["name"]))  # not taken (or not ours any more: a no-op then)
 
     async def _claim(self, task: dict[str, Any], attempt: AttemptId) -> None:
         try:
@@ -388,7 +404,7 @@ class AgentRuntime:
             return
         except KubeError as exc:  # one task the apiserver refuses must not stop the others
             log.warning("claim of %s: %s", task["metadata"]["name"], exc)
-            self.mine.dirty.add(str(task["metadata"]["name"]))  # offered again on the next round
+            self._retry_soon(str(task["metadata"]["name"]))
             return
         finally:
             self.claiming -= 1
@@ -406,11 +422,15 @@ class AgentRuntime:
             attempt=claim.attempt.attempt,
             agent=claim.agent,
         )
+        if self.closing:  # landed after the drain: report it failed so the operator retries it at once
+            self.owed[claim.attempt] = (claim, "", _SHUT_DOWN)
+            return
         timeout = spec.get("timeoutSeconds")
         job = asyncio.create_task(self._run(context, float(timeout) if timeout else None))
-        self.running[claim.attempt] = _Running(claim, job)
+        running = self.running[claim.attempt] = _Running(claim, job)
         job.add_done_callback(lambda _: self._spawn_report(claim.attempt))
         log.info("running %s attempt %d", claim.task, claim.attempt.attempt)
+        self._stop_if_withdrawn(claim.attempt, running)  # cancelled or deleted while the claim was on its way
 
     def _spawn_report(self, attempt: AttemptId) -> None:
         report = asyncio.create_task(self._report(attempt))
@@ -426,14 +446,51 @@ class AgentRuntime:
             if inspect.iscoroutinefunction(handler):
                 value = await asyncio.wait_for(handler(context), limit_s)
             else:
-                value = await asyncio.wait_for(asyncio.to_thread(handler, context), limit_s)
+                value = await self._in_thread(handler, context, limit_s)
             return (value if isinstance(value, str) else json.dumps(value, default=str)), ""
         except TimeoutError:
+            context.stop.set()
             return "", f"TimeoutError: the handler ran longer than timeoutSeconds={limit_s:g}"
         except asyncio.CancelledError as stop:
-            return "", (str(stop.args[0]) if stop.args else "the agent shut down before the attempt finished")
+            context.stop.set()
+            return "", (str(stop.args[0]) if stop.args else _SHUT_DOWN)
         except Exception as exc:  # noqa: BLE001 - the user's handler (or its result) may fail anyhow; it is reported
             return "", f"{type(exc).__name__}: {exc}"
+
+    async def _settle_doubts(self) -> None:
+        """Claims still in doubt at shutdown: one that landed is reported failed, never left claimed."""
+        for attempt, doubt in list(self.unsettled.items()):
+            with contextlib.suppress(KubeError):
+                landed = await self.attempts.settle(doubt)
+                if landed is not None:
+                    del self.unsettled[attempt]
+                if landed:
+                    self.owed[attempt] = (doubt.claim, "", _SHUT_DOWN)
+
+    async def _in_thread(
+        self, handler: Callable[[TaskContext], Any], context: TaskContext, limit_s: float | None
+    ) -> Any:  # noqa: ANN401
+        """A sync handler on a thread; its slot stays taken until the thread returns.
+
+        If the attempt ends first (timeout, cancel), the thread cannot be stopped: it is reported
+        at once, `context.stop` is set, and capacity still counts it until it returns.
+        """
+        thread = asyncio.ensure_future(asyncio.to_thread(handler, context))
+        try:
+            return await asyncio.wait_for(asyncio.shield(thread), limit_s)
+        except BaseException:
+            if not thread.done():
+                self.lingering += 1
+                thread.add_done_callback(self._thread_returned)
+            raise
+
+    def _thread_returned(self, thread: asyncio.Future[Any]) -> None:
+        self.lingering -= 1
+        if not thread.cancelled():
+            thread.exception()  # retrieved: the attempt was reported already
+        self.mine.dirty |= self.refused  # a slot is free
+        self.refused.clear()
+        self.mine.touch()
 
     async def _report(self, attempt: AttemptId) -> None:
         running = self.running.get(attempt)
@@ -468,6 +525,8 @@ class AgentRuntime:
             with contextlib.suppress(KubeError):
                 await self.round()  # refuses new offers, reports owed finishes
             await asyncio.sleep(0.2)
+        self.closing = True  # from here a claim that lands is reported failed, not started
+        await self._settle_doubts()
         jobs = [running.job for running in self.running.values()]
         for job in jobs:
             job.cancel()  # reported as "the agent shut down before the attempt finished"

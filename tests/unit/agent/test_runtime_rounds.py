@@ -9,10 +9,15 @@ stale body, was refused and read it then).
 from __future__ import annotations
 
 import asyncio
+import threading
 from typing import Any
 
+import pytest
+
+from qorch.agent import runtime as runtime_module
 from qorch.agent.runtime import AgentRuntime, Handlers, RuntimeSettings
-from support.fakeapi import FakeApi
+from qorch.controller.kube import ApiError
+from support.fakeapi import FakeApi, once
 
 NS = "ns"
 
@@ -132,3 +137,111 @@ def test_a_finish_needs_no_read_when_the_claims_answer_is_fresh() -> None:
     assert methods == ["PATCH", "PATCH"]
     assert execution["result"] == "ok"
     assert execution["finishedAt"]
+
+
+# ---------------------------------------------------------------------------------------------- review findings
+def test_an_answer_about_a_deleted_task_never_overwrites_its_recreated_namesake() -> None:
+    """Finding 1: a late answer for uid-1 must not replace the held uid-2 body (which would never be claimed)."""
+
+    async def scenario() -> str:
+        api = FakeApi()
+        agent = runtime(api, capacity=1)
+        old = assigned(api, "t1")
+        recreated = api.put("tasks", {**old, "metadata": {**old["metadata"], "uid": "uid-new"}})
+        agent.mine.upsert(recreated)
+        late = {**old, "metadata": {**old["metadata"], "resourceVersion": "99999999"}}
+        agent.mine.own(late)
+        return str(agent.mine.tasks["t1"]["metadata"]["uid"])
+
+    assert asyncio.run(scenario()) == "uid-new"
+
+
+def test_a_claim_the_apiserver_refused_is_offered_again_by_itself(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Finding 2: after a failed claim a round is asked for (in a fleet nothing else would ask)."""
+    monkeypatch.setattr(runtime_module, "_RETRY_SECONDS", 0.01)
+
+    async def scenario() -> tuple[bool, int]:
+        api = FakeApi()
+        api.before.append(once("PATCH", "tasks", ApiError(401, "Unauthorized", "token expired")))
+        agent = runtime(api, capacity=1)
+        agent.mine.upsert(assigned(api, "t1"))
+        await agent.round()
+        await asyncio.gather(*agent.offers.values())
+        agent.mine.changed.clear()
+        await asyncio.sleep(0.05)
+        asked = agent.mine.changed.is_set()
+        await agent.round()  # the retry claims it
+        await asyncio.gather(*agent.offers.values())
+        return asked, sum(1 for method, _ in api.calls if method == "PATCH")
+
+    assert asyncio.run(scenario()) == (True, 2)
+
+
+def test_a_cancelled_sync_handler_keeps_its_slot_until_its_thread_returns() -> None:
+    """Finding 3: the thread cannot be stopped, so capacity counts it until it returns; `stop` tells it."""
+    release = threading.Event()
+    seen_stop: list[bool] = []
+
+    def blocking(task: Any) -> str:
+        release.wait(5)
+        seen_stop.append(task.stop.is_set())
+        return "late"
+
+    async def scenario() -> tuple[int, int]:
+        api = FakeApi()
+        handlers = Handlers()
+        handlers.on("code")(blocking)
+        agent = AgentRuntime(api, RuntimeSettings(name="a", namespace=NS, capacity=1), handlers)  # type: ignore[arg-type]
+        agent.mine.upsert(assigned(api, "t1"))
+        await agent.round()
+        await asyncio.gather(*agent.offers.values())
+        (running,) = agent.running.values()
+        running.job.cancel("withdrawn")
+        for _ in range(100):
+            if not agent.running and not agent.reports:
+                break
+            await asyncio.sleep(0.01)
+        during = agent.load
+        release.set()
+        for _ in range(100):
+            if not agent.lingering:
+                break
+            await asyncio.sleep(0.01)
+        return during, agent.load
+
+    assert asyncio.run(scenario()) == (1, 0)
+    assert seen_stop == [True]
+
+
+def test_a_claim_that_lands_after_the_drain_is_reported_failed_not_started() -> None:
+    """Finding 4: once drained, a late claim goes straight to the owed reports."""
+
+    async def scenario() -> tuple[int, list[str]]:
+        api = FakeApi()
+        agent = runtime(api, capacity=1)
+        body = assigned(api, "t1")
+        agent.mine.upsert(body)
+        await agent.drain()
+        claim = await agent.attempts.claim(body, "a")
+        assert claim is not None
+        agent._start(claim, body)
+        return len(agent.running), [error for _, _, error in agent.owed.values()]
+
+    assert asyncio.run(scenario()) == (0, ["the agent shut down before the attempt finished"])
+
+
+def test_recover_leaves_a_claim_on_its_way_alone() -> None:
+    """Finding 5: an attempt whose claim answer is still coming is ours and alive, not an orphan."""
+
+    async def scenario() -> int:
+        api = FakeApi()
+        agent = runtime(api, capacity=1)
+        body = assigned(api, "t1")
+        claimed = await agent.attempts.claim(body, "a")
+        assert claimed is not None
+        agent.mine.upsert(api.get("tasks", NS, "t1"))
+        agent.offers[claimed.attempt] = asyncio.get_running_loop().create_future()  # type: ignore[assignment]
+        await agent.recover()
+        return len(agent.owed)
+
+    assert asyncio.run(scenario()) == 0
