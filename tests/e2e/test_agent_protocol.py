@@ -66,7 +66,7 @@ def test_two_pools_racing_requeues_and_a_zombie_run_every_attempt_once(
         assert status["attempts"] == claimed, (item["metadata"]["name"], status["attempts"], claimed)
         assert 1 <= status["attempts"] <= retry["maxAttempts"]
         assert status["conditions"][0]["reason"] in {"Succeeded", "AttemptsExhausted"}
-    assert set(done.values()) <= {"Succeeded", "Failed"}
+    assert set(done.values()) <= {"Succeeded", "DeadLettered"}
     # Races happened: requeues of unclaimed attempts on the flapping pool, and retries after fast failures.
     history = [h for t in api.tasks(kubectl.namespace) for h in t["status"]["history"]]
     assert any(h["reason"] == "AttemptFailed" for h in history)
@@ -106,7 +106,7 @@ def test_a_zombies_late_report_is_ignored_and_recorded(
     events = kubectl.json("get", "events", "--field-selector=involvedObject.name=victim")["items"]
     assert any(e["reason"] == "ReportIgnored" and "attempt 7 by ghost" in e["message"] for e in events)
     # The real agent's report is refused by compare-and-set? No: it re-reads, sees its attempt current, and lands.
-    wait_for(lambda: api.phases(kubectl.namespace).get("victim") in ("Succeeded", "Failed"), 60, what="the end")
+    wait_for(lambda: api.phases(kubectl.namespace).get("victim") in ("Succeeded", "DeadLettered"), 60, what="the end")
     final = kubectl.json("get", "qtask", "victim")["status"]
     assert final["phase"] == "Succeeded"
     assert final["execution"]["agent"] == "slow-0"
@@ -149,7 +149,7 @@ def test_attempts_that_fail_within_milliseconds_are_counted_and_end(
     operators.start("op")
     retry = {"maxAttempts": 3, "backoffSeconds": 0, "maxBackoffSeconds": 0}
     kubectl("create", "-f", "-", stdin=yaml.safe_dump_all([task(f"f{i}", retry=retry) for i in range(10)]))
-    wait_for(lambda: set(api.phases(kubectl.namespace).values()) == {"Failed"}, 120, what="all to fail")
+    wait_for(lambda: set(api.phases(kubectl.namespace).values()) == {"DeadLettered"}, 120, what="all to fail")
     claims = claims_per_attempt(pools.records())
     for item in api.tasks(kubectl.namespace):
         assert item["status"]["attempts"] == 3, item["metadata"]["name"]

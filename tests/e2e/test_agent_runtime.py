@@ -41,7 +41,7 @@ def test_handlers_run_each_attempt_once_and_their_results_land(
         lambda: (
             (p := api.phases(kubectl.namespace))
             and len(p) == 11
-            and all(v in {"Succeeded", "Failed"} for v in p.values())
+            and all(v in {"Succeeded", "DeadLettered"} for v in p.values())
         ),
         120,
         what=f"every task to end; runtime log:\n{agent.tail()}",
@@ -57,10 +57,10 @@ def test_handlers_run_each_attempt_once_and_their_results_land(
         assert json.loads(status["execution"]["result"]) == expected, agent.handled()
     assert tasks["blocking"]["status"]["execution"]["result"] == "done in a thread"
     broken = tasks["broken"]["status"]
-    assert broken["phase"] == "Failed"
+    assert broken["phase"] == "DeadLettered"
     assert broken["execution"]["error"] == "ValueError: asked to fail over two lines"
     # A result JSON cannot hold fails its attempt and frees the slot (the run above needed it).
-    assert tasks["unserialisable"]["status"]["phase"] == "Failed"
+    assert tasks["unserialisable"]["status"]["phase"] == "DeadLettered"
     assert tasks["unserialisable"]["status"]["execution"]["error"].startswith("TypeError: keys must be")
     calls = agent.handled()
     per_attempt = {(c["task"], c["attempt"]) for c in calls}

@@ -119,7 +119,7 @@ def test_default_retry_applies_and_retries_avoid_the_failed_domain(
     pools.start("good", selector="pool=good", work="1,1")
     operators.start("op")
     kubectl.apply(yaml.safe_dump(task("pinned", agentSelector={"matchLabels": {"pool": "bad"}})))
-    wait_for(lambda: phase(kubectl, "pinned") == "Failed", 60, what="the pinned task to use its 2 attempts")
+    wait_for(lambda: phase(kubectl, "pinned") == "DeadLettered", 60, what="the pinned task to use its 2 attempts")
     assert kubectl.json("get", "qtask", "pinned")["status"]["attempts"] == 2  # defaultRetry.maxAttempts
     for trial in range(3):
         # good-0 is busy when the first attempt is placed, so it lands on the failing rack; by the

@@ -6,6 +6,7 @@ With no kubeconfig, start() brings up its own control plane and operator; both l
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import subprocess
 import sys
@@ -94,6 +95,48 @@ def test_start_without_a_kubeconfig_runs_everything_in_process_and_stop_leaves_n
     assert _processes_under(no_cluster) == []
     assert list(no_cluster.glob("qorch-devcluster-*")) == [], "the control plane's temp dir was left behind"
     assert orchestrator.cluster is None
+
+
+SNIPPET = """
+import asyncio
+import json
+
+from qorch import UnifiedQuantumOrchestrator
+
+
+async def main():
+    orchestrator = UnifiedQuantumOrchestrator(max_agents=1_000_000)
+    await orchestrator.start()
+    for i in range(1000):
+        await orchestrator.register_agent(f"test-agent-{i}", {"general"})
+    tasks = [await orchestrator.submit_task(f"Test task {i}") for i in range(100)]
+    status = orchestrator.get_system_status()
+    assert status["quantum"]["global_coherence"] > 0.95
+    done = await orchestrator.wait(tasks, timeout=180)
+    print(json.dumps({"status": status, "phases": sorted({str(v.phase) for v in done.values()})}))
+    await orchestrator.stop()
+
+
+asyncio.run(main())
+"""
+
+
+def test_the_snippet_as_a_new_user_runs_it_with_no_cluster(no_cluster: Path, tmp_path: Path) -> None:
+    """The issue's snippet, verbatim, as a script on a machine with no cluster: the embedded default serves it."""
+    script = tmp_path / "snippet.py"
+    script.write_text(SNIPPET)
+    done = subprocess.run(
+        [sys.executable, str(script)], capture_output=True, text=True, timeout=300, env=dict(os.environ), check=False
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    out = json.loads(done.stdout.strip().splitlines()[-1])
+    assert out["phases"] == ["Succeeded"]
+    status = out["status"]
+    assert status["embedded"] is True
+    assert status["agents"]["registered"] == 1000
+    assert status["quantum"]["global_coherence"] > 0.95
+    assert status["quantum"]["published_by"] == status["leader"]
+    assert _processes_under(no_cluster) == []
 
 
 @pytest.fixture(scope="module")

@@ -117,6 +117,7 @@ class Reason(StrEnum):
     APPROVAL_REJECTED = "ApprovalRejected"
     DEPENDENCY_PENDING = "DependencyPending"
     DEPENDENCY_FAILED = "DependencyFailed"
+    DEPENDENCY_CYCLE = "DependencyCycle"
     # Attempts (the agent protocol and liveness).
     STARTED = "Started"
     SUCCEEDED = "Succeeded"
@@ -129,3 +130,4 @@ class Reason(StrEnum):
     REPORT_IGNORED = "ReportIgnored"
     # The user.
     CANCELLED = "Cancelled"
+    REDRIVEN = "Redriven"

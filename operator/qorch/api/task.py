@@ -117,6 +117,11 @@ class TaskSpec(SpecModel):
                     field_path=".cancel",
                 ),
                 cel(
+                    "!has(oldSelf.redrive) || (has(self.redrive) && self.redrive >= oldSelf.redrive)",
+                    "redrive only counts up: qorch dlq redrive sets it to one more than before",
+                    field_path=".redrive",
+                ),
+                cel(
                     "!(has(self.deadline) && has(self.timeoutSeconds))",
                     "set either deadline or timeoutSeconds, not both",
                     field_path=".timeoutSeconds",
@@ -178,6 +183,18 @@ class TaskSpec(SpecModel):
             )
         ),
     ] = False
+
+    redrive: Annotated[
+        int,
+        Field(
+            ge=0,
+            le=1000,
+            description=(
+                "Raise by one to give a DeadLettered task a fresh attempt budget (qorch dlq redrive); "
+                "it only counts up."
+            ),
+        ),
+    ] = 0
 
     @model_validator(mode="after")
     def _one_deadline(self) -> Self:
@@ -259,6 +276,10 @@ class TaskStatus(ApiModel):
     phase: Annotated[TaskPhase | None, Field(description="Where the task is in its life.")] = None
     assignment: Annotated[Assignment | None, Field(description="The current placement.")] = None
     attempts: Annotated[int, Field(ge=0, description="Attempts started so far.")] = 0
+    redrives: Annotated[int, Field(ge=0, description="spec.redrive values acted on: redrives from the DLQ.")] = 0
+    attempts_before_redrive: Annotated[
+        int, Field(ge=0, description="Attempts started before the last redrive (the budget counts from here).")
+    ] = 0
     history: Annotated[list[HistoryEntry], Field(max_length=20, description="Latest transitions.")] = []
     next_attempt_at: Annotated[dt.datetime | None, Field(description="When a Retrying task is queued again.")] = None
     explanation: Annotated[Explanation | None, Field(description="Why it is where it is.")] = None

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import typer
 
-from qorch.cli import agent, crds, dag, dev, operator, schedule, tasks, top
+from qorch.cli import agent, crds, dag, dev, dlq, operator, schedule, tasks, top
 
 __all__ = ["app", "run"]
 
@@ -26,6 +26,7 @@ app.add_typer(operator.app, name="operator")
 app.add_typer(agent.app, name="agent")
 tasks.register(app)
 app.add_typer(dag.app, name="dag")
+app.add_typer(dlq.app, name="dlq")
 app.command("top")(top.command)
 
 

@@ -270,6 +270,36 @@ class Client:
         """Record your rejection; the task fails with reason Rejected."""
         return await self._decide(task, "Reject", reason)
 
+    async def dead_letters(self) -> Sequence[TaskView]:
+        """Tasks in the dead-letter queue: their attempts ran out (phase DeadLettered)."""
+        return await self.list(phase=TaskPhase.DEAD_LETTERED)
+
+    async def redrive(self, name: str) -> TaskView:
+        """Give a DeadLettered task a fresh attempt budget (raises `spec.redrive` by one, compare-and-set).
+
+        A task that is not dead-lettered is refused with a ClientError saying its phase.
+        """
+        for _ in range(5):  # a conflict means someone changed it meanwhile: read again
+            view = await self.get(name)
+            if view.phase != TaskPhase.DEAD_LETTERED:
+                raise ClientError(
+                    f"task {name!r} is {view.phase or 'new'}, not DeadLettered: only dead letters can be redriven"
+                )
+            body = {
+                "metadata": {"resourceVersion": view.resource_version},
+                "spec": {"redrive": max(view.spec.redrive, view.status.redrives) + 1},
+            }
+            try:
+                changed = await self.api.call("PATCH", TASKS.path(self.namespace, name), body=body, content_type=_MERGE)
+            except ApiError as exc:
+                if exc.status == _CONFLICT:
+                    continue
+                raise _explain(exc, f"redrive task {name!r}") from None
+            except KubeError as exc:
+                raise _explain(exc, f"redrive task {name!r}") from None
+            return TaskView.of(changed)
+        raise ClientError(f"redrive task {name!r}: it kept changing under us; try again")
+
     async def policy(self) -> dict[str, Any]:
         """The SchedulingPolicy `default` as a body ({} when there is none); its status is what the leader published."""
         try:
@@ -390,6 +420,14 @@ class SyncClient:
     def cancel(self, name: str) -> TaskView:
         """See Client.cancel."""
         return self._run(self._client.cancel(name))
+
+    def dead_letters(self) -> Sequence[TaskView]:
+        """See Client.dead_letters."""
+        return self._run(self._client.dead_letters())
+
+    def redrive(self, name: str) -> TaskView:
+        """See Client.redrive."""
+        return self._run(self._client.redrive(name))
 
     def approve(self, task: str, *, reason: str = "") -> str:
         """See Client.approve."""

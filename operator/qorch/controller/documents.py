@@ -33,7 +33,8 @@ __all__ = [
     "approval_binding",
     "assigned",
     "cancelled",
-    "failed",
+    "dead_lettered",
+    "dependency_failed",
     "held",
     "queued",
     "render",
@@ -142,6 +143,28 @@ def cancelled(reason: Reason, message: str) -> StatusChange:
     return StatusChange(TaskPhase.CANCELLED, reason, message, remove=("assignment",), warning=True)
 
 
+def dependency_failed(name: str, phase: str) -> StatusChange:
+    """A dependency ended without success: this task never can run (nor can its own dependents)."""
+    return StatusChange(
+        TaskPhase.FAILED,
+        Reason.DEPENDENCY_FAILED,
+        f"dependency {name} ended {phase}, so this task cannot run",
+        remove=("assignment", "nextAttemptAt"),
+        warning=True,
+    )
+
+
+def redriven(task: TaskRecord) -> StatusChange:
+    """Out of the dead-letter queue with a fresh attempt budget (spec.redrive was raised)."""
+    return StatusChange(
+        TaskPhase.QUEUED,
+        Reason.REDRIVEN,
+        f"redrive {task.redrive}: a fresh budget of attempts after {task.attempts} made",
+        fields={"redrives": task.redrive, "attemptsBeforeRedrive": task.attempts},
+        remove=("assignment", "nextAttemptAt"),
+    )
+
+
 def cancelled_by_user(message: str, agent: str = "", attempt: int = 0) -> StatusChange:
     """Stopped by `spec.cancel`; an attempt it withdraws is named (history, Event)."""
     return StatusChange(
@@ -217,10 +240,10 @@ def retrying(task: TaskRecord, reason: Reason, message: str, *, at: float | None
     )
 
 
-def failed(task: TaskRecord, message: str) -> StatusChange:
-    """The current attempt failed and it was the last one allowed."""
+def dead_lettered(task: TaskRecord, message: str) -> StatusChange:
+    """The current attempt failed and it was the last one allowed: to the dead-letter queue."""
     return StatusChange(
-        TaskPhase.FAILED,
+        TaskPhase.DEAD_LETTERED,
         Reason.ATTEMPTS_EXHAUSTED,
         message,
         fields={"attempts": task.counted},

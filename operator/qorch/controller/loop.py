@@ -33,7 +33,7 @@ from typing import TYPE_CHECKING
 from qorch.api.enums import Reason, TaskPhase
 from qorch.controller import documents, metrics, translate
 from qorch.controller.kube import Resource
-from qorch.controller.lifecycle import cancel, gate, liveness, progress
+from qorch.controller.lifecycle import cancel, gate, liveness, progress, redrive
 from qorch.controller.queueing import SchedulingQueue, Shape
 from qorch.controller.records import ACTIVE_PHASES, FINAL_PHASES, parse_time
 from qorch.controller.store import AGENTS, APPROVALS, TASKS
@@ -361,10 +361,10 @@ class Kernel:
             self.queue.fresh = True
         if task.phase is None:
             self._unseen.setdefault(key, self.cycles)
-        stop = cancel.cancel(task)
-        if stop is not None:
+        asked = cancel.cancel(task) or redrive.redrive(task)  # what the user asked for comes first
+        if asked is not None:
             self.queue.discard(key)
-            self._write_task(task, stop, now)
+            self._write_task(task, asked, now)
         elif task.phase in FINAL_PHASES:
             self.queue.discard(key)
         elif task.phase in ACTIVE_PHASES:

@@ -55,6 +55,8 @@ STATUS_FIELDS = (
     "execution",
     "conditions",
     "observedGeneration",
+    "redrives",
+    "attemptsBeforeRedrive",
 )
 _BIT = {name: 1 << i for i, name in enumerate(STATUS_FIELDS)}
 _FAILURES = frozenset({Reason.ATTEMPT_FAILED.value, Reason.AGENT_LOST.value, Reason.ATTEMPTS_EXHAUSTED.value})
@@ -142,13 +144,16 @@ class TaskRecord:
     deadline: float | None
     retry: Retry | None
     cancel: bool  # spec.cancel: the user asked to stop it
+    redrive: int  # spec.redrive: redrives asked for
     # status
     phase: str | None
     reason: str  # of the Scheduled condition, as last written
     agent: str  # assignment.agent
     attempt: int  # assignment.attempt: the current attempt's identity (0 without an assignment)
     last_attempt: int  # the highest attempt identity the status mentions anywhere (never reused)
-    attempts: int  # attempts that started (the retry budget counts these)
+    attempts: int  # attempts that started (the retry budget counts these, from attempts_before)
+    redrives: int  # status.redrives: redrives acted on
+    attempts_before: int  # status.attemptsBeforeRedrive
     next_attempt_at: float | None
     observed_generation: int | None
     report: Report | None
@@ -218,12 +223,15 @@ class TaskRecord:
             deadline=deadline,
             retry=Retry.of(spec.get("retry")),
             cancel=spec.get("cancel") is True,
+            redrive=int(spec.get("redrive", 0)),
             phase=sys.intern(phase) if phase else None,
             reason=reason,
             agent=sys.intern(str(assignment.get("agent", ""))),
             attempt=attempt,
             last_attempt=last_attempt,
             attempts=int(status.get("attempts", 0)),
+            redrives=int(status.get("redrives", 0)),
+            attempts_before=int(status.get("attemptsBeforeRedrive", 0)),
             next_attempt_at=parse_time(status.get("nextAttemptAt")),
             observed_generation=status.get("observedGeneration"),
             report=report,

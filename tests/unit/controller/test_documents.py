@@ -63,7 +63,7 @@ def test_the_agents_report_is_never_touched() -> None:
         documents.succeeded(task),
         documents.requeued(task, Reason.AGENT_NOT_READY, "x"),
         documents.retrying(task, Reason.ATTEMPT_FAILED, "x", at=WHEN + 10),
-        documents.failed(task, "x"),
+        documents.dead_lettered(task, "x"),
     ):
         ops = documents.render(change, task, WHEN)
         assert not [op for op in ops if op["path"].startswith("/status/execution")]

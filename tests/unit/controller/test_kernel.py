@@ -276,7 +276,8 @@ def test_namespace_quotas_and_default_retry_reach_the_cluster() -> None:
         body["status"]["execution"] = bodies.execution("a", 1, finished=True, error="boom")
         h.create(TASKS, body)
         await h.cycle()
-        assert (h.status(done)["phase"], h.status(done)["conditions"][0]["reason"]) == ("Failed", "AttemptsExhausted")
+        ended = h.status(done)
+        assert (ended["phase"], ended["conditions"][0]["reason"]) == ("DeadLettered", "AttemptsExhausted")
 
     run(test)
 

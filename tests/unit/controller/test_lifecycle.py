@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from qorch.api.enums import Reason, TaskPhase
-from qorch.controller.lifecycle import cancel, gate, liveness, progress, retry
+from qorch.controller.lifecycle import cancel, gate, liveness, progress, redrive, retry
 from qorch.controller.lifecycle.liveness import Liveness
 from qorch.controller.records import ApprovalRecord, LeaseRecord, Retry, TaskRecord
 from support import bodies
@@ -69,21 +69,56 @@ def test_a_rejection_wins_over_any_approval(order: tuple[str, str]) -> None:
 
 
 @pytest.mark.parametrize(
-    ("dep_phase", "reason"),
+    ("dep_phase", "phase", "reason"),
     [
-        pytest.param(None, Reason.DEPENDENCY_PENDING, id="missing"),
-        pytest.param("Running", Reason.DEPENDENCY_PENDING, id="running"),
-        pytest.param("Failed", Reason.DEPENDENCY_FAILED, id="failed"),
-        pytest.param("Cancelled", Reason.DEPENDENCY_FAILED, id="cancelled"),
+        pytest.param(None, TaskPhase.BLOCKED, Reason.DEPENDENCY_PENDING, id="missing"),
+        pytest.param("Running", TaskPhase.BLOCKED, Reason.DEPENDENCY_PENDING, id="running"),
+        pytest.param("Failed", TaskPhase.FAILED, Reason.DEPENDENCY_FAILED, id="failed"),
+        pytest.param("DeadLettered", TaskPhase.FAILED, Reason.DEPENDENCY_FAILED, id="dead-lettered"),
+        pytest.param("Cancelled", TaskPhase.FAILED, Reason.DEPENDENCY_FAILED, id="cancelled"),
     ],
 )
-def test_dependencies_hold_the_task_with_a_reason(dep_phase: str | None, reason: Reason) -> None:
-    """A task waits in Blocked with the reason its dependency gives."""
+def test_dependencies_hold_or_fail_the_task(dep_phase: str | None, phase: TaskPhase, reason: Reason) -> None:
+    """A task waits in Blocked while its dependency may still succeed, and fails once it never can."""
     task = record(bodies.task("t", dependsOn=["d"]))
     dep = None if dep_phase is None else record(bodies.task("d", status={"phase": dep_phase}))
     verdict = gate.gate(task, approvals=[], dependency=lambda _: dep)
     assert verdict.change is not None
-    assert (verdict.change.phase, verdict.change.reason) == (TaskPhase.BLOCKED, reason)
+    assert (verdict.change.phase, verdict.change.reason) == (phase, reason)
+
+
+def test_a_failure_anywhere_wins_over_a_dependency_still_missing() -> None:
+    """Two dependencies, one missing and one failed: the task fails now rather than wait for nothing."""
+    task = record(bodies.task("t", dependsOn=["later", "broken"]))
+    failed = record(bodies.task("broken", status={"phase": "Failed"}))
+    verdict = gate.gate(task, approvals=[], dependency=lambda name: failed if name == "broken" else None)
+    assert verdict.change is not None
+    assert verdict.change.phase is TaskPhase.FAILED
+    assert "dependency broken ended Failed" in verdict.change.message
+
+
+def test_a_cycle_is_named_on_the_task() -> None:
+    """a -> b -> c -> a: each is held with reason DependencyCycle and the cycle in its message."""
+    graph = {"a": ["b"], "b": ["c"], "c": ["a"], "d": ["a"]}
+    tasks = {n: record(bodies.task(n, dependsOn=deps, status={"phase": "Blocked"})) for n, deps in graph.items()}
+    messages = {}
+    for name in ("a", "b", "c"):
+        verdict = gate.gate(tasks[name], approvals=[], dependency=tasks.get)
+        assert verdict.change is not None
+        assert verdict.change.reason is Reason.DEPENDENCY_CYCLE
+        messages[name] = verdict.change.message
+    assert "a -> b -> c -> a" in messages["a"]
+    assert "b -> c -> a -> b" in messages["b"]
+    outside = gate.gate(tasks["d"], approvals=[], dependency=tasks.get).change
+    assert outside is not None
+    assert outside.reason is Reason.DEPENDENCY_PENDING  # waits on a cycle, is not in one
+
+
+def test_a_long_chain_is_not_a_cycle() -> None:
+    """A chain of 3,000 waiting tasks: no cycle, just waiting (and the search is bounded)."""
+    tasks = {f"t{i}": record(bodies.task(f"t{i}", dependsOn=[f"t{i - 1}"] if i else [], status={"phase": "Blocked"}))
+             for i in range(3000)}  # fmt: skip
+    assert gate.cycle(tasks["t2999"], tasks.get) == []
 
 
 def test_succeeded_dependencies_let_the_task_through() -> None:
@@ -113,7 +148,7 @@ def test_a_finish_seen_before_the_claim_still_counts_the_attempt() -> None:
     change = run(status)
     assert change is not None
     assert change.fields["attempts"] == 3
-    assert (change.phase, change.reason) == (TaskPhase.FAILED, Reason.ATTEMPTS_EXHAUSTED)
+    assert (change.phase, change.reason) == (TaskPhase.DEAD_LETTERED, Reason.ATTEMPTS_EXHAUSTED)
 
 
 def test_a_failed_attempt_retries_after_a_backoff() -> None:
@@ -287,3 +322,36 @@ def test_cancel_leaves_an_ended_task_alone(phase: str) -> None:
 def test_no_cancel_no_change() -> None:
     """Without spec.cancel the other rules decide."""
     assert cancel.cancel(record(bodies.task("t", status=bodies.assigned("a", 1)))) is None
+
+
+# ---------------------------------------------------------------------------------------------- dead letters
+def test_exhausted_attempts_go_to_the_dead_letter_queue_with_the_last_error() -> None:
+    """The last allowed attempt fails: DeadLettered, reason AttemptsExhausted, the handler's error in the message."""
+    status = bodies.assigned("a", 3, phase="Running", attempts=3,
+                             execution=bodies.execution("a", 3, finished=True, error="ValueError: no"))  # fmt: skip
+    change = run(status)
+    assert change is not None
+    assert (change.phase, change.reason) == (TaskPhase.DEAD_LETTERED, Reason.ATTEMPTS_EXHAUSTED)
+    assert "ValueError: no" in change.message
+
+
+def test_a_redrive_queues_a_dead_letter_once_with_a_fresh_budget() -> None:
+    """spec.redrive raised past status.redrives: Queued, Redriven, the budget counted from the attempts made."""
+    dead = record(bodies.task("t", redrive=1, status={"phase": "DeadLettered", "attempts": 3}))
+    change = redrive.redrive(dead)
+    assert change is not None
+    assert (change.phase, change.reason) == (TaskPhase.QUEUED, Reason.REDRIVEN)
+    assert change.fields == {"redrives": 1, "attemptsBeforeRedrive": 3}
+    acted = record(bodies.task("t", redrive=1, status={"phase": "DeadLettered", "redrives": 1}))
+    assert redrive.redrive(acted) is None  # one raise, one redrive
+    assert redrive.redrive(record(bodies.task("t", redrive=2, status={"phase": "Failed"}))) is None
+
+
+def test_after_a_redrive_the_budget_counts_from_the_attempts_made_before() -> None:
+    """3 attempts made, redriven, the 4th fails: a retry (1 of 3 since the redrive), not the DLQ again."""
+    status = bodies.assigned("a", 4, phase="Running", attempts=4, redrives=1, attemptsBeforeRedrive=3,
+                             execution=bodies.execution("a", 4, finished=True, error="boom"))  # fmt: skip
+    change = run(status)
+    assert change is not None
+    assert change.phase in {TaskPhase.RETRYING, TaskPhase.QUEUED}
+    assert "attempt 2 of 3" in change.message

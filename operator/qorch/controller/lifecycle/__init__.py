@@ -6,12 +6,13 @@ here awaits, reads a clock, or talks to the API, so every rule is unit-tested
 without a cluster (an import contract keeps it that way).
 
 - `cancel`: the user stopped it (`spec.cancel`): before every other rule;
+- `redrive`: a dead-lettered task the user redrove (`spec.redrive`) is queued again;
 - `gate`: may the task be queued, or must it wait for an approval or a dependency?
 - `progress`: what the current attempt's report (or its agent's death) means;
 - `liveness`: is an agent alive, judged by Lease changes on our own clock?
 - `retry`: after a failed attempt, when (and whether) the next one comes.
 """
 
-from qorch.controller.lifecycle import cancel, gate, liveness, progress, retry
+from qorch.controller.lifecycle import cancel, gate, liveness, progress, redrive, retry
 
-__all__ = ["cancel", "gate", "liveness", "progress", "retry"]
+__all__ = ["cancel", "gate", "liveness", "progress", "redrive", "retry"]

@@ -1,4 +1,4 @@
-"""Rule 4, retry: after a failed attempt, another one after a backoff, or the end.
+"""Rule 4, retry: after a failed attempt, another one after a backoff, or the dead-letter queue.
 
 Backoff doubles from `backoffSeconds` up to `maxBackoffSeconds`, with "equal
 jitter" (between half and all of the doubled delay) so that tasks failing
@@ -37,9 +37,9 @@ def backoff(retry: Retry, failed_attempts: int, spread: float) -> float:
 
 def after_failure(task: TaskRecord, *, retry: Retry, now: float, reason: Reason, message: str) -> StatusChange:
     """The current attempt, which started, failed for `reason`: retry it (maybe later), or give up."""
-    started = task.counted
+    started = task.counted - task.attempts_before  # a redrive from the dead-letter queue starts a fresh budget
     if started >= retry.max_attempts:
-        return documents.failed(task, f"{reason}: {message} ({started} of {retry.max_attempts} attempts made)")
+        return documents.dead_lettered(task, f"{reason}: {message} ({started} of {retry.max_attempts} attempts made)")
     delay = backoff(retry, started, jitter(task.uid, task.attempt))
     when = f"in {delay:.1f}s" if delay > 0 else "now"
     return documents.retrying(

@@ -1,0 +1,158 @@
+"""Workflow semantics as a user sees them through kubectl: DAGs that fail well (issue 13, item 5).
+
+Real operator, real agent runtime. Every test also checks that no task was run
+twice and that every task ended, or waits with a stated reason.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from collections import Counter
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+import yaml
+
+from qorch.testing import Kubectl
+from support.api import Api
+from support.manifests import policy, task
+from support.operators import OperatorFleet
+from support.pools import wait_for
+from support.runtimes import Runtime
+
+pytestmark = pytest.mark.e2e
+
+QORCH = Path(sys.executable).parent / "qorch"
+
+
+def scheduled(body: dict) -> tuple[str, str, str]:
+    """(phase, Scheduled reason, message) of a Task body."""
+    status = body.get("status") or {}
+    condition = next((c for c in status.get("conditions") or () if c["type"] == "Scheduled"), {})
+    return status.get("phase", ""), condition.get("reason", ""), condition.get("message", "")
+
+
+def test_a_failure_runs_down_the_chain_cycles_are_named_and_missing_tasks_awaited(
+    kubectl: Kubectl, operators: OperatorFleet, runtimes: Callable[..., Runtime], api: Api
+) -> None:
+    """root dead-letters, so mid and leaf fail (DependencyFailed); a cycle is named; a missing task is awaited."""
+    ns = kubectl.namespace
+    kubectl.apply(policy())
+    op = operators.start("op")
+    agent = runtimes("worker", "--capabilities=code", "--capacity=4")
+    bodies = [
+        task("root", input={"fail": "yes"}, retry={"maxAttempts": 1}),
+        task("mid", dependsOn=["root"]),
+        task("leaf", dependsOn=["mid"]),
+        task("side", dependsOn=["root", "later"]),  # one missing, one failing: fails, does not wait
+        task("loop-1", dependsOn=["loop-2"]),
+        task("loop-2", dependsOn=["loop-1"]),
+        task("waits", dependsOn=["later"]),
+    ]
+    kubectl("create", "-f", "-", stdin=yaml.safe_dump_all(bodies))
+
+    def states() -> dict[str, tuple[str, str, str]]:
+        return {t["metadata"]["name"]: scheduled(t) for t in api.tasks(ns)}
+
+    def chain_ended() -> bool:
+        now = states()
+        return now["root"][0] == "DeadLettered" and all(now[n][0] == "Failed" for n in ("mid", "leaf", "side"))
+
+    wait_for(chain_ended, 60, what="the failure to run down the chain")
+    wait_for(lambda: states()["loop-1"][1] == "DependencyCycle" and states()["loop-2"][1] == "DependencyCycle", 30,
+             what="the cycle to be named")  # fmt: skip
+    now = states()
+    assert now["mid"][1:] == ("DependencyFailed", "dependency root ended DeadLettered, so this task cannot run")
+    assert now["leaf"][1:] == ("DependencyFailed", "dependency mid ended Failed, so this task cannot run")
+    assert now["side"][:2] == ("Failed", "DependencyFailed")
+    assert now["loop-1"][0] == "Blocked"
+    assert "dependsOn forms a cycle: loop-1 -> loop-2 -> loop-1" in now["loop-1"][2]
+    assert "loop-2 -> loop-1 -> loop-2" in now["loop-2"][2]
+    assert now["waits"][:2] == ("Blocked", "DependencyPending")
+    assert "waiting for task later to exist" in now["waits"][2]
+
+    # The missing task arrives and succeeds: the one waiting on it runs.
+    kubectl("create", "-f", "-", stdin=yaml.safe_dump(task("later")))
+    wait_for(lambda: states()["waits"][0] == "Succeeded", 60, what="waits to run")
+    # Breaking the cycle (dependsOn may be edited) lets both run.
+    kubectl("patch", "qtask", "loop-2", "--type=merge", "-p", '{"spec": {"dependsOn": []}}')
+    wait_for(lambda: states()["loop-1"][0] == "Succeeded" and states()["loop-2"][0] == "Succeeded", 60,
+             what="the broken cycle to run")  # fmt: skip
+
+    events = kubectl.json("get", "events", "--field-selector=involvedObject.name=leaf")["items"]
+    assert any(e["reason"] == "DependencyFailed" and e["type"] == "Warning" for e in events), events
+    assert op.metric('qorch_task_transitions_total{phase="Failed",reason="DependencyFailed"}') == 3
+    runs = Counter(c["task"] for c in agent.handled())
+    assert runs == {"root": 1, "later": 1, "waits": 1, "loop-1": 1, "loop-2": 1}, (
+        runs
+    )  # none twice, no dependent of a failure
+    assert {s[0] for s in states().values()} <= {"Succeeded", "Failed", "DeadLettered"}
+
+
+def test_exhausted_attempts_dead_letter_and_a_redrive_gives_a_fresh_budget(
+    kubectl: Kubectl, operators: OperatorFleet, runtimes: Callable[..., Runtime], api: Api
+) -> None:
+    """Two failed attempts of two: DeadLettered with the last error, in kubectl and `qorch dlq list`.
+
+    `qorch dlq redrive` queues it with a fresh budget (history says so); it dead-letters again after two more.
+    """
+    ns = kubectl.namespace
+    kubectl.apply(policy())
+    op = operators.start("op")
+    agent = runtimes("worker", "--capabilities=code", "--capacity=2")
+    kubectl(
+        "create",
+        "-f",
+        "-",
+        stdin=yaml.safe_dump(task("flaky", input={"fail": "yes"}, retry={"maxAttempts": 2, "backoffSeconds": 0})),
+    )
+    kubectl("create", "-f", "-", stdin=yaml.safe_dump(task("fine")))
+
+    def phase_of(name: str) -> str:
+        return scheduled(next(t for t in api.tasks(ns) if t["metadata"]["name"] == name))[0]
+
+    wait_for(lambda: phase_of("flaky") == "DeadLettered", 60, what="the task to be dead-lettered")
+    selected = kubectl.json("get", "qtask", "--field-selector=status.phase=DeadLettered")["items"]
+    assert [t["metadata"]["name"] for t in selected] == ["flaky"]
+    status = selected[0]["status"]
+    assert status["attempts"] == 2
+    assert scheduled(selected[0])[1] == "AttemptsExhausted"
+    assert status["execution"]["error"].startswith("ValueError: asked to fail")
+
+    config = f"--kubeconfig={kubectl.kubeconfig}"
+    listed = subprocess.run([str(QORCH), "dlq", "list", f"--namespace={ns}", config],
+                            capture_output=True, text=True, check=False, timeout=60)  # fmt: skip
+    assert listed.returncode == 0, listed.stderr
+    assert listed.stdout.splitlines()[0].split() == ["NAME", "ATTEMPTS", "REDRIVES", "LAST-ERROR"]
+    assert listed.stdout.splitlines()[1].split()[:3] == ["flaky", "2", "0"]
+    refused = subprocess.run([str(QORCH), "dlq", "redrive", "fine", f"--namespace={ns}", config],
+                             capture_output=True, text=True, check=False, timeout=60)  # fmt: skip
+    assert refused.returncode == 1
+    assert "task 'fine' is" in refused.stderr
+    assert "only dead letters can be redriven" in refused.stderr
+
+    redriven = subprocess.run([str(QORCH), "dlq", "redrive", "flaky", f"--namespace={ns}", config],
+                              capture_output=True, text=True, check=False, timeout=60)  # fmt: skip
+    assert (redriven.returncode, redriven.stdout.strip()) == (0, "task.qorch.io/flaky redrive 1 requested")
+
+    def flaky() -> dict:
+        return next(x for x in api.tasks(ns) if x["metadata"]["name"] == "flaky")
+
+    wait_for(lambda: flaky()["status"]["attempts"] == 4 and scheduled(flaky())[0] == "DeadLettered", 60,
+             what="two more attempts and the DLQ again")  # fmt: skip
+    body = flaky()
+    reasons = [h["reason"] for h in body["status"]["history"]]
+    assert "Redriven" in reasons
+    assert reasons[-1] == "AttemptsExhausted"
+    assert body["status"]["redrives"] == 1
+    assert body["status"]["attemptsBeforeRedrive"] == 2
+    undo = kubectl.run("patch", "qtask", "flaky", "--type=merge", "-p", '{"spec": {"redrive": 0}}', check=False)
+    assert undo.returncode != 0
+    assert "redrive only counts up" in undo.stderr
+    calls = Counter((c["task"], c["attempt"]) for c in agent.handled())
+    assert sorted(a for t, a in calls if t == "flaky") == [1, 2, 3, 4]  # four attempts, each once
+    assert max(calls.values()) == 1
+    assert op.metric('qorch_task_transitions_total{phase="DeadLettered",reason="AttemptsExhausted"}') == 2
+    assert op.metric('qorch_task_transitions_total{phase="Queued",reason="Redriven"}') == 1
