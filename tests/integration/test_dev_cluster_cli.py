@@ -12,6 +12,7 @@ import urllib.request
 from pathlib import Path
 
 import pytest
+import yaml
 
 from qorch.devcluster import ControlPlane
 
@@ -116,12 +117,50 @@ def test_dev_up_installs_crds_policy_and_examples(tmp_path: Path, qorch_control_
             time.sleep(1)
         assert sorted(results) == sorted(dag), results
         assert all(r.startswith("demo: ") for r in results.values()), results
-        pids = [p["pid"] for p in json.loads((tmp_path / "dev" / "processes.json").read_text()).values()]
+        processes = json.loads((tmp_path / "dev" / "processes.json").read_text())
+        pids = [p["pid"] for p in processes.values()]
+        _assert_runs_under_service_account_tokens(kubectl[:2], tmp_path / "dev", processes)
     finally:
         down = _qorch(env, "dev", "down")
     assert down.stdout.strip() == "stopped"
     assert _qorch(env, "dev", "cluster", "status").returncode == 1
     assert not [p for p in pids if _running(p)]
+
+
+def _assert_runs_under_service_account_tokens(
+    kubectl: list[str], state: Path, processes: dict[str, dict[str, int]]
+) -> None:
+    """The base is installed but its Deployment, and every process `up` started runs with a ServiceAccount token."""
+    listed = subprocess.run(
+        [*kubectl, "get", "serviceaccount,deployment,clusterrole", "-A", "-l", "app.kubernetes.io/part-of=qorch",
+         "-o", "jsonpath={range .items[*]}{.kind}/{.metadata.name} {end}"],
+        capture_output=True, text=True, check=True,
+    )  # fmt: skip
+    assert set(listed.stdout.split()) == {
+        "ServiceAccount/qorch-operator",
+        "ClusterRole/qorch-operator",
+        "ClusterRole/qorch-operator-metrics-auth",
+        "ClusterRole/qorch-agent",
+    }, listed.stdout  # no Deployment: no kubelet would run its pods
+    users = {"operator": "system:serviceaccount:qorch-system:qorch-operator",
+             "agent": "system:serviceaccount:qorch-demo:qorch-demo-agent"}  # fmt: skip
+    for who, user in users.items():
+        config = state / f"{who}.kubeconfig"
+        assert set(yaml.safe_load(config.read_text())["users"][0]["user"]) == {"token"}
+        whoami = subprocess.run(
+            [kubectl[0], f"--kubeconfig={config}", "auth", "whoami", "-o", "jsonpath={.status.userInfo.username}"],
+            capture_output=True, text=True, check=True,
+        )  # fmt: skip
+        assert whoami.stdout == user
+    for name, process in processes.items():
+        argv = Path(f"/proc/{process['pid']}/cmdline").read_bytes().decode().split("\0")
+        who = "operator" if name.startswith("operator") else "agent"
+        assert f"--kubeconfig={state / f'{who}.kubeconfig'}" in argv, (name, argv)
+    holder = subprocess.run(
+        [*kubectl, "get", "lease", "qorch-operator", "-n", "qorch-system", "-o", "jsonpath={.spec.holderIdentity}"],
+        capture_output=True, text=True, check=True,
+    )  # fmt: skip
+    assert holder.stdout in {"dev-operator-1", "dev-operator-2"}
 
 
 def _metric(url: str, name: str) -> float:

@@ -1,11 +1,21 @@
 """The demo stack behind `qorch dev up` (`make demo`): everything a newcomer needs to look at.
 
-The background control plane, the CRDs, the admission policies, the examples
-in namespace `qorch-demo` (with the default SchedulingPolicy), two operator
-replicas (one leads, one waits) and one agent runtime (`qorch agent run` with the
-demo handlers of `qorch.agent.demo`) per example Agent, which claims, runs and
-reports its tasks. Every step is idempotent, so `up` twice is
-harmless; `down` stops every process `up` started, then the control plane.
+The background control plane; the install of `manifests/base` (`kubectl kustomize`)
+minus what only a kubelet could run (the Deployment: its pods would never start), so
+the CRDs, the admission policy and the RBAC are the very objects `kubectl apply -k`
+installs; the examples in namespace `qorch-demo` (with the default SchedulingPolicy);
+two operator replicas (one leads, one waits) and one agent runtime (`qorch agent run`
+with the demo handlers of `qorch.agent.demo`) per example Agent, which claims, runs and
+reports its tasks.
+
+The processes never run as admin. The operators use a token of the base's
+ServiceAccount `qorch-operator` and the runtimes one of ServiceAccount
+`qorch-demo-agent`, bound in `qorch-demo` to ClusterRole `qorch-agent` exactly as
+docs/install.md tells a user to; both tokens come from the TokenRequest API. So
+the demo runs under the manifests' RBAC every time: a permission they lack fails it.
+
+Every step is idempotent, so `up` twice is harmless; `down` stops every process
+`up` started, then the control plane.
 """
 
 from __future__ import annotations
@@ -19,14 +29,21 @@ import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
+
+import yaml
 
 from qorch.api import constants, crd
 from qorch.devcluster import _assets, _ports, background
 
-__all__ = ["DEMO_NAMESPACE", "Stack", "down", "up"]
+__all__ = ["AGENT_SERVICE_ACCOUNT", "DEMO_NAMESPACE", "OPERATOR_SERVICE_ACCOUNT", "Stack", "down", "up"]
 
 DEMO_NAMESPACE = "qorch-demo"
+OPERATOR_SERVICE_ACCOUNT = "qorch-operator"  # manifests/base/operator-rbac.yaml
+AGENT_SERVICE_ACCOUNT = "qorch-demo-agent"
 _DEMO_HANDLERS = "qorch.agent.demo:handlers"
+_NEEDS_A_KUBELET = {"Deployment"}  # pods that no kubelet would ever run here
+_CREDENTIAL_LIFETIME = "8760h"  # a year: the demo's processes outlive any shorter token
 
 
 @dataclass(frozen=True, slots=True)
@@ -54,6 +71,67 @@ def _kubectl(binaries: _assets.Binaries, kubeconfig: Path, *args: str, stdin: st
     return done.stdout
 
 
+def _install_base(binaries: _assets.Binaries, kubeconfig: Path, base: Path) -> None:
+    """Apply `kubectl kustomize base` without the objects that need a kubelet, and wait for the CRDs."""
+    if not (base / "kustomization.yaml").is_file():
+        raise RuntimeError(
+            f"{base} is not the kustomize base of qorch (manifests/base); run `qorch dev up` from the qorch checkout"
+        )
+    rendered = yaml.safe_load_all(_kubectl(binaries, kubeconfig, "kustomize", str(base)))
+    objects: list[dict[str, Any]] = [o for o in rendered if o and o.get("kind") not in _NEEDS_A_KUBELET]
+    _kubectl(binaries, kubeconfig, "apply", "--server-side", "-f", "-", stdin=yaml.safe_dump_all(objects))
+    _kubectl(
+        binaries,
+        kubeconfig,
+        "wait",
+        "--for=condition=Established",
+        "--timeout=60s",
+        *[f"crd/{d.crd_name}" for d in crd.KINDS],
+    )
+
+
+def _token_kubeconfig(binaries: _assets.Binaries, admin: Path, namespace: str, account: str, path: Path) -> Path:
+    """A kubeconfig whose only credential is a TokenRequest token of ServiceAccount `namespace/account`."""
+    token = _kubectl(
+        binaries, admin, "create", "token", account, f"--namespace={namespace}", f"--duration={_CREDENTIAL_LIFETIME}"
+    ).strip()
+    config = yaml.safe_load(admin.read_text())
+    cluster = config["clusters"][0]
+    user = f"system:serviceaccount:{namespace}:{account}"
+    written = {
+        "apiVersion": "v1",
+        "kind": "Config",
+        "clusters": [cluster],
+        "users": [{"name": user, "user": {"token": token}}],
+        "contexts": [{"name": account, "context": {"cluster": cluster["name"], "user": user}}],
+        "current-context": account,
+    }
+    path.touch(mode=0o600)
+    path.write_text(yaml.safe_dump(written, sort_keys=False))
+    return path
+
+
+def _bind_demo_agents(binaries: _assets.Binaries, kubeconfig: Path) -> None:
+    """ServiceAccount qorch-demo-agent, bound in qorch-demo as docs/install.md says (idempotent)."""
+    subject = f"--serviceaccount={DEMO_NAMESPACE}:{AGENT_SERVICE_ACCOUNT}"
+    for args in (
+        ("serviceaccount", AGENT_SERVICE_ACCOUNT),
+        ("rolebinding", "qorch-agent", "--clusterrole=qorch-agent", subject),
+    ):
+        body = _kubectl(binaries, kubeconfig, "create", *args, "-n", DEMO_NAMESPACE, "--dry-run=client", "-o", "yaml")
+        _kubectl(binaries, kubeconfig, "apply", "-f", "-", stdin=body)
+
+
+def operator_kubeconfig() -> Path:
+    """Where `up` writes the operators' ServiceAccount-token kubeconfig."""
+    return background.state_dir() / "operator.kubeconfig"
+
+
+def agent_kubeconfig() -> Path:
+    """Where `up` writes the agent runtimes' ServiceAccount-token kubeconfig."""
+    return background.state_dir() / "agent.kubeconfig"
+
+
 def _processes_file() -> Path:
     return background.state_dir() / "processes.json"
 
@@ -66,13 +144,27 @@ def _alive(pid: int) -> bool:
     return True
 
 
-def _start_processes(kubeconfig: Path, agents: list[str]) -> dict[str, dict[str, int | str]]:
-    """Two operator replicas and an agent runtime per Agent, detached, logging into the state dir."""
-    recorded: dict[str, dict[str, int | str]] = {}
+def _recorded() -> dict[str, dict[str, int | str]]:
+    """The processes `up` started, as recorded ({} when none)."""
     with contextlib.suppress(OSError, ValueError):
-        recorded = json.loads(_processes_file().read_text())
-    if recorded and all(_alive(int(p["pid"])) for p in recorded.values()):
+        recorded: dict[str, dict[str, int | str]] = json.loads(_processes_file().read_text())
         return recorded
+    return {}
+
+
+def _processes_running() -> bool:
+    """Whether every process `up` recorded still runs (then `up` keeps them, and their tokens)."""
+    recorded = _recorded()
+    return bool(recorded) and all(_alive(int(p["pid"])) for p in recorded.values())
+
+
+def _start_processes(operator: Path, agent_config: Path, agents: list[str]) -> dict[str, dict[str, int | str]]:
+    """Two operator replicas and an agent runtime per Agent, detached, logging into the state dir.
+
+    `operator` and `agent_config` are the kubeconfigs (ServiceAccount tokens) they run with.
+    """
+    if _processes_running():
+        return _recorded()
     _stop_processes()
     logs = background.state_dir()
     started: dict[str, dict[str, int | str]] = {}
@@ -83,7 +175,7 @@ def _start_processes(kubeconfig: Path, agents: list[str]) -> dict[str, dict[str,
             [
                 "operator",
                 "run",
-                f"--kubeconfig={kubeconfig}",
+                f"--kubeconfig={operator}",
                 f"--metrics-port={metrics}",
                 f"--health-port={health}",
                 f"--identity=dev-{replica}",
@@ -98,7 +190,7 @@ def _start_processes(kubeconfig: Path, agents: list[str]) -> dict[str, dict[str,
                 _DEMO_HANDLERS,
                 f"--name={agent}",
                 f"--namespace={DEMO_NAMESPACE}",
-                f"--kubeconfig={kubeconfig}",
+                f"--kubeconfig={agent_config}",
             ],
             0,
         )
@@ -138,34 +230,35 @@ def _stop_processes() -> bool:
     return bool(pids)
 
 
-def up(examples: Path | None = None, policies: Path | None = None) -> Stack:
-    """Bring the demo stack up (idempotent) and return how to reach it."""
+def up(examples: Path | None = None, policies: Path | None = None, base: Path | None = None) -> Stack:
+    """Bring the demo stack up (idempotent) and return how to reach it.
+
+    `base` is the kustomize base (default `manifests/` beside `policies`, else
+    `manifests/base` in the working directory); it includes the admission policies, so
+    `policies` is applied on its own only when it is another folder.
+    """
     binaries = _assets.build()
     state = background.up()
     kubeconfig = Path(str(state.kubeconfig))
-    _kubectl(binaries, kubeconfig, "apply", "--server-side", "-f", "-", stdin="---\n".join(crd.render().values()))
-    _kubectl(
-        binaries,
-        kubeconfig,
-        "wait",
-        "--for=condition=Established",
-        "--timeout=60s",
-        *[f"crd/{d.crd_name}" for d in crd.KINDS],
-    )
+    if base is None:
+        base = policies.parent / "base" if policies is not None else Path("manifests/base")
+    _install_base(binaries, kubeconfig, base)
     namespace = _kubectl(binaries, kubeconfig, "create", "namespace", DEMO_NAMESPACE, "--dry-run=client", "-o", "yaml")
     _kubectl(binaries, kubeconfig, "apply", "-f", "-", stdin=namespace)
-    system = _kubectl(
-        binaries, kubeconfig, "create", "namespace", constants.OPERATOR_NAMESPACE, "--dry-run=client", "-o", "yaml"
-    )
-    _kubectl(binaries, kubeconfig, "apply", "-f", "-", stdin=system)
-    if policies is not None and policies.is_dir():
+    _bind_demo_agents(binaries, kubeconfig)
+    if policies is not None and policies.is_dir() and policies.resolve() != (base.parent / "policies").resolve():
         _kubectl(binaries, kubeconfig, "apply", "-k", str(policies))
     if examples is not None and examples.is_dir():
         _kubectl(binaries, kubeconfig, "apply", "-n", DEMO_NAMESPACE, "-f", str(examples))
     agents = _kubectl(
         binaries, kubeconfig, "get", "agents", "-n", DEMO_NAMESPACE, "-o", "jsonpath={.items[*].metadata.name}"
     ).split()
-    processes = _start_processes(kubeconfig, agents)
+    operator = operator_kubeconfig()
+    agent_config = agent_kubeconfig()
+    if not (_processes_running() and operator.exists() and agent_config.exists()):
+        _token_kubeconfig(binaries, kubeconfig, constants.OPERATOR_NAMESPACE, OPERATOR_SERVICE_ACCOUNT, operator)
+        _token_kubeconfig(binaries, kubeconfig, DEMO_NAMESPACE, AGENT_SERVICE_ACCOUNT, agent_config)
+    processes = _start_processes(operator, agent_config, agents)
     time.sleep(3)  # let the leader take its first decisions before showing the overview
     overview = _kubectl(binaries, kubeconfig, "get", "qorch", "-A")
     metrics = [f"http://127.0.0.1:{p['metrics']}/metrics" for p in processes.values() if int(p["metrics"])]
