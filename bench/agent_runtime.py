@@ -87,8 +87,8 @@ async def assign(kube: KubeApi, ns: str, agent: str, task: dict[str, Any]) -> No
     )
 
 
-async def feed(kube: KubeApi, ns: str, agent: str, tasks: list[dict[str, Any]], capacity: int) -> None:
-    """Keep `capacity` tasks assigned to `agent` until every task has been assigned and finished."""
+async def feed(kube: KubeApi, ns: str, agent: str, tasks: list[dict[str, Any]], capacity: int, total: int) -> None:
+    """Keep `capacity` of `tasks` assigned to `agent` until `total` tasks have finished."""
     waiting = list(reversed(tasks))
     finished: set[str] = set()
     listed = await kube.call("GET", TASKS.path(ns), query={"limit": 1})
@@ -111,7 +111,7 @@ async def feed(kube: KubeApi, ns: str, agent: str, tasks: list[dict[str, Any]], 
             if name and execution.get("finishedAt") and name not in finished:
                 finished.add(name)
                 next_one()
-                if len(finished) == len(tasks):
+                if len(finished) == total:
                     break
     await asyncio.gather(*writes)
 
@@ -156,9 +156,25 @@ async def raw_round(kube: KubeApi, ns: str, agent: str, capacity: int) -> float:
 
 
 async def runtime_round(
-    kube: KubeApi, plane: ControlPlane, work: Path, ns: str, agent: str, capacity: int, tasks: list[dict[str, Any]]
+    kube: KubeApi,
+    plane: ControlPlane,
+    work: Path,
+    ns: str,
+    agent: str,
+    capacity: int,
+    tasks: list[dict[str, Any]],
+    *,
+    fed: bool,
 ) -> tuple[float, float]:
-    """(seconds from the first claim to the last finish, runtime CPU seconds) for `qorch agent run`."""
+    """(seconds from the first claim to the last finish, runtime CPU seconds) for `qorch agent run`.
+
+    fed: `capacity` tasks assigned at a time, as the operator does. Else: a pool agent (capacity =
+    every task) with every task assigned up front, like the raw client's; its writes go through the
+    same 64 connections the raw client has.
+    """
+    if not fed:
+        await bounded([assign(kube, ns, agent, t) for t in tasks], 32)
+        capacity = len(tasks)
     argv = [
         sys.executable, "-m", "qorch.cli", "agent", "run", "bench_noop:handlers", f"--name={agent}",
         f"--namespace={ns}", "--capabilities=code", f"--capacity={capacity}",
@@ -168,7 +184,7 @@ async def runtime_round(
     with log.open("wb") as out:
         proc = subprocess.Popen(argv, cwd=work, stdout=out, stderr=subprocess.STDOUT)  # noqa: ASYNC220
     try:
-        feeding = asyncio.create_task(feed(kube, ns, agent, tasks, capacity))
+        feeding = asyncio.create_task(feed(kube, ns, agent, tasks if fed else [], capacity, len(tasks)))
         while not feeding.done():
             await asyncio.wait([feeding], timeout=2.0)
             if proc.poll() is not None:
@@ -205,13 +221,12 @@ async def run(count: int, repeat: int, capacity: int) -> list[Row]:
         )  # fmt: skip
         await load_config(str(plane.admin_kubeconfig))
         kube = KubeApi(client.ApiClient(), connections=capacity + 8)
-        raw: list[float] = []
-        runtime: list[float] = []
-        cpu: list[float] = []
-        plane_ms: dict[str, list[float]] = {"raw": [], "runtime": []}  # apiserver + etcd CPU per attempt
+        rates: dict[str, list[float]] = {side: [] for side in SIDES}
+        cpu: dict[str, list[float]] = {side: [] for side in SIDES}  # the runtime's, ms per attempt
+        plane_ms: dict[str, list[float]] = {side: [] for side in SIDES}  # apiserver + etcd, ms per attempt
         try:
             for r in range(repeat):
-                for side in ("raw", "runtime"):
+                for side in SIDES:
                     ns = f"{side}-{r}"
                     await kube.call("POST", NAMESPACES.path(), body={"metadata": {"name": ns}})
                     agent = f"{side}-agent-{r}"
@@ -220,46 +235,68 @@ async def run(count: int, repeat: int, capacity: int) -> list[Row]:
                     before = sum(cpu_seconds(pid) for pid in plane.pids)
                     if side == "raw":
                         await bounded([assign(kube, ns, agent, t) for t in tasks], 32)
-                        raw.append(count / await raw_round(kube, ns, agent, capacity))
+                        rates[side].append(count / await raw_round(kube, ns, agent, capacity))
                     else:
-                        seconds, used = await runtime_round(kube, plane, work, ns, agent, capacity, tasks)
-                        runtime.append(count / seconds)
-                        cpu.append(used / count * 1000)
+                        fed = side == "fed"
+                        seconds, used = await runtime_round(kube, plane, work, ns, agent, capacity, tasks, fed=fed)
+                        rates[side].append(count / seconds)
+                        cpu[side].append(used / count * 1000)
                     plane_ms[side].append((sum(cpu_seconds(pid) for pid in plane.pids) - before) / count * 1000)
-                    progress(f"  {raw[-1] if side == 'raw' else runtime[-1]:.0f} attempts/s")
+                    progress(f"  {rates[side][-1]:.0f} attempts/s")
         finally:
             await kube.close()
-    ratio = [a / b for a, b in zip(runtime, raw, strict=True)]
+    return rows(rates, cpu, plane_ms, count, repeat, capacity)
+
+
+SIDES = ("raw", "pool", "fed")
+
+
+def rows(
+    rates: dict[str, list[float]],
+    cpu: dict[str, list[float]],
+    plane_ms: dict[str, list[float]],
+    count: int,
+    repeat: int,
+    capacity: int,
+) -> list[Row]:
+    """The table: each side's rate, the target on the pool runtime, the ratios to the raw client."""
 
     def spread(values: list[float], fmt: str = "{:.0f}") -> str:
         return f"{fmt.format(statistics.median(values))} ({fmt.format(min(values))}–{fmt.format(max(values))})"
 
-    rate = statistics.median(runtime)
+    def ratio(side: str) -> str:
+        return spread([a / b for a, b in zip(rates[side], rates["raw"], strict=True)], "{:.2f}")
+
+    def costs(side: str) -> str:
+        mine = f"runtime CPU {statistics.median(cpu[side]):.2f} ms/attempt, start-up included; " if cpu[side] else ""
+        return f"{mine}apiserver + etcd {statistics.median(plane_ms[side]):.1f} ms/attempt"
+
+    pool = statistics.median(rates["pool"])
     return [
         (
             (
-                f"raw client: claim + finish merge patches (compare-and-set), {capacity} attempts in flight, "
-                f"{count} attempts, median of {repeat} (apiserver + etcd CPU "
-                f"{statistics.median(plane_ms['raw']):.1f} ms/attempt, the assignment up front included)"
+                f"raw client: claim + finish merge patches (compare-and-set), {capacity} in flight, {count} attempts "
+                f"assigned up front, median of {repeat} ({costs('raw')}, the assignments included)"
             ),
-            f"{spread(raw)} attempts/s",
+            f"{spread(rates['raw'])} attempts/s",
             "reported",
             "—",
         ),
         (
             (
-                f"`qorch agent run`, no-op async handler, capacity {capacity}, {count} attempts fed "
-                f"{capacity} at a time, first claim → last finish, median of {repeat} "
-                f"(runtime CPU {statistics.median(cpu):.2f} ms/attempt, start-up included; apiserver + etcd "
-                f"{statistics.median(plane_ms['runtime']):.1f} ms/attempt)"
+                f"`qorch agent run`, no-op async handler, a pool agent (capacity {count}), the same {count} attempts "
+                f"assigned up front, its {capacity} connections; first claim → last finish ({costs('pool')})"
             ),
-            f"{spread(runtime)} attempts/s",
+            f"{spread(rates['pool'])} attempts/s; ÷ raw {ratio('pool')}",
             f"≥ {TARGET:.0f}/s",
-            "met" if rate >= TARGET else "MISSED",
+            "met" if pool >= TARGET else "MISSED",
         ),
         (
-            "runtime ÷ raw client, same run, interleaved rounds",
-            spread(ratio, "{:.2f}"),
+            (
+                f"`qorch agent run`, capacity {capacity}, fed {capacity} at a time as the operator does "
+                f"(one more write per attempt, the assignment, inside the window) ({costs('fed')})"
+            ),
+            f"{spread(rates['fed'])} attempts/s; ÷ raw {ratio('fed')}",
             "reported",
             "—",
         ),
