@@ -60,7 +60,10 @@ def dev_agents(
     claim_delay: float = typer.Option(0.0, min=0.0, help="Pause before claiming an attempt (to race requeues)."),
     record: str = typer.Option("", help="Append every claim, refusal and finish to this JSON-lines file."),
 ) -> None:
-    """Run a simulated agent pool (for demos, tests and load benchmarks) that follows the agent protocol."""
+    """Run a SIMULATED agent pool (protocol-true, no handlers), for tests and load benchmarks.
+
+    `qorch dev up` runs real agent runtimes; this pool only pretends to run tasks.
+    """
     try:
         low, high = (float(v) for v in work_seconds.split(","))
     except ValueError:
