@@ -156,3 +156,49 @@ def test_exhausted_attempts_dead_letter_and_a_redrive_gives_a_fresh_budget(
     assert max(calls.values()) == 1
     assert op.metric('qorch_task_transitions_total{phase="DeadLettered",reason="AttemptsExhausted"}') == 2
     assert op.metric('qorch_task_transitions_total{phase="Queued",reason="Redriven"}') == 1
+
+
+def test_a_failing_agent_trips_its_breaker_and_a_probe_closes_it(
+    kubectl: Kubectl, operators: OperatorFleet, runtimes: Callable[..., Runtime], api: Api
+) -> None:
+    """Two failures in a row open shaky's breaker: no new work, an Event, the metric, kubectl shows it.
+
+    The retries succeed on steady; after the cool-down one probe runs on shaky, succeeds, and closes it.
+    """
+    ns = kubectl.namespace
+    kubectl.apply(policy(breaker={"failureThreshold": 2, "cooldownSeconds": 4},
+                         defaultRetry={"maxAttempts": 5, "backoffSeconds": 0}))  # fmt: skip
+    op = operators.start("op")
+    shaky = runtimes("shaky", "--capabilities=code", "--capacity=1", "--label=pool=shaky")
+    bad = [task(f"bad-{i}", input={"fail_on": "shaky"}) for i in range(2)]
+    kubectl("create", "-f", "-", stdin=yaml.safe_dump_all(bad))
+
+    def breaker_of(name: str) -> str:
+        found = {a["metadata"]["name"]: a for a in api.agents(ns)}.get(name) or {}  # the runtime creates it
+        return ((found.get("status") or {}).get("breaker") or {}).get("state", "")
+
+    wait_for(lambda: breaker_of("shaky") == "Open", 60, what=f"shaky's breaker to open:\n{shaky.tail()}")
+    assert kubectl("get", "qagent", "shaky").split("\n")[1].split()[4] == "Open"  # the BREAKER column
+    steady = runtimes("steady", "--capabilities=code", "--capacity=2")
+    wait_for(lambda: all(api.phases(ns).get(t["metadata"]["name"]) == "Succeeded" for t in bad), 60,
+             what="the retries to succeed on steady")  # fmt: skip
+    assert {c["agent"] for c in steady.handled()} == {"steady"}
+    failed_on_shaky = [c for c in shaky.handled() if c["task"].startswith("bad-")]
+    # Two failures open it (a third may have been placed in the instant before the second's end was
+    # written); after that no new work while open: every later retry went to steady.
+    assert 2 <= len(failed_on_shaky) <= 3, failed_on_shaky
+
+    # After the cool-down: one probe, pinned to shaky, succeeds and closes the breaker.
+    wait_for(lambda: breaker_of("shaky") == "HalfOpen", 30, what="the cool-down to end")
+    kubectl("create", "-f", "-", stdin=yaml.safe_dump(task("probe", agentSelector={"matchLabels": {"pool": "shaky"}})))
+    wait_for(lambda: breaker_of("shaky") == "Closed", 60, what="the probe to close the breaker")
+    assert api.phases(ns)["probe"] == "Succeeded"
+    reasons = [
+        e["reason"] for e in kubectl.json("get", "events", "--field-selector=involvedObject.name=shaky")["items"]
+    ]
+    assert "BreakerOpen" in reasons
+    assert "BreakerClosed" in reasons
+    assert op.metric('qorch_breaker_transitions_total{state="Open"}') == 1
+    assert op.metric('qorch_breaker_transitions_total{state="Closed"}') == 1
+    runs = Counter((c["task"], c["attempt"]) for r in (shaky, steady) for c in r.handled())
+    assert max(runs.values()) == 1  # no attempt ran twice

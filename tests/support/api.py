@@ -10,6 +10,8 @@ import base64
 import json
 import ssl
 import tempfile
+import time
+import urllib.error
 import urllib.request
 from pathlib import Path
 from typing import Any
@@ -36,9 +38,16 @@ class Api:
         self._server = str(cluster["server"]).rstrip("/")
 
     def get(self, path: str) -> dict[str, Any]:
-        """GET a path, decoded."""
-        with urllib.request.urlopen(self._server + path, context=self._tls, timeout=10) as resp:  # noqa: S310
-            return json.loads(resp.read())
+        """GET a path, decoded; a 429 (a resource's storage still initializing) is waited out, as clients do."""
+        for _ in range(20):
+            try:
+                with urllib.request.urlopen(self._server + path, context=self._tls, timeout=10) as resp:  # noqa: S310
+                    return json.loads(resp.read())
+            except urllib.error.HTTPError as exc:
+                if exc.code != 429:
+                    raise
+                time.sleep(float(exc.headers.get("Retry-After") or 1))
+        raise AssertionError(f"GET {path}: the apiserver kept answering 429")
 
     def tasks(self, namespace: str) -> list[dict[str, Any]]:
         """Every Task of a namespace."""

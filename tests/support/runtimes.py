@@ -31,6 +31,8 @@ async def code(task):
         raise
     if task.input.get("fail") == "yes":
         raise ValueError("asked to fail\\nover two lines")
+    if task.input.get("fail_on") == task.agent:
+        raise RuntimeError(f"{task.agent} fails this kind of task")
     _log(task, "finished")
     return {"echo": task.goal, "agent": task.agent, "num": task.input.get("num", "")}
 

@@ -11,7 +11,14 @@ from qorch.api.common import DNS_LABEL, ApiModel, SpecModel
 from qorch.api.enums import Strategy
 from qorch.api.task import RetryPolicy
 
-__all__ = ["SCORER_NAMES", "NamespaceQuota", "PolicyObservables", "SchedulingPolicySpec", "SchedulingPolicyStatus"]
+__all__ = [
+    "SCORER_NAMES",
+    "BreakerPolicy",
+    "NamespaceQuota",
+    "PolicyObservables",
+    "SchedulingPolicySpec",
+    "SchedulingPolicyStatus",
+]
 
 #: The scorers the operator ships (qorch.scheduler.scorers registers exactly these; a test holds them equal).
 SCORER_NAMES = ("capability-fit", "headroom", "success-rate", "cost", "latency", "deadline-slack")
@@ -28,6 +35,17 @@ class NamespaceQuota(SpecModel):
     ] = None
     max_cost: Annotated[float | None, Field(ge=0, description="Summed costPerTask of its active tasks.")] = None
     weight: Annotated[float, Field(gt=0, le=1000, description="Fair-share weight across namespaces.")] = 1.0
+
+
+class BreakerPolicy(SpecModel):
+    """When an agent's breaker opens, and for how long."""
+
+    failure_threshold: Annotated[
+        int, Field(ge=1, le=100, description="Consecutive failed attempts of one agent that open its breaker.")
+    ] = 5
+    cooldown_seconds: Annotated[
+        int, Field(ge=1, le=3600, description="How long an open breaker gives the agent no work before a probe.")
+    ] = 30
 
 
 class SchedulingPolicySpec(SpecModel):
@@ -80,6 +98,9 @@ class SchedulingPolicySpec(SpecModel):
         ),
     ] = []
     default_retry: Annotated[RetryPolicy | None, Field(description="Retry policy for tasks that set none.")] = None
+    breaker: Annotated[
+        BreakerPolicy | None, Field(description="Per-agent circuit breakers; the defaults when unset.")
+    ] = None
 
 
 class PolicyObservables(ApiModel):

@@ -174,18 +174,20 @@ class TaskSpec(SpecModel):
         ),
     ] = {}
 
+    # No schema default for cancel and redrive: the apiserver would write them into every Task
+    # (bytes in etcd, in every watch event, in every list) for a field almost none sets.
     cancel: Annotated[
-        bool,
+        bool | None,
         Field(
             description=(
                 "Set true to stop the task in any phase (qorch cancel): a queued task never runs, a running "
                 "attempt's handler is cancelled and its slot freed. It cannot be set back to false."
             )
         ),
-    ] = False
+    ] = None
 
     redrive: Annotated[
-        int,
+        int | None,
         Field(
             ge=0,
             le=1000,
@@ -194,7 +196,7 @@ class TaskSpec(SpecModel):
                 "it only counts up."
             ),
         ),
-    ] = 0
+    ] = None
 
     @model_validator(mode="after")
     def _one_deadline(self) -> Self:

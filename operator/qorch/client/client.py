@@ -287,7 +287,7 @@ class Client:
                 )
             body = {
                 "metadata": {"resourceVersion": view.resource_version},
-                "spec": {"redrive": max(view.spec.redrive, view.status.redrives) + 1},
+                "spec": {"redrive": max(view.spec.redrive or 0, view.status.redrives) + 1},
             }
             try:
                 changed = await self.api.call("PATCH", TASKS.path(self.namespace, name), body=body, content_type=_MERGE)

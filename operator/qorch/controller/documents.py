@@ -23,7 +23,7 @@ from qorch.api.task import TaskStatus
 if TYPE_CHECKING:
     from collections.abc import Mapping
 
-    from qorch.controller.records import AgentRecord, TaskRecord
+    from qorch.controller.records import AgentRecord, Breaker, TaskRecord
     from qorch.scheduler.result import Candidate
 
 __all__ = [
@@ -313,7 +313,15 @@ def render(change: StatusChange, task: TaskRecord, when: float) -> list[dict[str
 
 
 def agent_status(
-    agent: AgentRecord, *, phase: AgentPhase, load: int, heartbeat: str, reason: str, message: str, when: float
+    agent: AgentRecord,
+    *,
+    phase: AgentPhase,
+    load: int,
+    heartbeat: str,
+    reason: str,
+    message: str,
+    when: float,
+    breaker: Breaker | None = None,
 ) -> dict[str, Any]:
     """The merge patch of an Agent's status: phase, load, heartbeat and the Ready condition.
 
@@ -337,6 +345,12 @@ def agent_status(
     }
     if heartbeat:
         status["lastHeartbeat"] = heartbeat
+    if breaker is not None:
+        status["breaker"] = {
+            "state": breaker.state.value,
+            "consecutiveFailures": breaker.failures,
+            "openUntil": stamp(breaker.open_until) if breaker.open_until is not None else None,
+        }
     return {"status": status}
 
 

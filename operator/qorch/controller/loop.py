@@ -27,11 +27,13 @@ import contextlib
 import heapq
 import logging
 import time
+from collections import Counter
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
-from qorch.api.enums import Reason, TaskPhase
+from qorch.api.enums import AgentPhase, BreakerState, Reason, TaskPhase
 from qorch.controller import documents, metrics, translate
+from qorch.controller.breakers import Breakers
 from qorch.controller.kube import Resource
 from qorch.controller.lifecycle import cancel, gate, liveness, progress, redrive
 from qorch.controller.queueing import SchedulingQueue, Shape
@@ -111,6 +113,8 @@ class Kernel:
     _suspect: set[Key] = field(default_factory=set)  # dead by the watch, not confirmed yet: no new work
     _read_failures: dict[Key, tuple[int, float]] = field(default_factory=dict)  # agent -> (failures, since)
     _read_gate: asyncio.Semaphore = field(default_factory=lambda: asyncio.Semaphore(_READ_BACKS))
+    breakers: Breakers = field(default_factory=Breakers)
+    _agents_counted: float = float("-inf")  # monotonic time the agents-by-phase gauge was last set
 
     def poke(self) -> None:
         """Something changed: run a cycle soon."""
@@ -261,6 +265,7 @@ class Kernel:
                     self._read_failures.pop(key, None)
                     self._suspect.discard(key)
                     self._paused.pop(key, None)
+                    self.breakers.forget(key)
                 continue
             came_alive = now_is is liveness.Liveness.ALIVE and was is not liveness.Liveness.ALIVE
             pause_over = key in self._paused and self._paused[key] <= mono
@@ -345,6 +350,8 @@ class Kernel:
     def _schedulable(self, agent: AgentRecord) -> bool:
         if agent.cordoned or agent.key in self._suspect or self._liveness.get(agent.key) is not liveness.Liveness.ALIVE:
             return False
+        if not Breakers.admits(self.breakers.state(agent.key, self.store.agents, self.wall())):
+            return False
         paused = self._paused.get(agent.key)
         return paused is None or paused <= self.mono()  # the pause itself ends in step 2, which wakes tasks
 
@@ -386,7 +393,53 @@ class Kernel:
             # again at once (assign, refuse, requeue, ... with no end).
             self._paused[agent_key] = mono + _REFUSAL_PAUSE
             self._arm(mono + _REFUSAL_PAUSE, _AGENT_TIMER, agent_key)
-        self._write_task(task, change, now)
+        report = task.report
+        ran = report is not None and report.about(task.agent, task.attempt) and report.finished
+        # The breaker counts an attempt the agent ran and reported, once its end is written.
+        ended = (agent_key, not report.error) if ran and report is not None else None
+        self._write_task(task, change, now, ended=ended)
+
+    def _breaker_ended(self, key: Key, *, succeeded: bool) -> None:
+        """An attempt of agent `key` ended (its end written): the breaker may move; say so if it did."""
+        policy, now, mono = self.store.policy, self.wall(), self.mono()
+        change = self.breakers.ended(
+            key,
+            self.store.agents,
+            succeeded=succeeded,
+            now=now,
+            threshold=policy.breaker_threshold,
+            cooldown=policy.breaker_cooldown,
+        )
+        self.store.feed.agents.add(key)  # its status shows the breaker (and the failures counted)
+        self.poke()
+        if change is None:
+            return
+        after = change.after
+        metrics.BREAKER_TRANSITIONS.labels(after.state.value).inc()
+        if after.state is BreakerState.OPEN and after.open_until is not None:
+            until = mono + max(after.open_until - now, 0.0)
+            self._paused[key] = max(self._paused.get(key, 0.0), until)  # no work; parked tasks wake after
+            self._arm(until + 0.01, _AGENT_TIMER, key)
+            message = (
+                f"{after.failures} consecutive failed attempts: no new work for "
+                f"{policy.breaker_cooldown:g} s, then one probe"
+            )
+        elif after.state is BreakerState.HALF_OPEN:
+            message = "cool-down over: one probe attempt at a time"
+        else:
+            message = "a probe attempt succeeded: work flows again"
+        agent = self.store.agents.get(key)
+        log.info("breaker of agent %s/%s: %s -> %s", *key, change.before.state.value, after.state.value)
+        if self.events is not None and agent is not None:
+            self.events.post(
+                kind="Agent",
+                namespace=agent.namespace,
+                name=agent.name,
+                uid=agent.uid,
+                warning=after.state is not BreakerState.CLOSED,
+                reason=f"Breaker{after.state.value}",
+                message=message,
+            )
 
     def _gate(self, task: TaskRecord, now: float, mono: float) -> None:
         key = task.key
@@ -587,7 +640,12 @@ class Kernel:
         return offered, [t for t in queued if t.key not in chosen]
 
     def _load(self, agent: Key) -> int:
-        return self.store.load(agent) + self.writer.ledger.slots(agent)
+        load = self.store.load(agent) + self.writer.ledger.slots(agent)
+        if self.breakers.state(agent, self.store.agents, self.wall()).state is BreakerState.HALF_OPEN:
+            record = self.store.agents.get(agent)
+            if record is not None:  # one probe at a time: no free slot while one runs, else exactly one
+                return record.capacity if load else max(record.capacity - 1, 0)
+        return load
 
     def _avoid_group(self, task: TaskRecord) -> str:
         if not task.failed_agent:
@@ -622,11 +680,16 @@ class Kernel:
             return
         judged = self._liveness.get(key) or self._judge(key, mono)
         phase, reason, message = liveness.agent_phase(agent, judged)
+        current = self.breakers.state(key, self.store.agents, now)
+        breaker_shown = current != agent.breaker or current.state is not BreakerState.CLOSED or current.failures
         load = self.store.load(key)
         lease = self.store.leases.get(key)
         heartbeat = lease.renew_time if lease is not None else ""
         news = (
-            agent.phase != phase.value or agent.observed_generation != agent.generation or agent.ready_reason != reason
+            agent.phase != phase.value
+            or agent.observed_generation != agent.generation
+            or agent.ready_reason != reason
+            or (current.state, current.failures) != (agent.breaker.state, agent.breaker.failures)
         )
         if not news and agent.active_tasks != load:
             due = self._agent_written.get(key, -_LOAD_EVERY) + _LOAD_EVERY
@@ -638,13 +701,28 @@ class Kernel:
             return  # like a Node's status: the Lease is the heartbeat, the status follows changes
         self._agent_written[key] = mono
         body = documents.agent_status(
-            agent, phase=phase, load=load, heartbeat=heartbeat, reason=reason, message=message, when=now
+            agent,
+            phase=phase,
+            load=load,
+            heartbeat=heartbeat,
+            reason=reason,
+            message=message,
+            when=now,
+            breaker=current if breaker_shown else None,
         )
         # An Agent's status is for people; assignments go first.
         self.writer.submit(Write(AGENT_RESOURCE, key, agent.resource_version, body, urgent=False))
 
     # ------------------------------------------------------------------ 6. writes
-    def _write_task(self, task: TaskRecord, change: StatusChange, now: float, *, created: float | None = None) -> None:
+    def _write_task(
+        self,
+        task: TaskRecord,
+        change: StatusChange,
+        now: float,
+        *,
+        created: float | None = None,
+        ended: tuple[Key, bool] | None = None,
+    ) -> None:
         reserve = (task.namespace, change.agent) if change.reserve else None
         events = self.events
         first = self._unseen.pop(task.key, None) if task.phase is None else None
@@ -655,6 +733,8 @@ class Kernel:
             if outcome is not Outcome.WRITTEN:
                 self.poke()
                 return
+            if ended is not None:
+                self._breaker_ended(ended[0], succeeded=ended[1])
             if change.reserve:
                 metrics.ASSIGNMENTS.inc()
                 if created is not None:
@@ -683,6 +763,15 @@ class Kernel:
         self.writer.submit(write)
 
     def _publish_gauges(self) -> None:
+        mono = self.mono()
+        if mono - self._agents_counted >= 1.0:  # a walk over every agent: once a second at most
+            self._agents_counted = mono
+            phases = Counter(a.phase or AgentPhase.NOT_READY.value for a in self.store.agents.values())
+            for agent_phase in AgentPhase:
+                metrics.AGENTS.labels(agent_phase.value).set(phases.get(agent_phase.value, 0))
+            counts = self.breakers.counts(self.wall())
+            for state in BreakerState:
+                metrics.BREAKERS.labels(state.value).set(counts.get(state.value, 0))
         for phase, count in self.store.phases.items():
             metrics.TASKS.labels(phase or TaskPhase.PENDING.value).set(count)
         metrics.QUEUE.labels("active").set(len(self.queue.active))

@@ -9,8 +9,11 @@ from __future__ import annotations
 from prometheus_client import Counter, Gauge, Histogram
 
 __all__ = [
+    "AGENTS",
     "API_WRITE_SECONDS",
     "ASSIGNMENTS",
+    "BREAKERS",
+    "BREAKER_TRANSITIONS",
     "CREATE_TO_ASSIGNED_SECONDS",
     "CYCLES_TO_FIRST_STATUS",
     "CYCLE_SECONDS",
@@ -54,6 +57,13 @@ CYCLES_TO_FIRST_STATUS = Histogram(
     buckets=(0, 1, 2, 3, 5, 10, 20, 50),
 )
 ASSIGNMENTS = Counter("qorch_assignments_total", "Assignments written to Task status.")
+BREAKER_TRANSITIONS = Counter(
+    "qorch_breaker_transitions_total", "Agent circuit breakers that changed state, by the state entered.", ["state"]
+)
+AGENTS = Gauge(
+    "qorch_agents", "Agents by phase (Ready, NotReady, Cordoned), as the operator last wrote them.", ["phase"]
+)
+BREAKERS = Gauge("qorch_breakers", "Agents' circuit breakers that have seen failures, by state.", ["state"])
 TRANSITIONS = Counter(
     "qorch_task_transitions_total",
     "Task status transitions written, by phase entered and reason (both from qorch.api.enums).",

@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from qorch.api import constants
-from qorch.api.enums import Clearance, Reason
+from qorch.api.enums import BreakerState, Clearance, Reason
 from qorch.api.policy import SchedulingPolicySpec
 from qorch.api.protocol import FINAL_PHASES, Report
 from qorch.api.task import RetryPolicy
@@ -32,6 +32,7 @@ __all__ = [
     "FINAL_PHASES",
     "AgentRecord",
     "ApprovalRecord",
+    "Breaker",
     "Key",
     "LeaseRecord",
     "PolicyRecord",
@@ -223,7 +224,7 @@ class TaskRecord:
             deadline=deadline,
             retry=Retry.of(spec.get("retry")),
             cancel=spec.get("cancel") is True,
-            redrive=int(spec.get("redrive", 0)),
+            redrive=int(spec.get("redrive") or 0),
             phase=sys.intern(phase) if phase else None,
             reason=reason,
             agent=sys.intern(str(assignment.get("agent", ""))),
@@ -239,6 +240,26 @@ class TaskRecord:
             history_len=len(history),
             present=present,
         )
+
+
+@dataclass(frozen=True, slots=True)
+class Breaker:
+    """One agent's circuit breaker (rules in lifecycle/breaker.py)."""
+
+    state: BreakerState = BreakerState.CLOSED
+    failures: int = 0  # consecutive failed attempts
+    open_until: float | None = None  # wall time an Open breaker turns HalfOpen
+
+    @classmethod
+    def of(cls, raw: Mapping[str, Any] | None) -> Breaker:
+        """From an Agent's status.breaker (Closed when absent or unreadable)."""
+        if not raw:
+            return cls()
+        try:
+            state = BreakerState(str(raw.get("state", "Closed")))
+        except ValueError:
+            state = BreakerState.CLOSED
+        return cls(state, int(raw.get("consecutiveFailures", 0)), parse_time(raw.get("openUntil")))
 
 
 @dataclass(frozen=True, slots=True)
@@ -266,6 +287,7 @@ class AgentRecord:
     last_heartbeat: str
     ready_reason: str  # the Ready condition's reason, as last written
     ready_since: str  # its lastTransitionTime
+    breaker: Breaker  # status.breaker as last written: the operator's memory across a failover
 
     @property
     def key(self) -> Key:
@@ -305,6 +327,7 @@ class AgentRecord:
             last_heartbeat=str(status.get("lastHeartbeat", "")),
             ready_reason=str(ready.get("reason", "")),
             ready_since=str(ready.get("lastTransitionTime", "")),
+            breaker=Breaker.of(status.get("breaker")),
         )
 
 
@@ -412,6 +435,8 @@ class PolicyRecord:
     agent_grace_seconds: int = SchedulingPolicySpec.model_fields["agent_grace_seconds"].default
     quotas: Mapping[str, Quota] = field(default_factory=dict)
     default_retry: Retry = field(default_factory=Retry)
+    breaker_threshold: int = 5
+    breaker_cooldown: float = 30.0
 
     @classmethod
     def of(cls, body: Mapping[str, Any]) -> PolicyRecord:
@@ -435,4 +460,6 @@ class PolicyRecord:
                 for q in spec.get("quotas") or ()
             },
             default_retry=Retry.of(spec.get("defaultRetry")) or Retry(),
+            breaker_threshold=int((spec.get("breaker") or {}).get("failureThreshold", default.breaker_threshold)),
+            breaker_cooldown=float((spec.get("breaker") or {}).get("cooldownSeconds", default.breaker_cooldown)),
         )

@@ -308,9 +308,16 @@ class FaultProxy:
             if lost:
                 await upstream.read()  # applied upstream; the answer goes nowhere
                 return self._abort(request)
+            # The body goes through as sent (not decompressed), so its Content-Encoding must too:
+            # a gzipped list (the apiserver compresses large answers) would otherwise reach the
+            # client as undecodable bytes.
             response = web.StreamResponse(
                 status=upstream.status,
-                headers={k: v for k, v in upstream.headers.items() if k.lower() not in _HOP_HEADERS},
+                headers={
+                    k: v
+                    for k, v in upstream.headers.items()
+                    if k.lower() not in _HOP_HEADERS or k.lower() == "content-encoding"
+                },
             )
             await response.prepare(request)
             try:

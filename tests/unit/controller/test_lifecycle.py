@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import pytest
 
-from qorch.api.enums import Reason, TaskPhase
-from qorch.controller.lifecycle import cancel, gate, liveness, progress, redrive, retry
+from qorch.api.enums import BreakerState, Reason, TaskPhase
+from qorch.controller.breakers import Breakers
+from qorch.controller.lifecycle import breaker, cancel, gate, liveness, progress, redrive, retry
 from qorch.controller.lifecycle.liveness import Liveness
-from qorch.controller.records import ApprovalRecord, LeaseRecord, Retry, TaskRecord
+from qorch.controller.records import AgentRecord, ApprovalRecord, LeaseRecord, Retry, TaskRecord
 from support import bodies
 
 NOW = 1_800_000_000.0
@@ -355,3 +356,43 @@ def test_after_a_redrive_the_budget_counts_from_the_attempts_made_before() -> No
     assert change is not None
     assert change.phase in {TaskPhase.RETRYING, TaskPhase.QUEUED}
     assert "attempt 2 of 3" in change.message
+
+
+# ---------------------------------------------------------------------------------------------- circuit breakers
+def test_a_breaker_opens_after_the_threshold_cools_down_probes_and_closes() -> None:
+    """Closed -> (3 failures) Open -> (cool-down) HalfOpen -> success -> Closed; a failed probe reopens."""
+    opts = {"threshold": 3, "cooldown": 30.0}
+    b = breaker.CLOSED
+    for i in range(2):
+        b = breaker.after(b, succeeded=False, now=NOW + i, **opts)
+        assert (b.state, b.failures) == (BreakerState.CLOSED, i + 1)
+    b = breaker.after(b, succeeded=False, now=NOW + 2, **opts)
+    assert (b.state, b.open_until) == (BreakerState.OPEN, NOW + 32)
+    assert breaker.now_state(b, NOW + 31).state is BreakerState.OPEN
+    assert breaker.now_state(b, NOW + 32).state is BreakerState.HALF_OPEN
+    assert breaker.after(b, succeeded=True, now=NOW + 10, **opts) == b  # a late success while Open: no change
+    reopened = breaker.after(b, succeeded=False, now=NOW + 40, **opts)  # the probe failed
+    assert (reopened.state, reopened.open_until) == (BreakerState.OPEN, NOW + 70)
+    closed = breaker.after(reopened, succeeded=True, now=NOW + 75, **opts)  # the next probe succeeded
+    assert closed == breaker.CLOSED
+
+
+def test_a_success_resets_the_count_of_consecutive_failures() -> None:
+    """Failures must be consecutive: fail, fail, succeed, fail, fail stays Closed at threshold 3."""
+    b = breaker.CLOSED
+    for succeeded in (False, False, True, False, False):
+        b = breaker.after(b, succeeded=succeeded, now=NOW, threshold=3, cooldown=5.0)
+    assert (b.state, b.failures) == (BreakerState.CLOSED, 2)
+
+
+def test_a_new_leader_continues_the_breaker_the_agent_status_shows() -> None:
+    """Breakers seeds from status.breaker: two failures written by the old leader + one more opens it."""
+    body = bodies.agent("a")
+    body["status"] = {"breaker": {"state": "Closed", "consecutiveFailures": 2}}
+    agent = AgentRecord.of(body)
+    held = Breakers()
+    change = held.ended(agent.key, {agent.key: agent}, succeeded=False, now=NOW, threshold=3, cooldown=10.0)
+    assert change is not None
+    assert change.after.state is BreakerState.OPEN
+    assert held.counts(NOW) == {"Open": 1}
+    assert held.counts(NOW + 11) == {"HalfOpen": 1}

@@ -10,9 +10,10 @@ without a cluster (an import contract keeps it that way).
 - `gate`: may the task be queued, or must it wait for an approval or a dependency?
 - `progress`: what the current attempt's report (or its agent's death) means;
 - `liveness`: is an agent alive, judged by Lease changes on our own clock?
-- `retry`: after a failed attempt, when (and whether) the next one comes.
+- `retry`: after a failed attempt, when (and whether) the next one comes;
+- `breaker`: an agent whose attempts keep failing gets no new work for a cool-down.
 """
 
-from qorch.controller.lifecycle import cancel, gate, liveness, progress, redrive, retry
+from qorch.controller.lifecycle import breaker, cancel, gate, liveness, progress, redrive, retry
 
-__all__ = ["cancel", "gate", "liveness", "progress", "redrive", "retry"]
+__all__ = ["breaker", "cancel", "gate", "liveness", "progress", "redrive", "retry"]

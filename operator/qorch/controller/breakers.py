@@ -1,0 +1,74 @@
+"""The operator's memory of every agent's circuit breaker (the rule itself is lifecycle/breaker.py).
+
+Seeded from each Agent's `status.breaker` the first time it is asked about, so a new
+leader continues what the old one counted; changed only by attempts whose end was
+written (a transition that did not land is decided again, and must not count twice).
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+from qorch.api.enums import BreakerState
+from qorch.controller.lifecycle import breaker as rule
+
+if TYPE_CHECKING:
+    from collections.abc import Mapping
+
+    from qorch.controller.records import AgentRecord, Breaker, Key
+
+__all__ = ["Breakers", "Change"]
+
+
+@dataclass(frozen=True, slots=True)
+class Change:
+    """A breaker moved from one state to another."""
+
+    before: Breaker
+    after: Breaker
+
+
+@dataclass(slots=True)
+class Breakers:
+    """Breakers by agent."""
+
+    held: dict[Key, Breaker] = field(default_factory=dict)
+
+    def state(self, key: Key, agents: Mapping[Key, AgentRecord], now: float) -> Breaker:
+        """The breaker of `key` at wall time `now` (an Open one past its cool-down reads HalfOpen)."""
+        current = self.held.get(key)
+        if current is None:
+            agent = agents.get(key)
+            current = agent.breaker if agent is not None else rule.CLOSED
+        return rule.now_state(current, now)
+
+    def ended(
+        self,
+        key: Key,
+        agents: Mapping[Key, AgentRecord],
+        *,
+        succeeded: bool,
+        now: float,
+        threshold: int,
+        cooldown: float,
+    ) -> Change | None:
+        """An attempt of `key` ended and its end was written; the state change, if the state moved."""
+        before = self.state(key, agents, now)
+        after = rule.after(before, succeeded=succeeded, now=now, threshold=threshold, cooldown=cooldown)
+        self.held[key] = after
+        return Change(before, after) if after.state is not before.state else None
+
+    def forget(self, key: Key) -> None:
+        """The agent is gone."""
+        self.held.pop(key, None)
+
+    def counts(self, now: float) -> Counter[str]:
+        """How many known breakers are in each state (Closed ones included once they failed)."""
+        return Counter(rule.now_state(b, now).state.value for b in self.held.values())
+
+    @staticmethod
+    def admits(current: Breaker) -> bool:
+        """Whether the agent may be offered work at all (HalfOpen: one probe, see `probe_load`)."""
+        return current.state is not BreakerState.OPEN
