@@ -137,6 +137,10 @@ def check_dag(qorch: Qorch, ns: str, api: Api) -> None:
     described = qorch("describe", "b").stdout
     assert "Needs:      a (Succeeded)" in described
     assert "Needed by:  c (Succeeded)" in described
+    as_json = json.loads(qorch("describe", "b", "-o", "json").stdout)
+    assert as_json["dag"] == {"needs": ["a (Succeeded)"], "neededBy": ["c (Succeeded)"]}
+    assert as_json["status"]["phase"] == "Succeeded"
+    assert yaml.safe_load(qorch("describe", "b", "-o", "yaml").stdout)["name"] == "b"
 
 
 def check_top(qorch: Qorch, ns: str, api: Api, config: str) -> None:

@@ -167,21 +167,33 @@ def get(
 def describe(
     name: str = typer.Argument(..., help="The task's name."),
     namespace: str = NamespaceOption,
+    output: str = typer.Option("text", "--output", "-o", help="text, json or yaml."),
     kubeconfig: str | None = KubeconfigOption,
 ) -> None:
-    """A task's phase, assignment, explanation, execution and history."""
+    """A task's phase, assignment, explanation, execution, history and place in its DAG."""
+    if output not in ("text", "json", "yaml"):
+        raise _fail(f"--output must be one of text, json, yaml, got {output!r}", 2)
 
     async def one(client: Client) -> tuple[TaskView, list[TaskView]]:
         view = await client.get(name)
         return view, await client.list()  # where it stands in its DAG: what it needs, what needs it
 
     view, others = _run(kubeconfig, namespace, one)
-    status = view.status
-    lines = [f"Name:       {view.name}", f"Namespace:  {view.namespace}", f"Goal:       {view.spec.goal}"]
-    lines += [f"Requires:   {', '.join(view.spec.requires) or '-'}", f"Priority:   {view.spec.priority}"]
     from qorch.cli.dag import neighbours  # noqa: PLC0415 - dag builds on this module's helpers
 
     needs, needed_by = neighbours([*(o for o in others if o.name != view.name), view], view.name)
+    if output != "text":
+        doc = {**_task_doc(view), "dag": {"needs": needs, "neededBy": needed_by}}
+        typer.echo(json.dumps(doc, indent=2) if output == "json" else yaml.safe_dump(doc, sort_keys=False).rstrip())
+        return
+    typer.echo("\n".join(_described(view, needs, needed_by)))
+
+
+def _described(view: TaskView, needs: list[str], needed_by: list[str]) -> list[str]:
+    """`qorch describe` as text lines."""
+    status = view.status
+    lines = [f"Name:       {view.name}", f"Namespace:  {view.namespace}", f"Goal:       {view.spec.goal}"]
+    lines += [f"Requires:   {', '.join(view.spec.requires) or '-'}", f"Priority:   {view.spec.priority}"]
     if needs:
         lines.append(f"Needs:      {', '.join(needs)}")
     if needed_by:
@@ -203,7 +215,7 @@ def describe(
     if status.history:
         lines.append("History:")
         lines += [f"  {h.time:%H:%M:%S}  {h.phase!s:<16} {h.reason:<20} {h.message}".rstrip() for h in status.history]
-    typer.echo("\n".join(lines))
+    return lines
 
 
 def submit(
