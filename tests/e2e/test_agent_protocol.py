@@ -142,8 +142,12 @@ def test_a_recreated_task_never_receives_the_old_incarnations_report(
 def test_attempts_that_fail_within_milliseconds_are_counted_and_end(
     kubectl: Kubectl, operators: OperatorFleet, pools: PoolFleet, api: Api
 ) -> None:
-    """Defect 5: every attempt fails at once; attempts reach maxAttempts and the task ends Failed."""
-    kubectl.apply(policy())
+    """Defect 5: every attempt fails at once; attempts reach maxAttempts and the task is dead-lettered.
+
+    The breakers are set out of the way (threshold 100): this is about counting attempts, and 30
+    failures in a row would otherwise open both agents' breakers for their cool-down.
+    """
+    kubectl.apply(policy(breaker={"failureThreshold": 100, "cooldownSeconds": 1}))
     kubectl.apply(stream(agents("broken", 2, 4)))
     pools.start("broken", selector="pool=broken", work="0,0.001", failure_rate=1.0)
     operators.start("op")
