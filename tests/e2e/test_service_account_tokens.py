@@ -30,6 +30,7 @@ import pytest
 import yaml
 
 from qorch.devcluster import ControlPlane
+from qorch.devcluster._kubeconfig import with_token
 from qorch.testing import Kubectl
 from support.api import Api
 from support.manifests import approval, policy, task
@@ -56,19 +57,7 @@ def base_rbac(admin: Kubectl) -> list[dict[str, Any]]:
 
 def token_kubeconfig(admin_kubeconfig: Path, token: str, user: str, path: Path) -> Path:
     """A kubeconfig with the admin kubeconfig's server and CA, and `token` as its only credential."""
-    admin = yaml.safe_load(admin_kubeconfig.read_text())
-    [cluster] = admin["clusters"]
-    config = {
-        "apiVersion": "v1",
-        "kind": "Config",
-        "clusters": [cluster],
-        "users": [{"name": user, "user": {"token": token}}],
-        "contexts": [{"name": user, "context": {"cluster": cluster["name"], "user": user}}],
-        "current-context": user,
-    }
-    path.touch(mode=0o600)
-    path.write_text(yaml.safe_dump(config))
-    return path
+    return with_token(path, admin=admin_kubeconfig, user=user, token=token)
 
 
 class Bearer:

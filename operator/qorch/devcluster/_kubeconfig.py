@@ -12,7 +12,7 @@ if TYPE_CHECKING:
 
     from qorch.devcluster._pki import KeyPair
 
-__all__ = ["write"]
+__all__ = ["with_token", "write"]
 
 
 def _b64(data: bytes) -> str:
@@ -44,6 +44,22 @@ def write(path: Path, *, server: str, ca_pem: bytes, user: str, creds: KeyPair) 
         "preferences": {},
     }
     path.parent.mkdir(parents=True, exist_ok=True)
+    path.touch(mode=0o600)
+    path.write_text(yaml.safe_dump(config, sort_keys=False))
+    return path
+
+
+def with_token(path: Path, *, admin: Path, user: str, token: str) -> Path:
+    """Write a kubeconfig with `admin`'s server and CA and `token` as its only credential (mode 0600)."""
+    [cluster] = yaml.safe_load(admin.read_text())["clusters"]
+    config = {
+        "apiVersion": "v1",
+        "kind": "Config",
+        "clusters": [cluster],
+        "users": [{"name": user, "user": {"token": token}}],
+        "contexts": [{"name": user, "context": {"cluster": cluster["name"], "user": user}}],
+        "current-context": user,
+    }
     path.touch(mode=0o600)
     path.write_text(yaml.safe_dump(config, sort_keys=False))
     return path

@@ -34,7 +34,7 @@ from typing import Any
 import yaml
 
 from qorch.api import constants, crd
-from qorch.devcluster import _assets, _ports, background
+from qorch.devcluster import _assets, _kubeconfig, _ports, background
 
 __all__ = ["AGENT_SERVICE_ACCOUNT", "DEMO_NAMESPACE", "OPERATOR_SERVICE_ACCOUNT", "Stack", "down", "up"]
 
@@ -95,20 +95,8 @@ def _token_kubeconfig(binaries: _assets.Binaries, admin: Path, namespace: str, a
     token = _kubectl(
         binaries, admin, "create", "token", account, f"--namespace={namespace}", f"--duration={_CREDENTIAL_LIFETIME}"
     ).strip()
-    config = yaml.safe_load(admin.read_text())
-    cluster = config["clusters"][0]
     user = f"system:serviceaccount:{namespace}:{account}"
-    written = {
-        "apiVersion": "v1",
-        "kind": "Config",
-        "clusters": [cluster],
-        "users": [{"name": user, "user": {"token": token}}],
-        "contexts": [{"name": account, "context": {"cluster": cluster["name"], "user": user}}],
-        "current-context": account,
-    }
-    path.touch(mode=0o600)
-    path.write_text(yaml.safe_dump(written, sort_keys=False))
-    return path
+    return _kubeconfig.with_token(path, admin=admin, user=user, token=token)
 
 
 def _bind_demo_agents(binaries: _assets.Binaries, kubeconfig: Path) -> None:
