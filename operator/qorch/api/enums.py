@@ -128,6 +128,11 @@ class Reason(StrEnum):
     AGENT_LOST = "AgentLost"
     AGENT_REFUSED = "AgentRefused"
     REPORT_IGNORED = "ReportIgnored"
+    CLAIM_TIMED_OUT = "ClaimTimedOut"
+    ATTEMPT_TIMED_OUT = "AttemptTimedOut"
+    # Deadlines.
+    DEADLINE_MISSED = "DeadlineMissed"
+    DEADLINE_EXCEEDED = "DeadlineExceeded"
     # The user.
     CANCELLED = "Cancelled"
     REDRIVEN = "Redriven"

@@ -86,6 +86,17 @@ class SchedulingPolicySpec(SpecModel):
             description="After this long without a Lease renewal an agent is NotReady.",
         ),
     ] = 30
+    claim_timeout_seconds: Annotated[
+        int,
+        Field(
+            ge=1,
+            le=3600,
+            description=(
+                "A task Assigned this long without its agent claiming it goes back to the queue "
+                "(ClaimTimedOut), without using an attempt."
+            ),
+        ),
+    ] = 60
     quotas: Annotated[
         list[NamespaceQuota],
         Field(

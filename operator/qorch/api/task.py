@@ -121,11 +121,6 @@ class TaskSpec(SpecModel):
                     "redrive only counts up: qorch dlq redrive sets it to one more than before",
                     field_path=".redrive",
                 ),
-                cel(
-                    "!(has(self.deadline) && has(self.timeoutSeconds))",
-                    "set either deadline or timeoutSeconds, not both",
-                    field_path=".timeoutSeconds",
-                ),
             ]
         }
     )
@@ -145,10 +140,32 @@ class TaskSpec(SpecModel):
             json_schema_extra={"x-kubernetes-list-type": "set"},
         ),
     ] = []
-    deadline: Annotated[dt.datetime | None, Field(description="Absolute deadline (RFC 3339).")] = None
+    deadline: Annotated[
+        dt.datetime | None,
+        Field(
+            description=(
+                "When the task should have finished (RFC 3339). Passing it unfinished sets the DeadlineMissed "
+                "condition, posts an Event and counts in qorch_deadline_misses_total; the scheduler favours "
+                "tasks as their deadline nears."
+            )
+        ),
+    ] = None
+    # No schema default: the apiserver would write it into every Task.
+    fail_on_deadline: Annotated[
+        bool | None,
+        Field(description="Set true to fail the task (reason DeadlineExceeded) when its deadline passes unfinished."),
+    ] = None
     timeout_seconds: Annotated[
         int | None,
-        Field(ge=1, le=604_800, description="Deadline relative to creation, in seconds."),
+        Field(
+            ge=1,
+            le=604_800,
+            description=(
+                "The longest one attempt may run, in seconds: the agent runtime cancels the handler then "
+                "(a TimeoutError), and the operator fails the attempt itself (AttemptTimedOut) when no report "
+                "came agentGraceSeconds later."
+            ),
+        ),
     ] = None
     retry: Annotated[RetryPolicy | None, Field(description="Retries; the policy's default when unset.")] = None
     approval: Annotated[ApprovalRequirement | None, Field(description="Human approval gate.")] = None
@@ -197,12 +214,6 @@ class TaskSpec(SpecModel):
             ),
         ),
     ] = None
-
-    @model_validator(mode="after")
-    def _one_deadline(self) -> Self:
-        if self.deadline is not None and self.timeout_seconds is not None:
-            raise ValueError("set either deadline or timeoutSeconds, not both")
-        return self
 
 
 class Assignment(ApiModel):

@@ -34,6 +34,9 @@ __all__ = [
     "assigned",
     "cancelled",
     "dead_lettered",
+    "deadline_exceeded",
+    "deadline_message",
+    "deadline_missed",
     "dependency_failed",
     "held",
     "queued",
@@ -71,6 +74,7 @@ class StatusChange:
     event: bool = True  # post an Event at all
     reserve: bool = False  # an assignment: reserve a slot on `agent` until the echo
     urgent: bool = True  # a transition (written first) rather than a reason for waiting
+    missed_deadline: bool = False  # also set the DeadlineMissed condition
 
     @property
     def text(self) -> str:
@@ -254,6 +258,50 @@ def dead_lettered(task: TaskRecord, message: str) -> StatusChange:
     )
 
 
+def deadline_exceeded(task: TaskRecord) -> StatusChange:
+    """The deadline passed unfinished and the task asked to fail then (`failOnDeadline`).
+
+    Removing the assignment withdraws a running attempt, as a cancel does: the agent
+    runtime cancels the handler and the slot is free at once.
+    """
+    withdrawn = f"; attempt {task.attempt} on {task.agent} was stopped" if task.agent else ""
+    return StatusChange(
+        TaskPhase.FAILED,
+        Reason.DEADLINE_EXCEEDED,
+        f"{deadline_message(task)} and failOnDeadline is true{withdrawn}",
+        remove=("assignment", "nextAttemptAt"),
+        agent=task.agent,
+        attempt=task.attempt,
+        warning=True,
+        missed_deadline=True,
+    )
+
+
+def deadline_missed(task: TaskRecord, when: float) -> list[dict[str, Any]]:
+    """The JSON patch that adds the DeadlineMissed condition and nothing else (the task goes on)."""
+    condition = _missed_condition(task, stamp(when))
+    if not task.has("conditions"):
+        return [{"op": "add", "path": "/status/conditions", "value": [condition]}]
+    return [{"op": "add", "path": "/status/conditions/-", "value": condition}]
+
+
+def deadline_message(task: TaskRecord) -> str:
+    """What the DeadlineMissed condition and Event say."""
+    deadline = stamp(task.deadline) if task.deadline is not None else "unknown"
+    return f"the deadline {deadline} passed before the task finished"
+
+
+def _missed_condition(task: TaskRecord, since: str) -> dict[str, Any]:
+    return {
+        "type": Reason.DEADLINE_MISSED.value,
+        "status": "True",
+        "reason": Reason.DEADLINE_MISSED.value,
+        "message": deadline_message(task),
+        "lastTransitionTime": since,
+        "observedGeneration": task.generation,
+    }
+
+
 def _explanation(summary: str, candidates: list[Candidate]) -> dict[str, Any]:
     return {
         "summary": summary[:_MESSAGE],
@@ -272,18 +320,21 @@ def render(change: StatusChange, task: TaskRecord, when: float) -> list[dict[str
     writer prepends the resourceVersion that makes it compare-and-set.
     """
     now = stamp(when)
+    conditions = [
+        {
+            "type": "Scheduled",
+            "status": "True" if change.phase.value in _SCHEDULED else "False",
+            "reason": change.reason.value,
+            "message": change.message[:_MESSAGE],
+            "lastTransitionTime": now,
+            "observedGeneration": task.generation,
+        }
+    ]
+    if task.deadline_missed or change.missed_deadline:  # the conditions are written whole: keep it
+        conditions.append(_missed_condition(task, task.deadline_missed or now))
     values: dict[str, Any] = {
         "phase": change.phase.value,
-        "conditions": [
-            {
-                "type": "Scheduled",
-                "status": "True" if change.phase.value in _SCHEDULED else "False",
-                "reason": change.reason.value,
-                "message": change.message[:_MESSAGE],
-                "lastTransitionTime": now,
-                "observedGeneration": task.generation,
-            }
-        ],
+        "conditions": conditions,
         "observedGeneration": task.generation,
         **change.fields,
     }

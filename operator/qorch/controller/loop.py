@@ -35,7 +35,7 @@ from qorch.api.enums import AgentPhase, BreakerState, Reason, TaskPhase
 from qorch.controller import documents, metrics, translate
 from qorch.controller.breakers import Breakers
 from qorch.controller.kube import Resource
-from qorch.controller.lifecycle import cancel, gate, liveness, progress, redrive
+from qorch.controller.lifecycle import cancel, deadline, gate, liveness, progress, redrive, timeouts
 from qorch.controller.queueing import SchedulingQueue, Shape
 from qorch.controller.records import ACTIVE_PHASES, FINAL_PHASES, parse_time
 from qorch.controller.store import AGENTS, APPROVALS, TASKS
@@ -49,7 +49,7 @@ if TYPE_CHECKING:
 
     from qorch.controller.documents import StatusChange
     from qorch.controller.events import EventRecorder
-    from qorch.controller.records import AgentRecord, ApprovalRecord, Key, TaskRecord
+    from qorch.controller.records import AgentRecord, ApprovalRecord, Key, Retry, TaskRecord
     from qorch.controller.store import ClusterState, Feed
     from qorch.controller.writer import StatusWriter
     from qorch.scheduler import Result
@@ -115,6 +115,7 @@ class Kernel:
     _read_gate: asyncio.Semaphore = field(default_factory=lambda: asyncio.Semaphore(_READ_BACKS))
     breakers: Breakers = field(default_factory=Breakers)
     _agents_counted: float = float("-inf")  # monotonic time the agents-by-phase gauge was last set
+    _since: dict[Key, tuple[str, int, float]] = field(default_factory=dict)  # active task -> (phase, attempt, mono)
 
     def poke(self) -> None:
         """Something changed: run a cycle soon."""
@@ -198,6 +199,7 @@ class Kernel:
         for key in feed.deleted:
             self.queue.discard(key)
             self._unseen.pop(key, None)
+            self._since.pop(key, None)
         for key in feed.touched:
             self.queue.wake(key)
         self._report_ignored(feed)
@@ -368,24 +370,78 @@ class Kernel:
             self.queue.fresh = True
         if task.phase is None:
             self._unseen.setdefault(key, self.cycles)
+        if task.phase not in ACTIVE_PHASES:
+            self._since.pop(key, None)
+        self._rules(task, now, mono)
+        due = deadline.due(task)
+        if due is not None and not self.writer.busy(TASKS, key):
+            self._arm(mono + max(due - now, 0.0) + 0.01, _TASK_TIMER, key)
+
+    def _rules(self, task: TaskRecord, now: float, mono: float) -> None:
+        """The lifecycle rules in their order: the user's requests, the deadline, then by phase."""
         asked = cancel.cancel(task) or redrive.redrive(task)  # what the user asked for comes first
         if asked is not None:
-            self.queue.discard(key)
+            self.queue.discard(task.key)
             self._write_task(task, asked, now)
+        elif (missed := deadline.missed(task, now)) is not None:
+            self._deadline_missed(task, missed, now)
         elif task.phase in FINAL_PHASES:
-            self.queue.discard(key)
+            self.queue.discard(task.key)
         elif task.phase in ACTIVE_PHASES:
-            self.queue.discard(key)
+            self.queue.discard(task.key)
             self._progress(task, now, mono)
         else:
             self._gate(task, now, mono)
+
+    def _deadline_missed(self, task: TaskRecord, missed: deadline.Missed, now: float) -> None:
+        """Record the miss once (the condition); fail the task instead if it asked for that."""
+        outcome = "failed" if missed.fail is not None else "continued"
+
+        def counted(result: Outcome) -> None:
+            if result is Outcome.WRITTEN:
+                metrics.DEADLINE_MISSES.labels(outcome).inc()
+
+        if missed.fail is not None:
+            self.queue.discard(task.key)
+            self._write_task(task, missed.fail, now, written=counted)
+            return
+        events = self.events
+        message = documents.deadline_message(task)
+
+        def done(result: Outcome) -> None:
+            counted(result)
+            if result is not Outcome.WRITTEN:
+                self.poke()
+            elif events is not None:
+                events.post(
+                    kind="Task",
+                    namespace=task.namespace,
+                    name=task.name,
+                    uid=task.uid,
+                    warning=True,
+                    reason=Reason.DEADLINE_MISSED.value,
+                    message=message,
+                )
+
+        self.writer.submit(
+            Write(
+                TASK_RESOURCE,
+                task.key,
+                task.resource_version,
+                lambda: documents.deadline_missed(task, now),
+                done=done,
+            )
+        )
 
     def _progress(self, task: TaskRecord, now: float, mono: float) -> None:
         agent_key = (task.namespace, task.agent)
         judged = self._liveness.get(agent_key)
         if judged is None:
             judged = self._liveness[agent_key] = self._liveness_of(agent_key, mono)
-        change = progress.progress(task, liveness=judged, retry=task.retry or self.store.policy.default_retry, now=now)
+        retry = task.retry or self.store.policy.default_retry
+        change = progress.progress(task, liveness=judged, retry=retry, now=now)
+        if change is None:
+            change = self._timed_out(task, retry, now, mono)
         if change is None:
             return
         if change.reason is Reason.AGENT_REFUSED:
@@ -397,7 +453,26 @@ class Kernel:
         ran = report is not None and report.about(task.agent, task.attempt) and report.finished
         # The breaker counts an attempt the agent ran and reported, once its end is written.
         ended = (agent_key, not report.error) if ran and report is not None else None
+        if change.reason is Reason.ATTEMPT_TIMED_OUT:
+            ended = (agent_key, False)  # its agent went silent on it: a failure of that agent
         self._write_task(task, change, now, ended=ended)
+
+    def _timed_out(self, task: TaskRecord, retry: Retry, now: float, mono: float) -> StatusChange | None:
+        """The attempt taken back if it stayed too long in its phase; else a timer for when it would."""
+        mark = (task.phase or "", task.attempt)
+        seen = self._since.get(task.key)
+        if seen is None or seen[:2] != mark:
+            seen = self._since[task.key] = (*mark, mono)
+        policy = self.store.policy
+        claim_timeout, grace = float(policy.claim_timeout_seconds), float(policy.agent_grace_seconds)
+        change = timeouts.overdue(
+            task, waited=mono - seen[2], claim_timeout=claim_timeout, grace=grace, retry=retry, now=now
+        )
+        if change is None:
+            bound = timeouts.limit(task, claim_timeout=claim_timeout, grace=grace)
+            if bound is not None:
+                self._arm(seen[2] + bound + 0.01, _TASK_TIMER, task.key)
+        return change
 
     def _breaker_ended(self, key: Key, *, succeeded: bool) -> None:
         """An attempt of agent `key` ended (its end written): the breaker may move; say so if it did."""
@@ -722,6 +797,7 @@ class Kernel:
         *,
         created: float | None = None,
         ended: tuple[Key, bool] | None = None,
+        written: Callable[[Outcome], None] | None = None,
     ) -> None:
         reserve = (task.namespace, change.agent) if change.reserve else None
         events = self.events
@@ -730,6 +806,8 @@ class Kernel:
             metrics.CYCLES_TO_FIRST_STATUS.observe(self.cycles - first)
 
         def done(outcome: Outcome) -> None:
+            if written is not None:
+                written(outcome)
             if outcome is not Outcome.WRITTEN:
                 self.poke()
                 return

@@ -17,6 +17,7 @@ __all__ = [
     "CREATE_TO_ASSIGNED_SECONDS",
     "CYCLES_TO_FIRST_STATUS",
     "CYCLE_SECONDS",
+    "DEADLINE_MISSES",
     "DECIDE_SECONDS",
     "EVENTS_DROPPED",
     "INFORMER_LISTS",
@@ -63,6 +64,13 @@ BREAKER_TRANSITIONS = Counter(
 AGENTS = Gauge(
     "qorch_agents", "Agents by phase (Ready, NotReady, Cordoned), as the operator last wrote them.", ["phase"]
 )
+DEADLINE_MISSES = Counter(
+    "qorch_deadline_misses_total",
+    "Tasks whose spec.deadline passed before they finished, by outcome: continued, or failed (failOnDeadline).",
+    ["outcome"],
+)
+for _outcome in ("continued", "failed"):  # exported as 0 before the first miss, so alerts see a series
+    DEADLINE_MISSES.labels(_outcome)
 BREAKERS = Gauge("qorch_breakers", "Agents' circuit breakers that have seen failures, by state.", ["state"])
 TRANSITIONS = Counter(
     "qorch_task_transitions_total",

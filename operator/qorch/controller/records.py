@@ -60,7 +60,14 @@ STATUS_FIELDS = (
     "attemptsBeforeRedrive",
 )
 _BIT = {name: 1 << i for i, name in enumerate(STATUS_FIELDS)}
-_FAILURES = frozenset({Reason.ATTEMPT_FAILED.value, Reason.AGENT_LOST.value, Reason.ATTEMPTS_EXHAUSTED.value})
+_FAILURES = frozenset(
+    {
+        Reason.ATTEMPT_FAILED.value,
+        Reason.ATTEMPT_TIMED_OUT.value,
+        Reason.AGENT_LOST.value,
+        Reason.ATTEMPTS_EXHAUSTED.value,
+    }
+)
 _TUPLES: dict[tuple[str, ...], tuple[str, ...]] = {}
 _SELECTORS: dict[str, Selector] = {}
 _RETRIES: dict[tuple[int, int, int], Retry] = {}
@@ -142,7 +149,9 @@ class TaskRecord:
     selector: Selector | None
     group: str
     max_cost: float | None
-    deadline: float | None
+    deadline: float | None  # spec.deadline: when it should have finished
+    fail_on_deadline: bool
+    timeout: float | None  # spec.timeoutSeconds: the longest one attempt may run
     retry: Retry | None
     cancel: bool  # spec.cancel: the user asked to stop it
     redrive: int  # spec.redrive: redrives asked for
@@ -160,6 +169,7 @@ class TaskRecord:
     report: Report | None
     failed_agent: str  # the agent of the latest failed attempt, from history (retries avoid it)
     history_len: int
+    deadline_missed: str  # lastTransitionTime of the DeadlineMissed condition ("" while not missed)
     present: int  # bitmask of STATUS_FIELDS present
 
     @property
@@ -181,14 +191,13 @@ class TaskRecord:
         """Extract from a watched Task body."""
         meta, spec, status = body["metadata"], body.get("spec") or {}, body.get("status") or {}
         created = parse_time(meta.get("creationTimestamp")) or 0.0
-        deadline = parse_time(spec.get("deadline"))
-        if deadline is None and spec.get("timeoutSeconds"):
-            deadline = created + int(spec["timeoutSeconds"])
         assignment = status.get("assignment") or {}
-        reason = ""
+        reason = missed = ""
         for condition in status.get("conditions") or ():
             if condition.get("type") == "Scheduled":
                 reason = sys.intern(str(condition.get("reason", "")))
+            elif condition.get("type") == Reason.DEADLINE_MISSED.value and condition.get("status") == "True":
+                missed = str(condition.get("lastTransitionTime") or spec.get("deadline") or "1970-01-01T00:00:00Z")
         history = status.get("history") or []
         report = Report.of(status.get("execution"))
         attempt = int(assignment.get("attempt") or 0)
@@ -221,7 +230,9 @@ class TaskRecord:
             selector=_selector(spec.get("agentSelector")),
             group=sys.intern(str(spec.get("entanglementGroup", ""))),
             max_cost=float(budget["maxCost"]) if "maxCost" in budget else None,
-            deadline=deadline,
+            deadline=parse_time(spec.get("deadline")),
+            fail_on_deadline=spec.get("failOnDeadline") is True,
+            timeout=float(spec["timeoutSeconds"]) if spec.get("timeoutSeconds") else None,
             retry=Retry.of(spec.get("retry")),
             cancel=spec.get("cancel") is True,
             redrive=int(spec.get("redrive") or 0),
@@ -238,6 +249,7 @@ class TaskRecord:
             report=report,
             failed_agent=sys.intern(failed_agent),
             history_len=len(history),
+            deadline_missed=missed,
             present=present,
         )
 
@@ -433,6 +445,7 @@ class PolicyRecord:
     weights: Mapping[str, float] = field(default_factory=dict)
     batch_size: int = SchedulingPolicySpec.model_fields["batch_size"].default
     agent_grace_seconds: int = SchedulingPolicySpec.model_fields["agent_grace_seconds"].default
+    claim_timeout_seconds: int = SchedulingPolicySpec.model_fields["claim_timeout_seconds"].default
     quotas: Mapping[str, Quota] = field(default_factory=dict)
     default_retry: Retry = field(default_factory=Retry)
     breaker_threshold: int = 5
@@ -451,6 +464,7 @@ class PolicyRecord:
             weights={str(k): float(v) for k, v in (spec.get("weights") or {}).items()},
             batch_size=int(spec.get("batchSize", default.batch_size)),
             agent_grace_seconds=int(spec.get("agentGraceSeconds", default.agent_grace_seconds)),
+            claim_timeout_seconds=int(spec.get("claimTimeoutSeconds", default.claim_timeout_seconds)),
             quotas={
                 str(q["namespace"]): Quota(
                     max_concurrent=q.get("maxConcurrentTasks"),

@@ -181,9 +181,9 @@ BAD = [
         id="retry-backoff-inverted",
     ),
     pytest.param(
-        task(deadline="2030-01-01T00:00:00Z", timeoutSeconds=60),
-        ["spec.timeoutSeconds", "either deadline or timeoutSeconds"],
-        id="task-two-deadlines",
+        task(deadline="2030-01-01T00:00:00Z", failOnDeadline="yes"),
+        ["spec.failOnDeadline", "boolean"],
+        id="task-fail-on-deadline-not-a-boolean",
     ),
     # --- required fields, unknown fields, names
     pytest.param(without(task(), "spec", "goal"), ["spec.goal", "Required"], id="task-without-goal"),

@@ -11,9 +11,11 @@ without a cluster (an import contract keeps it that way).
 - `progress`: what the current attempt's report (or its agent's death) means;
 - `liveness`: is an agent alive, judged by Lease changes on our own clock?
 - `retry`: after a failed attempt, when (and whether) the next one comes;
-- `breaker`: an agent whose attempts keep failing gets no new work for a cool-down.
+- `breaker`: an agent whose attempts keep failing gets no new work for a cool-down;
+- `deadline`: a task unfinished at `spec.deadline` missed it (and fails, if it asked to);
+- `timeouts`: an attempt never claimed, or running too long with a silent agent, is taken back.
 """
 
-from qorch.controller.lifecycle import breaker, cancel, gate, liveness, progress, redrive, retry
+from qorch.controller.lifecycle import breaker, cancel, deadline, gate, liveness, progress, redrive, retry, timeouts
 
-__all__ = ["breaker", "cancel", "gate", "liveness", "progress", "redrive", "retry"]
+__all__ = ["breaker", "cancel", "deadline", "gate", "liveness", "progress", "redrive", "retry", "timeouts"]
