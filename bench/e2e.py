@@ -353,7 +353,7 @@ async def run(quick: bool, stages: set[str], concurrency: int, repeat: int) -> l
                 "apiVersion": f"{GROUP}/{VERSION}",
                 "kind": "SchedulingPolicy",
                 "metadata": {"name": "default"},
-                "spec": {"agentGraceSeconds": 3600},
+                "spec": {"agentGraceSeconds": 3600, "claimTimeoutSeconds": 3600},  # seeded agents never claim
             },
         )
 

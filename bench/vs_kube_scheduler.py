@@ -396,7 +396,8 @@ async def run(quick: bool, repeat: int) -> list[Row]:
         bench = Bench(plane, api, work)
         await bench.namespace("qorch-system")
         policy = {"apiVersion": "qorch.io/v1alpha1", "kind": "SchedulingPolicy", "metadata": {"name": "default"}}
-        await api.call("POST", POLICIES.path(), body={**policy, "spec": {"agentGraceSeconds": 3600}})
+        spec = {"agentGraceSeconds": 3600, "claimTimeoutSeconds": 3600}  # the seeded agents never claim
+        await api.call("POST", POLICIES.path(), body={**policy, "spec": spec})
         for nodes in sizes:
             slots = max(40, math.ceil(1.2 * backlog / nodes))
             progress(f"N = {nodes}: nodes and agents with {slots} slots each")

@@ -92,7 +92,7 @@ POLICY = yaml.safe_dump(
         "apiVersion": "qorch.io/v1alpha1",
         "kind": "SchedulingPolicy",
         "metadata": {"name": "default"},
-        "spec": {"agentGraceSeconds": 3600},
+        "spec": {"agentGraceSeconds": 3600, "claimTimeoutSeconds": 3600},  # seeded agents never claim
     }
 )
 

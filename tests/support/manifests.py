@@ -59,10 +59,14 @@ def approval(name: str, task_name: str, decision: str = "Approve", approver: str
 
 
 def policy(**spec: Any) -> str:
-    """SchedulingPolicy `default` (a 30 s agent grace unless said otherwise), as YAML."""
+    """SchedulingPolicy `default` (a 30 s agent grace unless said otherwise), as YAML.
+
+    Many tests' agents are only a held Lease that never claims: an hour's claim timeout
+    keeps their assignments in place unless a test asks for less.
+    """
     return yaml.safe_dump(
         {"apiVersion": API, "kind": "SchedulingPolicy", "metadata": {"name": "default"},
-         "spec": {"agentGraceSeconds": 30, **spec}}
+         "spec": {"agentGraceSeconds": 30, "claimTimeoutSeconds": 3600, **spec}}
     )  # fmt: skip
 
 
