@@ -12,7 +12,7 @@ from typing import Any
 
 HANDLERS = """
 import asyncio, json, os, time
-from qorch.agent import Handlers
+from qorch.agent import Handlers, ProviderError
 
 handlers = Handlers()
 
@@ -33,6 +33,8 @@ async def code(task):
         raise ValueError("asked to fail\\nover two lines")
     if task.input.get("fail_on") == task.agent:
         raise RuntimeError(f"{task.agent} fails this kind of task")
+    if task.input.get("rate_limited_on") and task.agent.startswith(task.input["rate_limited_on"]):
+        raise ProviderError("RateLimited", "429 Too Many Requests")
     _log(task, "finished")
     return {"echo": task.goal, "agent": task.agent, "num": task.input.get("num", "")}
 

@@ -5,6 +5,6 @@
 scale and benchmarks). Both share `qorch.agent.attempts`.
 """
 
-from qorch.agent.runtime import Handlers, RuntimeSettings, TaskContext
+from qorch.agent.runtime import Handlers, ProviderError, RuntimeSettings, TaskContext
 
-__all__ = ["Handlers", "RuntimeSettings", "TaskContext"]
+__all__ = ["Handlers", "ProviderError", "RuntimeSettings", "TaskContext"]

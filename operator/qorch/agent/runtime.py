@@ -36,7 +36,7 @@ if TYPE_CHECKING:
 
     from qorch.api.protocol import AttemptId
 
-__all__ = ["AgentRuntime", "Handlers", "RuntimeSettings", "TaskContext", "run_agent", "serve"]
+__all__ = ["AgentRuntime", "Handlers", "ProviderError", "RuntimeSettings", "TaskContext", "run_agent", "serve"]
 
 log = logging.getLogger(__name__)
 AGENTS = Resource(constants.GROUP, constants.VERSION, "agents")
@@ -62,6 +62,27 @@ class TaskContext:
     #: Set when the attempt is cancelled, withdrawn or timed out. Python cannot stop a thread: a
     #: long sync handler should check it (`if task.stop.is_set(): return`) and end early.
     stop: threading.Event = field(default_factory=threading.Event, compare=False)
+
+
+class ProviderError(Exception):
+    """Raise from a handler when the LLM provider failed the attempt, not the agent or the task.
+
+    `kind` names it (RateLimited, Unavailable, ServerError, ...). The attempt fails as
+    any other, but it counts against the provider's circuit breaker (across all the
+    provider's agents) instead of this agent's, so work fails over to other providers.
+    """
+
+    def __init__(self, kind: str, message: str = "") -> None:
+        """`kind`: a CamelCase word, e.g. "RateLimited"; `message`: what the provider said."""
+        if not kind.isalnum() or not kind[:1].isalpha() or len(kind) > 64:  # noqa: PLR2004 - the protocol's limit
+            raise ValueError(f"ProviderError kind must be a CamelCase word of at most 64 letters, got {kind!r}")
+        super().__init__(kind, message)
+        self.kind = kind
+        self.message = message
+
+    def __str__(self) -> str:
+        """`[Kind] message`: the runtime reports `ProviderError: [Kind] message` (qorch.api.protocol)."""
+        return f"[{self.kind}] {self.message}".rstrip()
 
 
 class Handlers:
@@ -454,6 +475,8 @@ class AgentRuntime:
         except asyncio.CancelledError as stop:
             context.stop.set()
             return "", (str(stop.args[0]) if stop.args else _SHUT_DOWN)
+        except ProviderError as exc:  # a subclass too: the operator reads the kind, not the class name
+            return "", f"{protocol.PROVIDER_ERROR}: {exc}"
         except Exception as exc:  # noqa: BLE001 - the user's handler (or its result) may fail anyhow; it is reported
             return "", f"{type(exc).__name__}: {exc}"
 

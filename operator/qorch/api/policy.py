@@ -8,7 +8,7 @@ from typing import Annotated
 from pydantic import Field
 
 from qorch.api.common import DNS_LABEL, ApiModel, SpecModel
-from qorch.api.enums import Strategy
+from qorch.api.enums import BreakerState, Strategy
 from qorch.api.task import RetryPolicy
 
 __all__ = [
@@ -112,6 +112,15 @@ class SchedulingPolicySpec(SpecModel):
     breaker: Annotated[
         BreakerPolicy | None, Field(description="Per-agent circuit breakers; the defaults when unset.")
     ] = None
+    provider_breaker: Annotated[
+        BreakerPolicy | None,
+        Field(
+            description=(
+                "Per-provider circuit breakers: consecutive provider errors (rate limits, 5xx) reported by any "
+                "of a provider's agents open it for all of them; the defaults when unset."
+            )
+        ),
+    ] = None
 
 
 class PolicyObservables(ApiModel):
@@ -124,6 +133,15 @@ class PolicyObservables(ApiModel):
     fidelity: Annotated[float, Field(ge=0, le=1, description="Overlap of demand and free supply by capability, 0..1.")]
 
 
+class ProviderBreaker(ApiModel):
+    """One LLM provider's circuit breaker, across all its agents (docs/workflows.md)."""
+
+    name: Annotated[str, Field(max_length=63, description="The provider, as agents' spec.provider.name says.")]
+    state: Annotated[BreakerState, Field(description="Closed, Open or HalfOpen.")] = BreakerState.CLOSED
+    consecutive_failures: Annotated[int, Field(ge=0, description="Provider errors since the last success.")] = 0
+    open_until: Annotated[dt.datetime | None, Field(description="When an Open breaker turns HalfOpen.")] = None
+
+
 class SchedulingPolicyStatus(ApiModel):
     """What the leading operator last measured. Written only by the leader, at most every few seconds."""
 
@@ -133,4 +151,12 @@ class SchedulingPolicyStatus(ApiModel):
     batch: Annotated[int | None, Field(ge=0, description="Tasks decided in the pass that measured them.")] = None
     last_cycle_at: Annotated[dt.datetime | None, Field(description="When that pass ran.")] = None
     leader: Annotated[str, Field(max_length=253, description="Identity of the operator replica that wrote this.")] = ""
+    providers: Annotated[
+        list[ProviderBreaker],
+        Field(
+            max_length=256,
+            description="Providers' circuit breakers that have seen errors; a new leader continues them.",
+            json_schema_extra={"x-kubernetes-list-type": "map", "x-kubernetes-list-map-keys": ["name"]},
+        ),
+    ] = []
     published_at: Annotated[dt.datetime | None, Field(description="When the leader wrote this status.")] = None

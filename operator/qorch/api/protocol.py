@@ -18,6 +18,7 @@ resourceVersion it will ever have).
 from __future__ import annotations
 
 import datetime as dt
+import re
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -29,6 +30,7 @@ __all__ = [
     "FINAL_PHASES",
     "NO_HANDLER",
     "OVER_CAPACITY",
+    "PROVIDER_ERROR",
     "AttemptId",
     "Report",
     "cancelled",
@@ -36,6 +38,7 @@ __all__ = [
     "claimable",
     "current",
     "finish_patch",
+    "provider_error",
     "refuse_patch",
     "timestamp",
 ]
@@ -47,6 +50,17 @@ DRAINING = "Draining"
 #: The agent has no handler for what the task requires.
 NO_HANDLER = "NoHandler"
 _MESSAGE = 1024
+#: The error line of an attempt that failed because of its LLM provider (rate limit, 5xx,
+#: overload): `ProviderError: [<Kind>] <message>`, as the runtime writes a `ProviderError`.
+#: It counts against the provider's breaker, not the agent's (docs/workflows.md).
+PROVIDER_ERROR = "ProviderError"
+_PROVIDER_ERROR = re.compile(r"^ProviderError: \[([A-Za-z][A-Za-z0-9]{0,63})\]")
+
+
+def provider_error(error: str) -> str:
+    """The kind of provider error an attempt's error line reports (e.g. RateLimited), or ""."""
+    found = _PROVIDER_ERROR.match(error)
+    return found.group(1) if found else ""
 
 
 def timestamp(when: dt.datetime | None = None) -> str:
@@ -90,6 +104,11 @@ class Report:
             error=str(execution.get("error") or "")[:_MESSAGE],
             refused=str(execution.get("refused") or ""),
         )
+
+    @property
+    def provider_error(self) -> str:
+        """The kind of provider error the attempt failed with, or "" (docs/protocol.md)."""
+        return provider_error(self.error)
 
     def about(self, agent: str, attempt: int) -> bool:
         """Whether this report is about attempt `attempt` run by `agent`."""

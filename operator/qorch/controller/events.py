@@ -65,7 +65,11 @@ class EventRecorder:
         return True
 
     def post(self, *, kind: str, namespace: str, name: str, uid: str, warning: bool, reason: str, message: str) -> None:
-        """Queue one Event about an object; never blocks, never raises (over budget: dropped, counted)."""
+        """Queue one Event about an object; never blocks, never raises (over budget: dropped, counted).
+
+        A cluster-scoped object (`namespace` ""), like the SchedulingPolicy, has its Events in
+        namespace `default`, as kubectl looks for them.
+        """
         if not self._take(warning=warning):
             metrics.EVENTS_DROPPED.inc()
             return
@@ -73,7 +77,7 @@ class EventRecorder:
         body = {
             "apiVersion": "v1",
             "kind": "Event",
-            "metadata": {"name": f"{name[:200]}.{uuid.uuid4().hex[:12]}", "namespace": namespace},
+            "metadata": {"name": f"{name[:200]}.{uuid.uuid4().hex[:12]}", "namespace": namespace or "default"},
             "involvedObject": {
                 "apiVersion": constants.API_VERSION,
                 "kind": kind,

@@ -31,11 +31,13 @@ from collections import Counter
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
+from qorch.api import constants
 from qorch.api.enums import AgentPhase, BreakerState, Reason, TaskPhase
 from qorch.controller import documents, metrics, translate
 from qorch.controller.breakers import Breakers
 from qorch.controller.kube import Resource
 from qorch.controller.lifecycle import cancel, deadline, gate, liveness, progress, redrive, timeouts
+from qorch.controller.providers import ProviderBreakers
 from qorch.controller.queueing import SchedulingQueue, Shape
 from qorch.controller.records import ACTIVE_PHASES, FINAL_PHASES, parse_time
 from qorch.controller.store import AGENTS, APPROVALS, TASKS
@@ -114,6 +116,8 @@ class Kernel:
     _read_failures: dict[Key, tuple[int, float]] = field(default_factory=dict)  # agent -> (failures, since)
     _read_gate: asyncio.Semaphore = field(default_factory=lambda: asyncio.Semaphore(_READ_BACKS))
     breakers: Breakers = field(default_factory=Breakers)
+    providers: ProviderBreakers = field(default_factory=ProviderBreakers)
+    _probes: dict[str, tuple[int, Key | None]] = field(default_factory=dict)  # provider -> (cycle, probe agent)
     _agents_counted: float = float("-inf")  # monotonic time the agents-by-phase gauge was last set
     _since: dict[Key, tuple[str, int, float]] = field(default_factory=dict)  # active task -> (phase, attempt, mono)
 
@@ -169,6 +173,11 @@ class Kernel:
         feed.tasks |= set(self.store.tasks)
         feed.agents |= set(self.store.agents) | set(self.store.by_agent) | set(self.store.leases)
         feed.policy = True
+        self.providers.seed(self.store.policy.providers)
+        now, mono = self.wall(), self.mono()
+        for name, held in self.providers.held.items():
+            if held.state is BreakerState.OPEN and held.open_until is not None and held.open_until > now:
+                self._pause_provider(name, mono + (held.open_until - now))
 
     async def cycle(self) -> float:
         """One pass of the numbered steps; returns the seconds spent deciding (writes not included)."""
@@ -354,8 +363,38 @@ class Kernel:
             return False
         if not Breakers.admits(self.breakers.state(agent.key, self.store.agents, self.wall())):
             return False
+        if agent.provider and not self._provider_admits(agent):
+            return False
         paused = self._paused.get(agent.key)
         return paused is None or paused <= self.mono()  # the pause itself ends in step 2, which wakes tasks
+
+    def _provider_admits(self, agent: AgentRecord) -> bool:
+        """Open: none of the provider's agents gets work; HalfOpen: only its probe agent does."""
+        state = self.providers.state(agent.provider, self.wall()).state
+        if state is BreakerState.OPEN:
+            return False
+        return state is not BreakerState.HALF_OPEN or agent.key == self._probe_agent(agent.provider)
+
+    def _probe_agent(self, provider: str) -> Key | None:
+        """The agent that takes a HalfOpen provider's probes: the first by name that is alive and not cordoned."""
+        cached = self._probes.get(provider)
+        if cached is not None and cached[0] == self.cycles:
+            return cached[1]
+        candidates = [
+            a.key
+            for a in self.store.agents.values()
+            if a.provider == provider and not a.cordoned and self._liveness.get(a.key) is liveness.Liveness.ALIVE
+        ]
+        chosen = min(candidates) if candidates else None
+        self._probes[provider] = (self.cycles, chosen)
+        return chosen
+
+    def _pause_provider(self, provider: str, until: float) -> None:
+        """No work for any agent of `provider` until monotonic `until`; parked tasks wake after."""
+        for agent in self.store.agents.values():
+            if agent.provider == provider:
+                self._paused[agent.key] = max(self._paused.get(agent.key, 0.0), until)
+                self._arm(until + 0.01, _AGENT_TIMER, agent.key)
 
     # ------------------------------------------------------------------ 3. tasks
     def _task(self, key: Key, now: float, mono: float) -> None:
@@ -455,7 +494,15 @@ class Kernel:
         ended = (agent_key, not report.error) if ran and report is not None else None
         if change.reason is Reason.ATTEMPT_TIMED_OUT:
             ended = (agent_key, False)  # its agent went silent on it: a failure of that agent
-        self._write_task(task, change, now, ended=ended)
+        agent = self.store.agents.get(agent_key)
+        provider = None
+        if ended is not None and agent is not None and agent.provider:
+            blamed = report is not None and bool(report.provider_error)
+            if blamed:  # the provider's failure, not the agent's: its breaker counts it instead
+                ended, provider = None, (agent.provider, False)
+            elif ended[1]:
+                provider = (agent.provider, True)  # a success through the provider (a probe closes it)
+        self._write_task(task, change, now, ended=ended, provider=provider)
 
     def _timed_out(self, task: TaskRecord, retry: Retry, now: float, mono: float) -> StatusChange | None:
         """The attempt taken back if it stayed too long in its phase; else a timer for when it would."""
@@ -513,6 +560,40 @@ class Kernel:
                 uid=agent.uid,
                 warning=after.state is not BreakerState.CLOSED,
                 reason=f"Breaker{after.state.value}",
+                message=message,
+            )
+
+    def _provider_ended(self, provider: str, *, succeeded: bool) -> None:
+        """An attempt through `provider` ended (written): its breaker may move; say so if it did."""
+        policy, now, mono = self.store.policy, self.wall(), self.mono()
+        change = self.providers.ended(
+            provider,
+            succeeded=succeeded,
+            now=now,
+            threshold=policy.provider_threshold,
+            cooldown=policy.provider_cooldown,
+        )
+        if change is None:
+            return
+        after = change.after
+        metrics.PROVIDER_BREAKER_TRANSITIONS.labels(after.state.value).inc()
+        if after.state is BreakerState.OPEN and after.open_until is not None:
+            self._pause_provider(provider, mono + max(after.open_until - now, 0.0))
+            message = (
+                f"provider {provider}: {after.failures} consecutive provider errors across its agents: no new "
+                f"work for any of them for {policy.provider_cooldown:g} s, then one probe"
+            )
+        else:
+            message = f"provider {provider}: a probe attempt succeeded: work flows to its agents again"
+        log.info("breaker of provider %s: %s -> %s", provider, change.before.state.value, after.state.value)
+        if self.events is not None:
+            self.events.post(
+                kind="SchedulingPolicy",
+                namespace="",
+                name=constants.DEFAULT_POLICY_NAME,
+                uid="",
+                warning=after.state is not BreakerState.CLOSED,
+                reason=f"ProviderBreaker{after.state.value}",
                 message=message,
             )
 
@@ -716,11 +797,18 @@ class Kernel:
 
     def _load(self, agent: Key) -> int:
         load = self.store.load(agent) + self.writer.ledger.slots(agent)
-        if self.breakers.state(agent, self.store.agents, self.wall()).state is BreakerState.HALF_OPEN:
-            record = self.store.agents.get(agent)
-            if record is not None:  # one probe at a time: no free slot while one runs, else exactly one
-                return record.capacity if load else max(record.capacity - 1, 0)
+        record = self.store.agents.get(agent)
+        if record is not None and self._probing(record):
+            # One probe at a time: no free slot while one runs, else exactly one.
+            return record.capacity if load else max(record.capacity - 1, 0)
         return load
+
+    def _probing(self, agent: AgentRecord) -> bool:
+        """Whether the agent's breaker, or its provider's, is HalfOpen: it takes one probe at a time."""
+        now = self.wall()
+        if self.breakers.state(agent.key, self.store.agents, now).state is BreakerState.HALF_OPEN:
+            return True
+        return bool(agent.provider) and self.providers.state(agent.provider, now).state is BreakerState.HALF_OPEN
 
     def _avoid_group(self, task: TaskRecord) -> str:
         if not task.failed_agent:
@@ -797,6 +885,7 @@ class Kernel:
         *,
         created: float | None = None,
         ended: tuple[Key, bool] | None = None,
+        provider: tuple[str, bool] | None = None,
         written: Callable[[Outcome], None] | None = None,
     ) -> None:
         reserve = (task.namespace, change.agent) if change.reserve else None
@@ -813,6 +902,8 @@ class Kernel:
                 return
             if ended is not None:
                 self._breaker_ended(ended[0], succeeded=ended[1])
+            if provider is not None:
+                self._provider_ended(provider[0], succeeded=provider[1])
             if change.reserve:
                 metrics.ASSIGNMENTS.inc()
                 if created is not None:
@@ -848,8 +939,10 @@ class Kernel:
             for agent_phase in AgentPhase:
                 metrics.AGENTS.labels(agent_phase.value).set(phases.get(agent_phase.value, 0))
             counts = self.breakers.counts(self.wall())
+            providers = self.providers.counts(self.wall())
             for state in BreakerState:
                 metrics.BREAKERS.labels(state.value).set(counts.get(state.value, 0))
+                metrics.PROVIDER_BREAKERS.labels(state.value).set(providers.get(state.value, 0))
         for phase, count in self.store.phases.items():
             metrics.TASKS.labels(phase or TaskPhase.PENDING.value).set(count)
         metrics.QUEUE.labels("active").set(len(self.queue.active))

@@ -26,6 +26,8 @@ __all__ = [
     "LEDGER",
     "LEDGER_CHECKS",
     "OBSERVABLE",
+    "PROVIDER_BREAKERS",
+    "PROVIDER_BREAKER_TRANSITIONS",
     "QUEUE",
     "REPORTS_IGNORED",
     "TASKS",
@@ -72,6 +74,14 @@ DEADLINE_MISSES = Counter(
 for _outcome in ("continued", "failed"):  # exported as 0 before the first miss, so alerts see a series
     DEADLINE_MISSES.labels(_outcome)
 BREAKERS = Gauge("qorch_breakers", "Agents' circuit breakers that have seen failures, by state.", ["state"])
+PROVIDER_BREAKERS = Gauge(
+    "qorch_provider_breakers", "LLM providers' circuit breakers that have seen errors, by state.", ["state"]
+)
+PROVIDER_BREAKER_TRANSITIONS = Counter(
+    "qorch_provider_breaker_transitions_total",
+    "LLM providers' circuit breakers that changed state, by the state entered.",
+    ["state"],
+)
 TRANSITIONS = Counter(
     "qorch_task_transitions_total",
     "Task status transitions written, by phase entered and reason (both from qorch.api.enums).",

@@ -71,8 +71,13 @@ class ObservablesPublisher:
         may_write: Callable[[], bool],
         version: Callable[[], str],
         interval: float = 3.0,
+        providers: Callable[[], list[dict[str, Any]]] = list,
     ) -> None:
-        """`may_write`: whether this replica leads now; `version`: the policy's resourceVersion in the store."""
+        """`may_write`: whether this replica leads now; `version`: the policy's resourceVersion in the store.
+
+        `providers`: the LLM providers' breakers to publish (a new leader continues from them).
+        """
+        self._providers = providers
         self._api = api
         self._identity = identity
         self._may_write = may_write
@@ -106,6 +111,9 @@ class ObservablesPublisher:
                 "fidelity": latest.fidelity,
             }
             body["batch"] = latest.batch
+        providers = self._providers()
+        if providers or (self._written or {}).get("providers"):
+            body["providers"] = providers  # an empty list clears what an earlier write said
         return body
 
     async def publish(self) -> bool:

@@ -289,6 +289,7 @@ class AgentRecord:
     cordoned: bool
     cost: float
     latency_ms: float
+    provider: str  # spec.provider.name ("" without one): its breaker is shared by all its agents
     group: str
     labels: tuple[tuple[str, str], ...]
     # status, as last written by the operator
@@ -330,6 +331,7 @@ class AgentRecord:
             cordoned=bool(spec.get("cordoned", False)),
             cost=float(provider.get("costPerTask", 0.0)),
             latency_ms=float(provider.get("latencyMs", 0.0)),
+            provider=sys.intern(str(provider.get("name", ""))),
             group=sys.intern(str(spec.get("entanglementGroup", ""))),
             labels=labels,
             phase=status.get("phase"),
@@ -450,6 +452,9 @@ class PolicyRecord:
     default_retry: Retry = field(default_factory=Retry)
     breaker_threshold: int = 5
     breaker_cooldown: float = 30.0
+    provider_threshold: int = 5
+    provider_cooldown: float = 30.0
+    providers: Mapping[str, Breaker] = field(default_factory=dict)  # status.providers: the last leader's breakers
 
     @classmethod
     def of(cls, body: Mapping[str, Any]) -> PolicyRecord:
@@ -476,4 +481,15 @@ class PolicyRecord:
             default_retry=Retry.of(spec.get("defaultRetry")) or Retry(),
             breaker_threshold=int((spec.get("breaker") or {}).get("failureThreshold", default.breaker_threshold)),
             breaker_cooldown=float((spec.get("breaker") or {}).get("cooldownSeconds", default.breaker_cooldown)),
+            provider_threshold=int(
+                (spec.get("providerBreaker") or {}).get("failureThreshold", default.provider_threshold)
+            ),
+            provider_cooldown=float(
+                (spec.get("providerBreaker") or {}).get("cooldownSeconds", default.provider_cooldown)
+            ),
+            providers={
+                str(p["name"]): Breaker.of(p)
+                for p in (body.get("status") or {}).get("providers") or ()
+                if isinstance(p, dict) and p.get("name")
+            },
         )

@@ -290,6 +290,7 @@ async def operate(settings: OperatorSettings, stop: asyncio.Event | None = None)
         may_write=elector.may_write,
         version=lambda: state.policy.resource_version,
         interval=settings.publish_seconds,
+        providers=kernel.providers.status,
     )
     kernel.observed = publisher.observe
     parts = _Parts(kernel, elector, _informers(api, state, settings), publisher)

@@ -339,9 +339,10 @@ class ClusterState:
         if held and stale(str(meta.get("resourceVersion", "")), held):
             return
         fresh = PolicyRecord.of(body)
-        # The leader's own status writes (observables) change the version, not the settings:
+        # The leader's own status writes (observables, providers' breakers) change the version, not the settings:
         # they must not wake every parked task and agent.
-        if not held or dataclasses.replace(fresh, resource_version=held) != self.policy:
+        same = dataclasses.replace(fresh, resource_version=held, providers=self.policy.providers)
+        if not held or same != self.policy:
             self.feed.policy = True
         self.policy = fresh
 
