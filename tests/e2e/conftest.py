@@ -59,8 +59,8 @@ def runtimes(
     """Start `qorch agent run` processes in this test's namespace; all are stopped at teardown."""
     started: list[Runtime] = []
 
-    def start(name: str, *extra: str) -> Runtime:
-        runtime = Runtime(tmp_path, qorch_control_plane.admin_kubeconfig, qorch_namespace, name, *extra)
+    def start(name: str, *extra: str, **options: str) -> Runtime:
+        runtime = Runtime(tmp_path, qorch_control_plane.admin_kubeconfig, qorch_namespace, name, *extra, **options)
         started.append(runtime)
         return runtime
 

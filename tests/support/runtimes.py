@@ -54,13 +54,25 @@ def blocking(task):
 class Runtime:
     """One `qorch agent run` process."""
 
-    def __init__(self, workdir: Path, kubeconfig: Path, namespace: str, name: str, *extra: str) -> None:
-        """Start it, with the handlers module written into `workdir` (its working directory)."""
+    def __init__(
+        self,
+        workdir: Path,
+        kubeconfig: Path,
+        namespace: str,
+        name: str,
+        *extra: str,
+        handlers: str = "demo_handlers:handlers",
+    ) -> None:
+        """Start it, with the handlers module written into `workdir` (its working directory).
+
+        `handlers` is the `module:attribute` it serves: by default the logging handlers above;
+        `qorch.agent.demo:handlers` runs every capability.
+        """
         (workdir / "demo_handlers.py").write_text(HANDLERS)
         self.log = workdir / f"{name}.log"
         self.calls = workdir / f"{name}-calls.jsonl"
         argv = [
-            sys.executable, "-m", "qorch.cli", "agent", "run", "demo_handlers:handlers",
+            sys.executable, "-m", "qorch.cli", "agent", "run", handlers,
             f"--name={name}", f"--namespace={namespace}", f"--kubeconfig={kubeconfig}",
             "--renew-seconds=1", *extra,
         ]  # fmt: skip
