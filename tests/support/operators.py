@@ -11,6 +11,7 @@ import threading
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -110,8 +111,9 @@ class OperatorFleet:
         supervised: bool = False,
         kubeconfig: Path | None = None,
         health: bool = False,
+        also: Sequence[str] = (),
     ) -> OperatorProcess:
-        """Start one replica watching only the test's namespace (restarted on exit if supervised)."""
+        """Start one replica watching only the test's namespace and `also` (restarted on exit if supervised)."""
         port = _ports.free_port()
         health_port = _ports.free_port() if health else 0
         log = self.workdir / f"operator-{identity}.log"
@@ -123,6 +125,7 @@ class OperatorFleet:
             "run",
             f"--kubeconfig={kubeconfig or self.kubeconfig}",
             f"--namespace={self.namespace}",
+            *(f"--namespace={other}" for other in also),
             f"--metrics-port={port}",
             f"--health-port={health_port}",
             f"--lease-namespace={lease_namespace}",

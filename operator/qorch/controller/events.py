@@ -10,7 +10,10 @@ Events spend the apiserver's time that assignments need, so they have a
 budget, as every Kubernetes component's do: a token bucket of `per_second`
 (burst 3x). A quarter of the bucket is kept for Warnings, so under load the
 routine Normal Events ("Scheduled", "Started") go first; the Task's status and
-history say the same thing, for every task.
+history say the same thing, for every task. Essential Events (an agent's or a
+provider's breaker changing state: rare, bounded by the fleet and the cool-downs,
+and said nowhere else as a moment) skip the budget, so a storm of per-task
+Warnings cannot drown them.
 """
 
 from __future__ import annotations
@@ -64,13 +67,24 @@ class EventRecorder:
         self._tokens -= 1.0
         return True
 
-    def post(self, *, kind: str, namespace: str, name: str, uid: str, warning: bool, reason: str, message: str) -> None:
+    def post(
+        self,
+        *,
+        kind: str,
+        namespace: str,
+        name: str,
+        uid: str,
+        warning: bool,
+        reason: str,
+        message: str,
+        essential: bool = False,
+    ) -> None:
         """Queue one Event about an object; never blocks, never raises (over budget: dropped, counted).
 
         A cluster-scoped object (`namespace` ""), like the SchedulingPolicy, has its Events in
         namespace `default`, as kubectl looks for them.
         """
-        if not self._take(warning=warning):
+        if not essential and not self._take(warning=warning):
             metrics.EVENTS_DROPPED.inc()
             return
         now = dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")

@@ -561,6 +561,7 @@ class Kernel:
                 warning=after.state is not BreakerState.CLOSED,
                 reason=f"Breaker{after.state.value}",
                 message=message,
+                essential=True,
             )
 
     def _provider_ended(self, provider: str, *, succeeded: bool) -> None:
@@ -595,6 +596,7 @@ class Kernel:
                 warning=after.state is not BreakerState.CLOSED,
                 reason=f"ProviderBreaker{after.state.value}",
                 message=message,
+                essential=True,
             )
 
     def _gate(self, task: TaskRecord, now: float, mono: float) -> None:

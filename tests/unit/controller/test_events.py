@@ -30,3 +30,23 @@ def test_normal_events_stop_at_three_quarters_of_the_burst_and_warnings_still_go
     now[0] = 1.5  # ten more: Normal ones go again
     post(recorder, warning=False)
     assert recorder._queue.qsize() == 32
+
+
+def test_an_essential_event_goes_when_a_storm_of_warnings_spent_the_budget() -> None:
+    """A breaker opening amid hundreds of failed attempts' Warnings is still posted (bench/workflows.py lost it)."""
+    now = [0.0]
+    recorder = EventRecorder(api=None, identity="op", per_second=10.0, clock=lambda: now[0])  # type: ignore[arg-type]
+    for _ in range(100):
+        post(recorder, warning=True)
+    assert recorder._queue.qsize() == 30  # the bucket is empty
+    recorder.post(
+        kind="Agent",
+        namespace="ns",
+        name="bad",
+        uid="u",
+        warning=True,
+        reason="BreakerOpen",
+        message="m",
+        essential=True,
+    )
+    assert recorder._queue.qsize() == 31
