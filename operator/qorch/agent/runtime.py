@@ -22,9 +22,11 @@ import os
 import signal
 import socket
 import threading
+import time
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from qorch import tracing
 from qorch.agent.attempts import TASKS, Attempts, Claim, UnsettledClaimError
 from qorch.api import constants, protocol
 from qorch.controller.informer import Informer
@@ -417,6 +419,7 @@ class AgentRuntime:
             self._retry_soon(str(task["metadata"]["name"]))  # not taken (or not ours any more: a no-op then)
 
     async def _claim(self, task: dict[str, Any], attempt: AttemptId) -> None:
+        asked = time.time()
         try:
             claim = await self.attempts.claim(task, self.settings.name)
         except UnsettledClaimError as doubt:
@@ -430,6 +433,13 @@ class AgentRuntime:
         finally:
             self.claiming -= 1
         if claim is not None:
+            if tracing.enabled():
+                step: dict[str, str | int] = {
+                    "qorch.task": claim.task,
+                    "qorch.agent": claim.agent,
+                    "qorch.attempt": attempt.attempt,
+                }
+                tracing.step("qorch.task.claimed", attempt.task_uid, start=asked, end=time.time(), attributes=step)
             self._start(claim, task)
 
     def _start(self, claim: Claim, task: Mapping[str, Any]) -> None:
@@ -447,7 +457,7 @@ class AgentRuntime:
             self.owed[claim.attempt] = (claim, "", _SHUT_DOWN)
             return
         timeout = spec.get("timeoutSeconds")
-        job = asyncio.create_task(self._run(context, float(timeout) if timeout else None))
+        job = asyncio.create_task(self._run(context, float(timeout) if timeout else None, claim.attempt.task_uid))
         running = self.running[claim.attempt] = _Running(claim, job)
         job.add_done_callback(lambda _: self._spawn_report(claim.attempt))
         log.info("running %s attempt %d", claim.task, claim.attempt.attempt)
@@ -458,16 +468,22 @@ class AgentRuntime:
         self.reports.add(report)
         report.add_done_callback(self.reports.discard)
 
-    async def _run(self, context: TaskContext, limit_s: float | None) -> tuple[str, str]:
+    async def _run(self, context: TaskContext, limit_s: float | None, uid: str) -> tuple[str, str]:
         """(result, error) of the handler; the error is one line naming the exception."""
         handler = self.handlers.for_task(context.requires)
         if handler is None:
             return "", f"NoHandler: {context.agent} has no handler for [{', '.join(context.requires)}]"
+        traced: dict[str, str | int] = {
+            "qorch.task": f"{context.namespace}/{context.name}",
+            "qorch.agent": context.agent,
+            "qorch.attempt": context.attempt,
+        }
         try:
-            if inspect.iscoroutinefunction(handler):
-                value = await asyncio.wait_for(handler(context), limit_s)
-            else:
-                value = await self._in_thread(handler, context, limit_s)
+            with tracing.handler(uid, traced):
+                if inspect.iscoroutinefunction(handler):
+                    value = await asyncio.wait_for(handler(context), limit_s)
+                else:
+                    value = await self._in_thread(handler, context, limit_s)
             return (value if isinstance(value, str) else json.dumps(value, default=str)), ""
         except TimeoutError:
             context.stop.set()
@@ -586,6 +602,8 @@ async def run_agent(api: KubeApi, settings: RuntimeSettings, handlers: Handlers,
     Renewals have their own stop, set only after the drain: the agent stays alive in the
     operator's eyes while it finishes or hands back its work.
     """
+    if not tracing.enabled():
+        tracing.configure("qorch-agent")  # on only with an OTLP endpoint in the environment
     agent = AgentRuntime(api, settings, handlers)
     await agent.attach()
     await agent.wait_for_lease(stop)

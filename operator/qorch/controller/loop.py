@@ -31,6 +31,7 @@ from collections import Counter
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
+from qorch import tracing
 from qorch.api import constants
 from qorch.api.enums import AgentPhase, BreakerState, Reason, TaskPhase
 from qorch.controller import documents, metrics, translate
@@ -147,11 +148,22 @@ class Kernel:
             if first:
                 self._take_over()
             started = time.perf_counter()
-            try:
-                deciding = await self.cycle()
-            except Exception:  # a bad cycle must not end the loop; its changes were put back
-                log.exception("scheduling cycle failed")
-                deciding = time.perf_counter() - started
+            with tracing.cycle() as span:
+                backlog = self.writer.backlog
+                try:
+                    deciding = await self.cycle()
+                except Exception:  # a bad cycle must not end the loop; its changes were put back
+                    log.exception("scheduling cycle failed")
+                    deciding = time.perf_counter() - started
+                span.update(
+                    {
+                        "qorch.cycle": self.cycles,
+                        "qorch.writes_decided": max(self.writer.backlog - backlog, 0),
+                        "qorch.queue.active": len(self.queue.active),
+                        "qorch.queue.parked": len(self.queue.parked),
+                        "qorch.deciding_seconds": deciding,
+                    }
+                )
             if first:
                 log.info(
                     "first cycle as leader: %d writes decided in %.2fs (%d tasks queued, %d parked)",
@@ -891,7 +903,6 @@ class Kernel:
         written: Callable[[Outcome], None] | None = None,
     ) -> None:
         reserve = (task.namespace, change.agent) if change.reserve else None
-        events = self.events
         first = self._unseen.pop(task.key, None) if task.phase is None else None
         if first is not None:
             metrics.CYCLES_TO_FIRST_STATUS.observe(self.cycles - first)
@@ -906,21 +917,7 @@ class Kernel:
                 self._breaker_ended(ended[0], succeeded=ended[1])
             if provider is not None:
                 self._provider_ended(provider[0], succeeded=provider[1])
-            if change.reserve:
-                metrics.ASSIGNMENTS.inc()
-                if created is not None:
-                    metrics.CREATE_TO_ASSIGNED_SECONDS.observe(max(0.0, self.wall() - created))
-            metrics.TRANSITIONS.labels(change.phase.value, change.reason.value).inc()
-            if events is not None and change.event:
-                events.post(
-                    kind="Task",
-                    namespace=task.namespace,
-                    name=task.name,
-                    uid=task.uid,
-                    warning=change.warning,
-                    reason=change.reason.value,
-                    message=change.message,
-                )
+            self._announce(task, change, now, created)
 
         write = Write(
             TASK_RESOURCE,
@@ -932,6 +929,40 @@ class Kernel:
             urgent=change.urgent,
         )
         self.writer.submit(write)
+
+    def _announce(self, task: TaskRecord, change: StatusChange, decided: float, created: float | None) -> None:
+        """A transition was written: its metrics, its step in the task's trace, its Event."""
+        if change.reserve:
+            metrics.ASSIGNMENTS.inc()
+            if created is not None:
+                metrics.CREATE_TO_ASSIGNED_SECONDS.observe(max(0.0, self.wall() - created))
+        metrics.TRANSITIONS.labels(change.phase.value, change.reason.value).inc()
+        if tracing.enabled():
+            self._traced(task, change, decided)
+        if self.events is not None and change.event:
+            self.events.post(
+                kind="Task",
+                namespace=task.namespace,
+                name=task.name,
+                uid=task.uid,
+                warning=change.warning,
+                reason=change.reason.value,
+                message=change.message,
+            )
+
+    def _traced(self, task: TaskRecord, change: StatusChange, decided: float) -> None:
+        """The written transition as a step of the task's trace; the whole life once it ended."""
+        attributes = {
+            "qorch.task": f"{task.namespace}/{task.name}",
+            "qorch.phase": change.phase.value,
+            "qorch.reason": change.reason.value,
+            "qorch.agent": change.agent or task.agent,
+            "qorch.attempt": change.attempt or task.attempt,
+        }
+        end = self.wall()
+        tracing.step(f"qorch.task.{change.phase.value}", task.uid, start=decided, end=end, attributes=attributes)
+        if change.phase.value in FINAL_PHASES:
+            tracing.task_ended(task.uid, created=task.created or decided, end=end, attributes=attributes)
 
     def _publish_gauges(self) -> None:
         mono = self.mono()

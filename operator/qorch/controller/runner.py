@@ -28,6 +28,7 @@ from aiohttp import web
 from kubernetes_asyncio import client
 from prometheus_client import start_http_server
 
+from qorch import tracing
 from qorch.api import constants
 from qorch.controller import handlers, metrics, writer
 from qorch.controller.events import EventRecorder
@@ -260,6 +261,8 @@ def _kopf(
 
 async def operate(settings: OperatorSettings, stop: asyncio.Event | None = None) -> int:
     """Run on the current event loop until `stop` (or, owning the process, SIGTERM); returns the exit code."""
+    if not tracing.enabled():
+        tracing.configure("qorch-operator")  # on only with an OTLP endpoint in the environment
     api_client = await _load_config(settings)
     api = KubeApi(api_client, timeout=settings.request_timeout)
     state = ClusterState()
