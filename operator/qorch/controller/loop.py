@@ -390,8 +390,9 @@ class Kernel:
             return
         if change.reason is Reason.AGENT_REFUSED:
             # The agent knows better than our count: give it a pause rather than the same task
-            # again at once (assign, refuse, requeue, ... with no end).
-            self._paused[agent_key] = mono + _REFUSAL_PAUSE
+            # again at once (assign, refuse, requeue, ... with no end). A longer pause (an Open
+            # breaker's cool-down) stands: its end is what wakes the agent's parked tasks.
+            self._paused[agent_key] = max(self._paused.get(agent_key, 0.0), mono + _REFUSAL_PAUSE)
             self._arm(mono + _REFUSAL_PAUSE, _AGENT_TIMER, agent_key)
         report = task.report
         ran = report is not None and report.about(task.agent, task.attempt) and report.finished

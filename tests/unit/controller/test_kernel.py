@@ -733,3 +733,50 @@ def test_a_lease_that_cannot_be_read_back_leaves_the_verdict_to_the_watch() -> N
         assert "AgentLost" in [entry["reason"] for entry in h.status("t").get("history", [])]
 
     run(test)
+
+
+# ---------------------------------------------------------------------------------------------- circuit breakers
+def breaker_policy(threshold: int = 1, cooldown: int = 20) -> dict[str, Any]:
+    """A policy whose breakers open after `threshold` failed attempts, for `cooldown` seconds."""
+    return policy(breaker={"failureThreshold": threshold, "cooldownSeconds": cooldown})
+
+
+def failed_on(agent: str, name: str, attempt: int = 1) -> dict[str, Any]:
+    """A Task whose current attempt on `agent` ran and failed, with no attempt left (it is dead-lettered)."""
+    execution = bodies.execution(agent, attempt, finished=True, error="boom")
+    status = bodies.assigned(agent, attempt, phase="Running", execution=execution)
+    return bodies.task(name, requires=["code"], status=status, retry={"maxAttempts": attempt})
+
+
+async def open_breaker_of_a(h: Harness) -> None:
+    """Agent `a` (capacity 3, Lease of 10 min) whose breaker a failed attempt just opened for 20 s."""
+    h.create(POLICIES, breaker_policy())
+    h.create(AGENTS, bodies.agent("a", capabilities=["code"], capacity=3))
+    h.renew("a", duration=600)
+    h.create(TASKS, failed_on("a", "failed"))
+    await h.cycle()
+    assert h.status("failed")["phase"] == "DeadLettered"
+    await h.cycle()  # the agent's status shows the breaker
+    assert h.api.get(AGENTS, "ns", "a")["status"]["breaker"]["state"] == "Open"
+
+
+def test_a_refusal_does_not_shorten_the_pause_of_an_open_breaker() -> None:
+    """D3: a refusal's 5 s pause during a 20 s cool-down must not end the breaker's pause (its wake-up) early."""
+
+    async def test(h: Harness) -> None:
+        h.create(TASKS, bodies.task("refused", requires=["code"], status=bodies.assigned("a", 1)))
+        await open_breaker_of_a(h)
+        body = h.task("refused")
+        body["status"]["execution"] = bodies.execution("a", 1, refused="OverCapacity")
+        h.create(TASKS, body)
+        h.create(TASKS, bodies.task("waiting", requires=["code"]))
+        await h.cycle()
+        await h.cycle()
+        assert phases(h, ["refused", "waiting"]) == {"refused": "Queued", "waiting": "Queued"}
+        h.advance(6)  # the refusal's pause is over, the breaker's is not
+        await h.cycle()
+        h.advance(15)  # the cool-down is over: the breaker is HalfOpen, one probe may go
+        await h.cycle()
+        assert list(phases(h, ["refused", "waiting"]).values()).count("Assigned") == 1
+
+    run(test)
