@@ -1,8 +1,9 @@
 """The operator's memory of every agent's circuit breaker (the rule itself is lifecycle/breaker.py).
 
-Seeded from each Agent's `status.breaker` the first time it is asked about, so a new
-leader continues what the old one counted; changed only by attempts whose end was
-written (a transition that did not land is decided again, and must not count twice).
+Seeded from each Agent's `status.breaker` when the kernel first looks at the agent (and
+again on every take-over: another leader may have moved it meanwhile), so a new leader
+continues what the old one counted; changed only by attempts whose end was written (a
+transition that did not land is decided again, and must not count twice).
 """
 
 from __future__ import annotations
@@ -44,6 +45,12 @@ class Breakers:
             current = agent.breaker if agent is not None else rule.CLOSED
         return rule.now_state(current, now)
 
+    def seed(self, agent: AgentRecord) -> None:
+        """Hold the breaker `agent`'s status shows, unless one is held for it already (or it is plain Closed)."""
+        if agent.key in self.held or agent.breaker == rule.CLOSED:
+            return
+        self.held[agent.key] = agent.breaker
+
     def ended(
         self,
         key: Key,
@@ -63,6 +70,10 @@ class Breakers:
     def forget(self, key: Key) -> None:
         """The agent is gone."""
         self.held.pop(key, None)
+
+    def clear(self) -> None:
+        """Forget every breaker: a new term takes them from the Agents' status again."""
+        self.held.clear()
 
     def counts(self, now: float) -> Counter[str]:
         """How many known breakers are in each state (Closed ones included once they failed)."""

@@ -164,6 +164,10 @@ class Kernel:
     def _take_over(self) -> None:
         """Just won the lease: everything is news (a follower kept its store but decided nothing)."""
         self._led = True
+        # Breakers and pauses of an earlier term are stale: another leader may have moved them since.
+        # Step 2 takes every breaker up again from its Agent's status.breaker.
+        self.breakers.clear()
+        self._paused.clear()
         feed = self.store.feed
         feed.tasks |= set(self.store.tasks)
         feed.agents |= set(self.store.agents) | set(self.store.by_agent) | set(self.store.leases)
@@ -193,7 +197,7 @@ class Kernel:
             self.queue.wake_all()
             feed.agents |= set(self.store.agents)
         # 2. Agents: liveness where something changed; wake parked tasks an agent could now help.
-        self._agents(feed, mono)
+        self._agents(feed, now, mono)
         # 3. Tasks: the lifecycle rules for every changed task.
         for key in feed.deleted:
             self.queue.discard(key)
@@ -245,7 +249,7 @@ class Kernel:
             watching_since=self.watching_since,
         )
 
-    def _agents(self, feed: Feed, mono: float) -> None:
+    def _agents(self, feed: Feed, now: float, mono: float) -> None:
         grace = float(self.store.policy.agent_grace_seconds)
         for key in feed.agents | feed.reshaped | feed.freed:
             was = self._liveness.get(key)
@@ -267,10 +271,15 @@ class Kernel:
                     self._paused.pop(key, None)
                     self.breakers.forget(key)
                 continue
+            self.breakers.seed(agent)  # a new term, or a new agent: continue what its status shows
             came_alive = now_is is liveness.Liveness.ALIVE and was is not liveness.Liveness.ALIVE
             pause_over = key in self._paused and self._paused[key] <= mono
             if pause_over:
                 del self._paused[key]
+            breaker = self.breakers.state(key, self.store.agents, now)
+            if breaker.state is BreakerState.OPEN and breaker.open_until is not None and key not in self._paused:
+                # Taken up from the status, or the wall clock stepped back: its cool-down still runs.
+                self._hold_off(key, breaker.open_until, now, mono)
             if came_alive or key in feed.reshaped or pause_over:
                 self.queue.agent_changed(agent, slot_freed_only=False)
             elif key in feed.freed:
@@ -418,9 +427,7 @@ class Kernel:
         after = change.after
         metrics.BREAKER_TRANSITIONS.labels(after.state.value).inc()
         if after.state is BreakerState.OPEN and after.open_until is not None:
-            until = mono + max(after.open_until - now, 0.0)
-            self._paused[key] = max(self._paused.get(key, 0.0), until)  # no work; parked tasks wake after
-            self._arm(until + 0.01, _AGENT_TIMER, key)
+            self._hold_off(key, after.open_until, now, mono)
             message = (
                 f"{after.failures} consecutive failed attempts: no new work for "
                 f"{policy.breaker_cooldown:g} s, then one probe"
@@ -441,6 +448,12 @@ class Kernel:
                 reason=f"Breaker{after.state.value}",
                 message=message,
             )
+
+    def _hold_off(self, key: Key, open_until: float, now: float, mono: float) -> None:
+        """No work for agent `key` until its breaker's cool-down ends (wall `open_until`); parked tasks wake then."""
+        until = mono + max(open_until - now, 0.0)
+        self._paused[key] = max(self._paused.get(key, 0.0), until)
+        self._arm(until + 0.01, _AGENT_TIMER, key)
 
     def _gate(self, task: TaskRecord, now: float, mono: float) -> None:
         key = task.key

@@ -15,14 +15,14 @@ from typing import Any
 
 import pytest
 
+from qorch.controller import documents, metrics, translate
 from qorch.controller import loop as loop_module
-from qorch.controller import metrics, translate
 from qorch.controller.kube import ApiError, KubeError, TransportError
 from qorch.controller.store import AGENTS, APPROVALS, LEASES, POLICIES, TASKS
 from qorch.controller.writer import StatusWriter
 from support import bodies
 from support.fakeapi import FakeApi
-from support.kernel import Harness, harness
+from support.kernel import WALL0, Harness, harness
 
 
 def run(test: Callable[[Harness], Coroutine[Any, Any, None]], api: FakeApi | None = None) -> None:
@@ -778,5 +778,44 @@ def test_a_refusal_does_not_shorten_the_pause_of_an_open_breaker() -> None:
         h.advance(15)  # the cool-down is over: the breaker is HalfOpen, one probe may go
         await h.cycle()
         assert list(phases(h, ["refused", "waiting"]).values()).count("Assigned") == 1
+
+    run(test)
+
+
+def test_a_leader_that_comes_back_takes_the_breakers_from_the_agents_status() -> None:
+    """D1: the breakers a replica held in an earlier term give way to what another leader wrote meanwhile."""
+
+    async def test(h: Harness) -> None:
+        await open_breaker_of_a(h)
+        h.advance(25)  # another leader led meanwhile: its probe succeeded, it closed the breaker
+        body = h.api.get(AGENTS, "ns", "a")
+        body["status"]["breaker"] = {"state": "Closed", "consecutiveFailures": 0}
+        h.create(AGENTS, body)
+        h.renew("a", duration=600)
+        h.kernel._take_over()  # this replica leads again
+        for i in range(3):
+            h.create(TASKS, bodies.task(f"t{i}", requires=["code"]))
+        await h.cycle()
+        assert phases(h, ["t0", "t1", "t2"]) == dict.fromkeys(["t0", "t1", "t2"], "Assigned")  # not one probe
+
+    run(test)
+
+
+def test_an_open_breaker_taken_from_the_agents_status_is_counted_and_its_end_wakes_tasks() -> None:
+    """D2: a new leader holds an inherited Open breaker: qorch_breakers counts it, its cool-down's end wakes tasks."""
+
+    async def test(h: Harness) -> None:
+        body = bodies.agent("a", capabilities=["code"])
+        until = documents.stamp(WALL0 + 20)
+        body["status"] = {"breaker": {"state": "Open", "consecutiveFailures": 5, "openUntil": until}}
+        h.create(AGENTS, body)
+        h.renew("a", duration=600)
+        h.create(TASKS, bodies.task("t", requires=["code"]))
+        await h.cycle()
+        assert (h.status("t")["phase"], h.status("t")["conditions"][0]["reason"]) == ("Queued", "NoReadyAgent")
+        assert metrics.BREAKERS.labels("Open")._value.get() == 1
+        h.advance(21)  # nothing else happens: the cool-down's own timer wakes the task
+        await h.cycle()
+        assert h.status("t")["phase"] == "Assigned"
 
     run(test)
