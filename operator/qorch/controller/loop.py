@@ -271,19 +271,29 @@ class Kernel:
                     self._paused.pop(key, None)
                     self.breakers.forget(key)
                 continue
-            self.breakers.seed(agent)  # a new term, or a new agent: continue what its status shows
             came_alive = now_is is liveness.Liveness.ALIVE and was is not liveness.Liveness.ALIVE
             pause_over = key in self._paused and self._paused[key] <= mono
             if pause_over:
                 del self._paused[key]
-            breaker = self.breakers.state(key, self.store.agents, now)
-            if breaker.state is BreakerState.OPEN and breaker.open_until is not None and key not in self._paused:
-                # Taken up from the status, or the wall clock stepped back: its cool-down still runs.
-                self._hold_off(key, breaker.open_until, now, mono)
+            self._breaker_seen(agent, now, mono)
             if came_alive or key in feed.reshaped or pause_over:
                 self.queue.agent_changed(agent, slot_freed_only=False)
             elif key in feed.freed:
                 self.queue.agent_changed(agent, slot_freed_only=True)
+
+    def _breaker_seen(self, agent: AgentRecord, now: float, mono: float) -> None:
+        """Take the agent's breaker up from its status when it is new to this term (or a new incarnation).
+
+        An Open one keeps the agent paused until its cool-down ends, whoever opened it: the
+        pause's end is what wakes the agent's parked tasks.
+        """
+        key = agent.key
+        if self.breakers.recreated(agent):
+            self._paused.pop(key, None)  # the old incarnation's pause is not this Agent's
+        self.breakers.seed(agent)
+        breaker = self.breakers.state(key, self.store.agents, now)
+        if breaker.state is BreakerState.OPEN and breaker.open_until is not None and key not in self._paused:
+            self._hold_off(key, breaker.open_until, now, mono)  # inherited, or the wall clock stepped back
 
     def _liveness_of(self, key: Key, mono: float) -> liveness.Liveness:
         """The agent's liveness; a death seen through the watch alone keeps the last judgement for now."""

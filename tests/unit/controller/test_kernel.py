@@ -819,3 +819,22 @@ def test_an_open_breaker_taken_from_the_agents_status_is_counted_and_its_end_wak
         assert h.status("t")["phase"] == "Assigned"
 
     run(test)
+
+
+def test_an_agent_recreated_under_the_same_name_does_not_inherit_the_old_breaker() -> None:
+    """D4: breakers belong to one Agent incarnation (uid): a new Agent named like an old one starts Closed."""
+
+    async def test(h: Harness) -> None:
+        await open_breaker_of_a(h)
+        old = h.api.get(AGENTS, "ns", "a")
+        del h.api.objects[(AGENTS, "ns", "a")]
+        h.store.sink(AGENTS).delete(old)
+        h.create(AGENTS, bodies.agent("a", uid="uid-a-2", capabilities=["code"], capacity=3))
+        for i in range(3):
+            h.create(TASKS, bodies.task(f"t{i}", requires=["code"]))
+        await h.cycle()
+        assert phases(h, ["t0", "t1", "t2"]) == dict.fromkeys(["t0", "t1", "t2"], "Assigned")
+        await h.cycle()
+        assert "breaker" not in h.api.get(AGENTS, "ns", "a")["status"]
+
+    run(test)
