@@ -3,9 +3,9 @@
 Seeded from each Agent's `status.breaker` when the kernel first looks at the agent (and
 again on every take-over: another leader may have moved it meanwhile), so a new leader
 continues what the old one counted; changed only by attempts whose end was written (a
-transition that did not land is decided again, and must not count twice). A breaker
-belongs to one Agent incarnation (its uid): an Agent recreated under the same name
-starts from its own status, not from the old one's failures.
+transition that did not land is decided again, and must not count twice) and by the end
+of a cool-down. A breaker belongs to one Agent incarnation (its uid): an Agent recreated
+under the same name starts from its own status, not from the old one's failures.
 """
 
 from __future__ import annotations
@@ -66,6 +66,17 @@ class Breakers:
             return
         self.held[agent.key] = agent.breaker
         self.uids[agent.key] = agent.uid
+
+    def cooled(self, key: Key, now: float) -> Change | None:
+        """The move Open -> HalfOpen of a held breaker whose cool-down is over at wall time `now`, once."""
+        before = self.held.get(key)
+        if before is None or before.state is not BreakerState.OPEN:
+            return None
+        after = rule.now_state(before, now)
+        if after.state is BreakerState.OPEN:
+            return None
+        self.held[key] = after
+        return Change(before, after)
 
     def ended(
         self,

@@ -47,6 +47,7 @@ if TYPE_CHECKING:
     from collections.abc import Awaitable, Callable
     from typing import Any
 
+    from qorch.controller.breakers import Change
     from qorch.controller.documents import StatusChange
     from qorch.controller.events import EventRecorder
     from qorch.controller.records import AgentRecord, ApprovalRecord, Key, TaskRecord
@@ -291,6 +292,7 @@ class Kernel:
         if self.breakers.recreated(agent):
             self._paused.pop(key, None)  # the old incarnation's pause is not this Agent's
         self.breakers.seed(agent)
+        self._breaker_cooled(key, now)  # the cool-down's timer brings the agent here when it ends
         breaker = self.breakers.state(key, self.store.agents, now)
         if breaker.state is BreakerState.OPEN and breaker.open_until is not None and key not in self._paused:
             self._hold_off(key, breaker.open_until, now, mono)  # inherited, or the wall clock stepped back
@@ -422,6 +424,7 @@ class Kernel:
     def _breaker_ended(self, key: Key, *, succeeded: bool) -> None:
         """An attempt of agent `key` ended (its end written): the breaker may move; say so if it did."""
         policy, now, mono = self.store.policy, self.wall(), self.mono()
+        self._breaker_cooled(key, now)  # a cool-down that ended unseen is told first
         change = self.breakers.ended(
             key,
             self.store.agents,
@@ -435,17 +438,26 @@ class Kernel:
         if change is None:
             return
         after = change.after
-        metrics.BREAKER_TRANSITIONS.labels(after.state.value).inc()
         if after.state is BreakerState.OPEN and after.open_until is not None:
             self._hold_off(key, after.open_until, now, mono)
             message = (
                 f"{after.failures} consecutive failed attempts: no new work for "
                 f"{policy.breaker_cooldown:g} s, then one probe"
             )
-        elif after.state is BreakerState.HALF_OPEN:
-            message = "cool-down over: one probe attempt at a time"
         else:
             message = "a probe attempt succeeded: work flows again"
+        self._breaker_moved(key, change, message)
+
+    def _breaker_cooled(self, key: Key, now: float) -> None:
+        """An Open breaker whose cool-down is over turns HalfOpen (`Breakers.state` reads it so lazily): say so."""
+        change = self.breakers.cooled(key, now)
+        if change is not None:
+            self._breaker_moved(key, change, "cool-down over: one probe attempt at a time")
+
+    def _breaker_moved(self, key: Key, change: Change, message: str) -> None:
+        """A breaker changed state: a metric, a log line and an Event on the Agent."""
+        after = change.after
+        metrics.BREAKER_TRANSITIONS.labels(after.state.value).inc()
         agent = self.store.agents.get(key)
         log.info("breaker of agent %s/%s: %s -> %s", *key, change.before.state.value, after.state.value)
         if self.events is not None and agent is not None:

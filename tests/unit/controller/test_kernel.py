@@ -838,3 +838,20 @@ def test_an_agent_recreated_under_the_same_name_does_not_inherit_the_old_breaker
         assert "breaker" not in h.api.get(AGENTS, "ns", "a")["status"]
 
     run(test)
+
+
+def test_the_end_of_a_cool_down_is_an_event() -> None:
+    """Open turns HalfOpen with the cool-down's timer: an Event BreakerHalfOpen and a transition counted."""
+
+    async def test(h: Harness) -> None:
+        counted = metrics.BREAKER_TRANSITIONS.labels("HalfOpen")._value.get()
+        await open_breaker_of_a(h)
+        assert h.events.reasons().count("BreakerOpen") == 1
+        h.advance(21)
+        await h.cycle()
+        await h.cycle()
+        assert h.events.reasons().count("BreakerHalfOpen") == 1
+        assert metrics.BREAKER_TRANSITIONS.labels("HalfOpen")._value.get() == counted + 1
+        assert h.api.get(AGENTS, "ns", "a")["status"]["breaker"]["state"] == "HalfOpen"
+
+    run(test)
