@@ -721,11 +721,12 @@ class Kernel:
         load = self.store.load(key)
         lease = self.store.leases.get(key)
         heartbeat = lease.renew_time if lease is not None else ""
+        counted = (current.state, current.failures) != (agent.breaker.state, agent.breaker.failures)
         news = (
             agent.phase != phase.value
             or agent.observed_generation != agent.generation
             or agent.ready_reason != reason
-            or (current.state, current.failures) != (agent.breaker.state, agent.breaker.failures)
+            or counted
         )
         if not news and agent.active_tasks != load:
             due = self._agent_written.get(key, -_LOAD_EVERY) + _LOAD_EVERY
@@ -746,8 +747,12 @@ class Kernel:
             when=now,
             breaker=current if breaker_shown else None,
         )
-        # An Agent's status is for people; assignments go first.
-        self.writer.submit(Write(AGENT_RESOURCE, key, agent.resource_version, body, urgent=False))
+        # An Agent's status is for people; assignments go first. Except a breaker's count: it lives
+        # only here and in memory until this write lands, so it goes with the urgent writes. The
+        # window is narrowed, not closed: a leader change between the task's end landing and this
+        # write landing loses the count (two objects, no transaction); the new leader then counts
+        # from what status.breaker shows, one failure short at most per attempt ended meanwhile.
+        self.writer.submit(Write(AGENT_RESOURCE, key, agent.resource_version, body, urgent=counted))
 
     # ------------------------------------------------------------------ 6. writes
     def _write_task(

@@ -19,7 +19,7 @@ from qorch.controller import documents, metrics, translate
 from qorch.controller import loop as loop_module
 from qorch.controller.kube import ApiError, KubeError, TransportError
 from qorch.controller.store import AGENTS, APPROVALS, LEASES, POLICIES, TASKS
-from qorch.controller.writer import StatusWriter
+from qorch.controller.writer import StatusWriter, Write
 from support import bodies
 from support.fakeapi import FakeApi
 from support.kernel import WALL0, Harness, harness
@@ -853,5 +853,31 @@ def test_the_end_of_a_cool_down_is_an_event() -> None:
         assert h.events.reasons().count("BreakerHalfOpen") == 1
         assert metrics.BREAKER_TRANSITIONS.labels("HalfOpen")._value.get() == counted + 1
         assert h.api.get(AGENTS, "ns", "a")["status"]["breaker"]["state"] == "HalfOpen"
+
+    run(test)
+
+
+def test_a_failure_counted_by_a_breaker_is_written_to_the_agent_at_once(monkeypatch: pytest.MonkeyPatch) -> None:
+    """D5: the Agent status write that carries a breaker's new count goes with the urgent writes, not after them."""
+    submitted: list[Write] = []
+    real = StatusWriter.submit
+
+    def spy(self: StatusWriter, write: Write) -> bool:
+        submitted.append(write)
+        return real(self, write)
+
+    async def test(h: Harness) -> None:
+        monkeypatch.setattr(StatusWriter, "submit", spy)
+        h.create(POLICIES, breaker_policy(threshold=3))
+        h.create(AGENTS, bodies.agent("a", capabilities=["code"], capacity=3))
+        h.renew("a", duration=600)
+        await h.cycle()
+        submitted.clear()
+        h.create(TASKS, failed_on("a", "failed"))
+        await h.cycle()
+        await h.cycle()
+        counting = [w for w in submitted if w.key == ("ns", "a") and "breaker" in w.render()["status"]]
+        assert [w.render()["status"]["breaker"]["consecutiveFailures"] for w in counting] == [1]
+        assert counting[0].urgent
 
     run(test)
