@@ -348,6 +348,20 @@ def test_a_redrive_queues_a_dead_letter_once_with_a_fresh_budget() -> None:
     assert redrive.redrive(record(bodies.task("t", redrive=2, status={"phase": "Failed"}))) is None
 
 
+def test_a_redrive_raised_before_the_dead_letter_is_not_acted_on() -> None:
+    """D7: spec.redrive raised while the task still ran does not redrive the failure that came after it."""
+    failing = bodies.assigned("a", 3, phase="Running", attempts=3,
+                              execution=bodies.execution("a", 3, finished=True, error="boom"))  # fmt: skip
+    change = progress.progress(record(bodies.task("t", redrive=1, status=failing)), liveness=Liveness.ALIVE,
+                               retry=RETRY, now=NOW)  # fmt: skip
+    assert change is not None
+    assert change.phase is TaskPhase.DEAD_LETTERED
+    assert change.fields["redrives"] == 1  # the raise is used up by the dead-lettering itself
+    dead = {"phase": "DeadLettered", **change.fields}
+    assert redrive.redrive(record(bodies.task("t", redrive=1, status=dead))) is None
+    assert redrive.redrive(record(bodies.task("t", redrive=2, status=dead))) is not None  # a raise after it counts
+
+
 def test_after_a_redrive_the_budget_counts_from_the_attempts_made_before() -> None:
     """3 attempts made, redriven, the 4th fails: a retry (1 of 3 since the redrive), not the DLQ again."""
     status = bodies.assigned("a", 4, phase="Running", attempts=4, redrives=1, attemptsBeforeRedrive=3,
