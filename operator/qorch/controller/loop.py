@@ -115,6 +115,8 @@ class Kernel:
     _read_failures: dict[Key, tuple[int, float]] = field(default_factory=dict)  # agent -> (failures, since)
     _read_gate: asyncio.Semaphore = field(default_factory=lambda: asyncio.Semaphore(_READ_BACKS))
     breakers: Breakers = field(default_factory=Breakers)
+    _recheck: set[Key] = field(default_factory=set)  # tasks whose next gating looks for a dependency cycle
+    _walks: dict[str, gate.Walks] = field(default_factory=dict)  # namespace -> this pass's cycle searches
     _agents_counted: float = float("-inf")  # monotonic time the agents-by-phase gauge was last set
 
     def poke(self) -> None:
@@ -171,6 +173,8 @@ class Kernel:
         self._paused.clear()
         feed = self.store.feed
         feed.tasks |= set(self.store.tasks)
+        # Cycles are looked for once more: the old leader may not have told every member of one.
+        self._recheck |= {key for key, task in self.store.tasks.items() if task.phase in gate.GATED}
         feed.agents |= set(self.store.agents) | set(self.store.by_agent) | set(self.store.leases)
         feed.policy = True
 
@@ -203,6 +207,13 @@ class Kernel:
         for key in feed.deleted:
             self.queue.discard(key)
             self._unseen.pop(key, None)
+            self._recheck.discard(key)
+        self._walks.clear()  # what cycle searches learned holds for this pass only
+        for key in feed.regraphed:  # a cycle closed through it runs through what depends on it too
+            dependents = self.store.dependents.get(key, set())
+            self._recheck.add(key)
+            self._recheck |= dependents
+            feed.tasks |= dependents
         for key in feed.touched:
             self.queue.wake(key)
         self._report_ignored(feed)
@@ -395,8 +406,10 @@ class Kernel:
             self._write_task(task, asked, now)
         elif task.phase in FINAL_PHASES:
             self.queue.discard(key)
+            self._recheck.discard(key)
         elif task.phase in ACTIVE_PHASES:
             self.queue.discard(key)
+            self._recheck.discard(key)
             self._progress(task, now, mono)
         else:
             self._gate(task, now, mono)
@@ -479,11 +492,20 @@ class Kernel:
 
     def _gate(self, task: TaskRecord, now: float, mono: float) -> None:
         key = task.key
+        # A cycle through this task needs a task depending on it, and something that changed since
+        # its last search (see step 3) or a cycle it names already (still there?).
+        search = bool(self.store.dependents.get(key)) and (
+            key in self._recheck or task.reason == Reason.DEPENDENCY_CYCLE.value
+        )
         verdict = gate.gate(
             task,
             approvals=self.store.approvals_of(key),
             dependency=lambda name: self.store.tasks.get((task.namespace, name)),
+            search=search,
+            walks=self._walks.setdefault(task.namespace, gate.Walks()),
         )
+        if verdict.searched or not search:
+            self._recheck.discard(key)
         for approval in verdict.bind:
             self._bind(approval, task)
         if verdict.change is not None:

@@ -18,6 +18,7 @@ import pytest
 from qorch.controller import documents, metrics, translate
 from qorch.controller import loop as loop_module
 from qorch.controller.kube import ApiError, KubeError, TransportError
+from qorch.controller.lifecycle import gate
 from qorch.controller.store import AGENTS, APPROVALS, LEASES, POLICIES, TASKS
 from qorch.controller.writer import StatusWriter, Write
 from support import bodies
@@ -879,5 +880,43 @@ def test_a_failure_counted_by_a_breaker_is_written_to_the_agent_at_once(monkeypa
         counting = [w for w in submitted if w.key == ("ns", "a") and "breaker" in w.render()["status"]]
         assert [w.render()["status"]["breaker"]["consecutiveFailures"] for w in counting] == [1]
         assert counting[0].urgent
+
+    run(test)
+
+
+# ---------------------------------------------------------------------------------------------- dependencies
+def count_lookups(monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """Count the gate's calls of its `dependency` callable (direct dependencies and cycle searches)."""
+    lookups = [0]
+    real = gate.gate
+
+    def counting(task: Any, **kwargs: Any) -> gate.Verdict:
+        dependency = kwargs["dependency"]
+
+        def counted(name: str) -> Any:
+            lookups[0] += 1
+            return dependency(name)
+
+        return real(task, **{**kwargs, "dependency": counted})
+
+    monkeypatch.setattr(gate, "gate", counting)
+    return lookups
+
+
+def test_a_long_chain_is_not_searched_again_for_every_status_that_comes_back(monkeypatch: pytest.MonkeyPatch) -> None:
+    """D6: 1,000 tasks in a chain, their Blocked statuses echoed ten at a time: lookups grow with the chain, once."""
+    lookups = count_lookups(monkeypatch)
+    n = 1000
+
+    async def test(h: Harness) -> None:
+        for i in range(n):
+            h.create(TASKS, bodies.task(f"t{i}", dependsOn=[f"t{i - 1}"] if i else []))
+        await h.cycle(echo=False)
+        for i in range(0, n, 10):  # the watch brings the statuses back a few at a time
+            for j in range(i, i + 10):
+                h.store.sink(TASKS).upsert(h.task(f"t{j}"))
+            await h.cycle(echo=False)
+        assert all(h.status(f"t{i}")["phase"] == "Blocked" for i in range(1, n))
+        assert lookups[0] <= 6 * n
 
     run(test)
