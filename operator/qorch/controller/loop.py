@@ -506,6 +506,9 @@ class Kernel:
         )
         if verdict.searched or not search:
             self._recheck.discard(key)
+        in_cycle = verdict.change is not None and verdict.change.reason is Reason.DEPENDENCY_CYCLE
+        if in_cycle != (task.reason == Reason.DEPENDENCY_CYCLE.value):
+            self._cycle_moved(task, verdict.cycle)
         for approval in verdict.bind:
             self._bind(approval, task)
         if verdict.change is not None:
@@ -519,6 +522,19 @@ class Kernel:
             self._arm(mono + (due - now) + 0.01, _TASK_TIMER, key)
             return
         self.queue.add(key)
+
+    def _cycle_moved(self, task: TaskRecord, members: tuple[str, ...]) -> None:
+        """A dependency cycle was found, or is gone, at `task`: its dependents and the cycle's members look again.
+
+        Their own phase did not change (Blocked either way), so nothing else would gate them
+        again, and a member would keep naming a cycle that is gone, or not name one it is in.
+        """
+        again = self.store.dependents.get(task.key, set()) | {(task.namespace, name) for name in members}
+        again.discard(task.key)
+        if again:
+            self._recheck |= again
+            self.store.feed.tasks |= again  # the next cycle: this one's feed is being worked through
+            self.poke()
 
     def _bind(self, approval: ApprovalRecord, task: TaskRecord) -> None:
         if self.writer.busy(APPROVALS, approval.key):

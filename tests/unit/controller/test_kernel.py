@@ -920,3 +920,35 @@ def test_a_long_chain_is_not_searched_again_for_every_status_that_comes_back(mon
         assert lookups[0] <= 6 * n
 
     run(test)
+
+
+def reasons(h: Harness, names: list[str]) -> dict[str, str]:
+    """The Scheduled condition's reason of some tasks, as the apiserver holds them."""
+    return {n: h.status(n)["conditions"][0]["reason"] for n in names}
+
+
+def test_a_cycle_closed_or_broken_at_one_task_is_told_on_every_member() -> None:
+    """D8: x1 -> x2 -> x3 wait; x3 is edited to depend on x1, later back: all three say so, not only x3 and x2."""
+    members = ["x1", "x2", "x3"]
+
+    async def rewire(h: Harness, depends_on: list[str]) -> None:
+        body = h.task("x3")
+        body["spec"]["dependsOn"] = depends_on
+        h.create(TASKS, body)
+        for _ in range(3):
+            await h.cycle()
+
+    async def test(h: Harness) -> None:
+        h.create(TASKS, bodies.task("x1", dependsOn=["x2"]))
+        h.create(TASKS, bodies.task("x2", dependsOn=["x3"]))
+        h.create(TASKS, bodies.task("x3", dependsOn=["missing"]))
+        await h.cycle()
+        await h.cycle()
+        assert reasons(h, members) == dict.fromkeys(members, "DependencyPending")
+        await rewire(h, ["x1"])
+        assert reasons(h, members) == dict.fromkeys(members, "DependencyCycle")
+        assert "x1 -> x2 -> x3 -> x1" in h.status("x1")["conditions"][0]["message"]
+        await rewire(h, ["missing"])
+        assert reasons(h, members) == dict.fromkeys(members, "DependencyPending")
+
+    run(test)
