@@ -245,12 +245,19 @@ def retrying(task: TaskRecord, reason: Reason, message: str, *, at: float | None
 
 
 def dead_lettered(task: TaskRecord, message: str) -> StatusChange:
-    """The current attempt failed and it was the last one allowed: to the dead-letter queue."""
+    """The current attempt failed and it was the last one allowed: to the dead-letter queue.
+
+    A `spec.redrive` raised before this (while the task still ran) is marked acted on, so
+    only a redrive asked for once the task is dead-lettered brings it back.
+    """
+    fields: dict[str, Any] = {"attempts": task.counted}
+    if task.redrive > task.redrives:
+        fields["redrives"] = task.redrive
     return StatusChange(
         TaskPhase.DEAD_LETTERED,
         Reason.ATTEMPTS_EXHAUSTED,
         message,
-        fields={"attempts": task.counted},
+        fields=fields,
         remove=("assignment", "nextAttemptAt"),
         agent=task.agent,
         attempt=task.attempt,

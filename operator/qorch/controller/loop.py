@@ -50,6 +50,7 @@ if TYPE_CHECKING:
     from collections.abc import Awaitable, Callable
     from typing import Any
 
+    from qorch.controller.breakers import Change
     from qorch.controller.documents import StatusChange
     from qorch.controller.events import EventRecorder
     from qorch.controller.records import AgentRecord, ApprovalRecord, Key, Retry, TaskRecord
@@ -119,6 +120,8 @@ class Kernel:
     breakers: Breakers = field(default_factory=Breakers)
     providers: ProviderBreakers = field(default_factory=ProviderBreakers)
     _probes: dict[str, tuple[int, Key | None]] = field(default_factory=dict)  # provider -> (cycle, probe agent)
+    _recheck: set[Key] = field(default_factory=set)  # tasks whose next gating looks for a dependency cycle
+    _walks: dict[str, gate.Walks] = field(default_factory=dict)  # namespace -> this pass's cycle searches
     _agents_counted: float = float("-inf")  # monotonic time the agents-by-phase gauge was last set
     _since: dict[Key, tuple[str, int, float]] = field(default_factory=dict)  # active task -> (phase, attempt, mono)
 
@@ -181,8 +184,14 @@ class Kernel:
     def _take_over(self) -> None:
         """Just won the lease: everything is news (a follower kept its store but decided nothing)."""
         self._led = True
+        # Breakers and pauses of an earlier term are stale: another leader may have moved them since.
+        # Step 2 takes every breaker up again from its Agent's status.breaker.
+        self.breakers.clear()
+        self._paused.clear()
         feed = self.store.feed
         feed.tasks |= set(self.store.tasks)
+        # Cycles are looked for once more: the old leader may not have told every member of one.
+        self._recheck |= {key for key, task in self.store.tasks.items() if task.phase in gate.GATED}
         feed.agents |= set(self.store.agents) | set(self.store.by_agent) | set(self.store.leases)
         feed.policy = True
         self.providers.seed(self.store.policy.providers)
@@ -215,12 +224,19 @@ class Kernel:
             self.queue.wake_all()
             feed.agents |= set(self.store.agents)
         # 2. Agents: liveness where something changed; wake parked tasks an agent could now help.
-        self._agents(feed, mono)
+        self._agents(feed, now, mono)
         # 3. Tasks: the lifecycle rules for every changed task.
         for key in feed.deleted:
             self.queue.discard(key)
             self._unseen.pop(key, None)
             self._since.pop(key, None)
+            self._recheck.discard(key)
+        self._walks.clear()  # what cycle searches learned holds for this pass only
+        for key in feed.regraphed:  # a cycle closed through it runs through what depends on it too
+            dependents = self.store.dependents.get(key, set())
+            self._recheck.add(key)
+            self._recheck |= dependents
+            feed.tasks |= dependents
         for key in feed.touched:
             self.queue.wake(key)
         self._report_ignored(feed)
@@ -268,7 +284,7 @@ class Kernel:
             watching_since=self.watching_since,
         )
 
-    def _agents(self, feed: Feed, mono: float) -> None:
+    def _agents(self, feed: Feed, now: float, mono: float) -> None:
         grace = float(self.store.policy.agent_grace_seconds)
         for key in feed.agents | feed.reshaped | feed.freed:
             was = self._liveness.get(key)
@@ -294,10 +310,26 @@ class Kernel:
             pause_over = key in self._paused and self._paused[key] <= mono
             if pause_over:
                 del self._paused[key]
+            self._breaker_seen(agent, now, mono)
             if came_alive or key in feed.reshaped or pause_over:
                 self.queue.agent_changed(agent, slot_freed_only=False)
             elif key in feed.freed:
                 self.queue.agent_changed(agent, slot_freed_only=True)
+
+    def _breaker_seen(self, agent: AgentRecord, now: float, mono: float) -> None:
+        """Take the agent's breaker up from its status when it is new to this term (or a new incarnation).
+
+        An Open one keeps the agent paused until its cool-down ends, whoever opened it: the
+        pause's end is what wakes the agent's parked tasks.
+        """
+        key = agent.key
+        if self.breakers.recreated(agent):
+            self._paused.pop(key, None)  # the old incarnation's pause is not this Agent's
+        self.breakers.seed(agent)
+        self._breaker_cooled(key, now)  # the cool-down's timer brings the agent here when it ends
+        breaker = self.breakers.state(key, self.store.agents, now)
+        if breaker.state is BreakerState.OPEN and breaker.open_until is not None and key not in self._paused:
+            self._hold_off(key, breaker.open_until, now, mono)  # inherited, or the wall clock stepped back
 
     def _liveness_of(self, key: Key, mono: float) -> liveness.Liveness:
         """The agent's liveness; a death seen through the watch alone keeps the last judgement for now."""
@@ -438,8 +470,10 @@ class Kernel:
             self._deadline_missed(task, missed, now)
         elif task.phase in FINAL_PHASES:
             self.queue.discard(task.key)
+            self._recheck.discard(task.key)
         elif task.phase in ACTIVE_PHASES:
             self.queue.discard(task.key)
+            self._recheck.discard(task.key)
             self._progress(task, now, mono)
         else:
             self._gate(task, now, mono)
@@ -497,8 +531,9 @@ class Kernel:
             return
         if change.reason is Reason.AGENT_REFUSED:
             # The agent knows better than our count: give it a pause rather than the same task
-            # again at once (assign, refuse, requeue, ... with no end).
-            self._paused[agent_key] = mono + _REFUSAL_PAUSE
+            # again at once (assign, refuse, requeue, ... with no end). A longer pause (an Open
+            # breaker's cool-down) stands: its end is what wakes the agent's parked tasks.
+            self._paused[agent_key] = max(self._paused.get(agent_key, 0.0), mono + _REFUSAL_PAUSE)
             self._arm(mono + _REFUSAL_PAUSE, _AGENT_TIMER, agent_key)
         report = task.report
         ran = report is not None and report.about(task.agent, task.attempt) and report.finished
@@ -536,6 +571,7 @@ class Kernel:
     def _breaker_ended(self, key: Key, *, succeeded: bool) -> None:
         """An attempt of agent `key` ended (its end written): the breaker may move; say so if it did."""
         policy, now, mono = self.store.policy, self.wall(), self.mono()
+        self._breaker_cooled(key, now)  # a cool-down that ended unseen is told first
         change = self.breakers.ended(
             key,
             self.store.agents,
@@ -549,19 +585,26 @@ class Kernel:
         if change is None:
             return
         after = change.after
-        metrics.BREAKER_TRANSITIONS.labels(after.state.value).inc()
         if after.state is BreakerState.OPEN and after.open_until is not None:
-            until = mono + max(after.open_until - now, 0.0)
-            self._paused[key] = max(self._paused.get(key, 0.0), until)  # no work; parked tasks wake after
-            self._arm(until + 0.01, _AGENT_TIMER, key)
+            self._hold_off(key, after.open_until, now, mono)
             message = (
                 f"{after.failures} consecutive failed attempts: no new work for "
                 f"{policy.breaker_cooldown:g} s, then one probe"
             )
-        elif after.state is BreakerState.HALF_OPEN:
-            message = "cool-down over: one probe attempt at a time"
         else:
             message = "a probe attempt succeeded: work flows again"
+        self._breaker_moved(key, change, message)
+
+    def _breaker_cooled(self, key: Key, now: float) -> None:
+        """An Open breaker whose cool-down is over turns HalfOpen (`Breakers.state` reads it so lazily): say so."""
+        change = self.breakers.cooled(key, now)
+        if change is not None:
+            self._breaker_moved(key, change, "cool-down over: one probe attempt at a time")
+
+    def _breaker_moved(self, key: Key, change: Change, message: str) -> None:
+        """A breaker changed state: a metric, a log line and an Event on the Agent."""
+        after = change.after
+        metrics.BREAKER_TRANSITIONS.labels(after.state.value).inc()
         agent = self.store.agents.get(key)
         log.info("breaker of agent %s/%s: %s -> %s", *key, change.before.state.value, after.state.value)
         if self.events is not None and agent is not None:
@@ -611,13 +654,31 @@ class Kernel:
                 essential=True,
             )
 
+    def _hold_off(self, key: Key, open_until: float, now: float, mono: float) -> None:
+        """No work for agent `key` until its breaker's cool-down ends (wall `open_until`); parked tasks wake then."""
+        until = mono + max(open_until - now, 0.0)
+        self._paused[key] = max(self._paused.get(key, 0.0), until)
+        self._arm(until + 0.01, _AGENT_TIMER, key)
+
     def _gate(self, task: TaskRecord, now: float, mono: float) -> None:
         key = task.key
+        # A cycle through this task needs a task depending on it, and something that changed since
+        # its last search (see step 3) or a cycle it names already (still there?).
+        search = bool(self.store.dependents.get(key)) and (
+            key in self._recheck or task.reason == Reason.DEPENDENCY_CYCLE.value
+        )
         verdict = gate.gate(
             task,
             approvals=self.store.approvals_of(key),
             dependency=lambda name: self.store.tasks.get((task.namespace, name)),
+            search=search,
+            walks=self._walks.setdefault(task.namespace, gate.Walks()),
         )
+        if verdict.searched or not search:
+            self._recheck.discard(key)
+        in_cycle = verdict.change is not None and verdict.change.reason is Reason.DEPENDENCY_CYCLE
+        if in_cycle != (task.reason == Reason.DEPENDENCY_CYCLE.value):
+            self._cycle_moved(task, verdict.cycle)
         for approval in verdict.bind:
             self._bind(approval, task)
         if verdict.change is not None:
@@ -631,6 +692,19 @@ class Kernel:
             self._arm(mono + (due - now) + 0.01, _TASK_TIMER, key)
             return
         self.queue.add(key)
+
+    def _cycle_moved(self, task: TaskRecord, members: tuple[str, ...]) -> None:
+        """A dependency cycle was found, or is gone, at `task`: its dependents and the cycle's members look again.
+
+        Their own phase did not change (Blocked either way), so nothing else would gate them
+        again, and a member would keep naming a cycle that is gone, or not name one it is in.
+        """
+        again = self.store.dependents.get(task.key, set()) | {(task.namespace, name) for name in members}
+        again.discard(task.key)
+        if again:
+            self._recheck |= again
+            self.store.feed.tasks |= again  # the next cycle: this one's feed is being worked through
+            self.poke()
 
     def _bind(self, approval: ApprovalRecord, task: TaskRecord) -> None:
         if self.writer.busy(APPROVALS, approval.key):
@@ -862,11 +936,12 @@ class Kernel:
         load = self.store.load(key)
         lease = self.store.leases.get(key)
         heartbeat = lease.renew_time if lease is not None else ""
+        counted = (current.state, current.failures) != (agent.breaker.state, agent.breaker.failures)
         news = (
             agent.phase != phase.value
             or agent.observed_generation != agent.generation
             or agent.ready_reason != reason
-            or (current.state, current.failures) != (agent.breaker.state, agent.breaker.failures)
+            or counted
         )
         if not news and agent.active_tasks != load:
             due = self._agent_written.get(key, -_LOAD_EVERY) + _LOAD_EVERY
@@ -887,8 +962,12 @@ class Kernel:
             when=now,
             breaker=current if breaker_shown else None,
         )
-        # An Agent's status is for people; assignments go first.
-        self.writer.submit(Write(AGENT_RESOURCE, key, agent.resource_version, body, urgent=False))
+        # An Agent's status is for people; assignments go first. Except a breaker's count: it lives
+        # only here and in memory until this write lands, so it goes with the urgent writes. The
+        # window is narrowed, not closed: a leader change between the task's end landing and this
+        # write landing loses the count (two objects, no transaction); the new leader then counts
+        # from what status.breaker shows, one failure short at most per attempt ended meanwhile.
+        self.writer.submit(Write(AGENT_RESOURCE, key, agent.resource_version, body, urgent=counted))
 
     # ------------------------------------------------------------------ 6. writes
     def _write_task(

@@ -30,6 +30,7 @@ if TYPE_CHECKING:
 __all__ = [
     "ACTIVE_PHASES",
     "FINAL_PHASES",
+    "WAITING_PHASES",
     "AgentRecord",
     "ApprovalRecord",
     "Breaker",
@@ -44,6 +45,8 @@ __all__ = [
 
 Key = tuple[str, str]  # (namespace, name)
 ACTIVE_PHASES = frozenset({"Assigned", "Running"})
+#: Phases of a task waiting at the gate (none yet, approval, dependencies): the members a cycle of dependsOn has.
+WAITING_PHASES = frozenset({None, "Pending", "Blocked", "AwaitingApproval"})
 #: Status fields a Task may carry; a record keeps which are present as a bitmask,
 #: so a JSON patch can say `add` or `remove` without the record holding the values.
 STATUS_FIELDS = (

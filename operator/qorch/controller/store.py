@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 from qorch.api import constants
 from qorch.controller.records import (
     ACTIVE_PHASES,
+    WAITING_PHASES,
     AgentRecord,
     ApprovalRecord,
     Key,
@@ -67,6 +68,9 @@ class Feed:
     reshaped: set[Key] = field(default_factory=set)  # agents added, or whose profile changed
     ignored: list[TaskRecord] = field(default_factory=list)  # reports for an attempt that is not current
     policy: bool = False
+    # Tasks new, or whose dependsOn changed, or that began or stopped waiting at the gate: a
+    # dependency cycle may have formed or broken through them.
+    regraphed: set[Key] = field(default_factory=set)
 
     def drain(self) -> Feed:
         """Hand the changes over and start an empty feed."""
@@ -79,10 +83,11 @@ class Feed:
             self.reshaped,
             self.ignored,
             self.policy,
+            self.regraphed,
         )
         self.tasks, self.touched, self.deleted = set(), set(), set()
         self.agents, self.freed, self.reshaped = set(), set(), set()
-        self.ignored, self.policy = [], False
+        self.ignored, self.policy, self.regraphed = [], False, set()
         return taken
 
     def restore(self, taken: Feed) -> None:
@@ -95,6 +100,7 @@ class Feed:
         self.reshaped |= taken.reshaped
         self.ignored = taken.ignored + self.ignored
         self.policy |= taken.policy
+        self.regraphed |= taken.regraphed
 
 
 def stale(incoming: str, held: str) -> bool:
@@ -205,6 +211,12 @@ class ClusterState:
             self.feed.touched.add(key)
         if old is None or old.phase != record.phase:
             self.feed.tasks.update(self.dependents.get(key, ()))
+        if (
+            old is None
+            or old.depends_on != record.depends_on
+            or (old.phase in WAITING_PHASES) != (record.phase in WAITING_PHASES)
+        ):
+            self.feed.regraphed.add(key)
         report = record.report
         if (
             old is not None

@@ -15,14 +15,15 @@ from typing import Any
 
 import pytest
 
+from qorch.controller import documents, metrics, translate
 from qorch.controller import loop as loop_module
-from qorch.controller import metrics, translate
 from qorch.controller.kube import ApiError, KubeError, TransportError
+from qorch.controller.lifecycle import gate
 from qorch.controller.store import AGENTS, APPROVALS, LEASES, POLICIES, TASKS
-from qorch.controller.writer import StatusWriter
+from qorch.controller.writer import StatusWriter, Write
 from support import bodies
 from support.fakeapi import FakeApi
-from support.kernel import Harness, harness
+from support.kernel import WALL0, Harness, harness
 
 
 def run(test: Callable[[Harness], Coroutine[Any, Any, None]], api: FakeApi | None = None) -> None:
@@ -731,5 +732,223 @@ def test_a_lease_that_cannot_be_read_back_leaves_the_verdict_to_the_watch() -> N
         await h.read_backs()  # the read in flight fails too, and the agent is judged again
         await h.cycle()
         assert "AgentLost" in [entry["reason"] for entry in h.status("t").get("history", [])]
+
+    run(test)
+
+
+# ---------------------------------------------------------------------------------------------- circuit breakers
+def breaker_policy(threshold: int = 1, cooldown: int = 20) -> dict[str, Any]:
+    """A policy whose breakers open after `threshold` failed attempts, for `cooldown` seconds."""
+    return policy(breaker={"failureThreshold": threshold, "cooldownSeconds": cooldown})
+
+
+def failed_on(agent: str, name: str, attempt: int = 1) -> dict[str, Any]:
+    """A Task whose current attempt on `agent` ran and failed, with no attempt left (it is dead-lettered)."""
+    execution = bodies.execution(agent, attempt, finished=True, error="boom")
+    status = bodies.assigned(agent, attempt, phase="Running", execution=execution)
+    return bodies.task(name, requires=["code"], status=status, retry={"maxAttempts": attempt})
+
+
+async def open_breaker_of_a(h: Harness) -> None:
+    """Agent `a` (capacity 3, Lease of 10 min) whose breaker a failed attempt just opened for 20 s."""
+    h.create(POLICIES, breaker_policy())
+    h.create(AGENTS, bodies.agent("a", capabilities=["code"], capacity=3))
+    h.renew("a", duration=600)
+    h.create(TASKS, failed_on("a", "failed"))
+    await h.cycle()
+    assert h.status("failed")["phase"] == "DeadLettered"
+    await h.cycle()  # the agent's status shows the breaker
+    assert h.api.get(AGENTS, "ns", "a")["status"]["breaker"]["state"] == "Open"
+
+
+def test_a_refusal_does_not_shorten_the_pause_of_an_open_breaker() -> None:
+    """D3: a refusal's 5 s pause during a 20 s cool-down must not end the breaker's pause (its wake-up) early."""
+
+    async def test(h: Harness) -> None:
+        h.create(TASKS, bodies.task("refused", requires=["code"], status=bodies.assigned("a", 1)))
+        await open_breaker_of_a(h)
+        body = h.task("refused")
+        body["status"]["execution"] = bodies.execution("a", 1, refused="OverCapacity")
+        h.create(TASKS, body)
+        h.create(TASKS, bodies.task("waiting", requires=["code"]))
+        await h.cycle()
+        await h.cycle()
+        assert phases(h, ["refused", "waiting"]) == {"refused": "Queued", "waiting": "Queued"}
+        h.advance(6)  # the refusal's pause is over, the breaker's is not
+        await h.cycle()
+        h.advance(15)  # the cool-down is over: the breaker is HalfOpen, one probe may go
+        await h.cycle()
+        assert list(phases(h, ["refused", "waiting"]).values()).count("Assigned") == 1
+
+    run(test)
+
+
+def test_a_leader_that_comes_back_takes_the_breakers_from_the_agents_status() -> None:
+    """D1: the breakers a replica held in an earlier term give way to what another leader wrote meanwhile."""
+
+    async def test(h: Harness) -> None:
+        await open_breaker_of_a(h)
+        h.advance(25)  # another leader led meanwhile: its probe succeeded, it closed the breaker
+        body = h.api.get(AGENTS, "ns", "a")
+        body["status"]["breaker"] = {"state": "Closed", "consecutiveFailures": 0}
+        h.create(AGENTS, body)
+        h.renew("a", duration=600)
+        h.kernel._take_over()  # this replica leads again
+        for i in range(3):
+            h.create(TASKS, bodies.task(f"t{i}", requires=["code"]))
+        await h.cycle()
+        assert phases(h, ["t0", "t1", "t2"]) == dict.fromkeys(["t0", "t1", "t2"], "Assigned")  # not one probe
+
+    run(test)
+
+
+def test_an_open_breaker_taken_from_the_agents_status_is_counted_and_its_end_wakes_tasks() -> None:
+    """D2: a new leader holds an inherited Open breaker: qorch_breakers counts it, its cool-down's end wakes tasks."""
+
+    async def test(h: Harness) -> None:
+        body = bodies.agent("a", capabilities=["code"])
+        until = documents.stamp(WALL0 + 20)
+        body["status"] = {"breaker": {"state": "Open", "consecutiveFailures": 5, "openUntil": until}}
+        h.create(AGENTS, body)
+        h.renew("a", duration=600)
+        h.create(TASKS, bodies.task("t", requires=["code"]))
+        await h.cycle()
+        assert (h.status("t")["phase"], h.status("t")["conditions"][0]["reason"]) == ("Queued", "NoReadyAgent")
+        assert metrics.BREAKERS.labels("Open")._value.get() == 1
+        h.advance(21)  # nothing else happens: the cool-down's own timer wakes the task
+        await h.cycle()
+        assert h.status("t")["phase"] == "Assigned"
+
+    run(test)
+
+
+def test_an_agent_recreated_under_the_same_name_does_not_inherit_the_old_breaker() -> None:
+    """D4: breakers belong to one Agent incarnation (uid): a new Agent named like an old one starts Closed."""
+
+    async def test(h: Harness) -> None:
+        await open_breaker_of_a(h)
+        old = h.api.get(AGENTS, "ns", "a")
+        del h.api.objects[(AGENTS, "ns", "a")]
+        h.store.sink(AGENTS).delete(old)
+        h.create(AGENTS, bodies.agent("a", uid="uid-a-2", capabilities=["code"], capacity=3))
+        for i in range(3):
+            h.create(TASKS, bodies.task(f"t{i}", requires=["code"]))
+        await h.cycle()
+        assert phases(h, ["t0", "t1", "t2"]) == dict.fromkeys(["t0", "t1", "t2"], "Assigned")
+        await h.cycle()
+        assert "breaker" not in h.api.get(AGENTS, "ns", "a")["status"]
+
+    run(test)
+
+
+def test_the_end_of_a_cool_down_is_an_event() -> None:
+    """Open turns HalfOpen with the cool-down's timer: an Event BreakerHalfOpen and a transition counted."""
+
+    async def test(h: Harness) -> None:
+        counted = metrics.BREAKER_TRANSITIONS.labels("HalfOpen")._value.get()
+        await open_breaker_of_a(h)
+        assert h.events.reasons().count("BreakerOpen") == 1
+        h.advance(21)
+        await h.cycle()
+        await h.cycle()
+        assert h.events.reasons().count("BreakerHalfOpen") == 1
+        assert metrics.BREAKER_TRANSITIONS.labels("HalfOpen")._value.get() == counted + 1
+        assert h.api.get(AGENTS, "ns", "a")["status"]["breaker"]["state"] == "HalfOpen"
+
+    run(test)
+
+
+def test_a_failure_counted_by_a_breaker_is_written_to_the_agent_at_once(monkeypatch: pytest.MonkeyPatch) -> None:
+    """D5: the Agent status write that carries a breaker's new count goes with the urgent writes, not after them."""
+    submitted: list[Write] = []
+    real = StatusWriter.submit
+
+    def spy(self: StatusWriter, write: Write) -> bool:
+        submitted.append(write)
+        return real(self, write)
+
+    async def test(h: Harness) -> None:
+        monkeypatch.setattr(StatusWriter, "submit", spy)
+        h.create(POLICIES, breaker_policy(threshold=3))
+        h.create(AGENTS, bodies.agent("a", capabilities=["code"], capacity=3))
+        h.renew("a", duration=600)
+        await h.cycle()
+        submitted.clear()
+        h.create(TASKS, failed_on("a", "failed"))
+        await h.cycle()
+        await h.cycle()
+        counting = [w for w in submitted if w.key == ("ns", "a") and "breaker" in w.render()["status"]]
+        assert [w.render()["status"]["breaker"]["consecutiveFailures"] for w in counting] == [1]
+        assert counting[0].urgent
+
+    run(test)
+
+
+# ---------------------------------------------------------------------------------------------- dependencies
+def count_lookups(monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """Count the gate's calls of its `dependency` callable (direct dependencies and cycle searches)."""
+    lookups = [0]
+    real = gate.gate
+
+    def counting(task: Any, **kwargs: Any) -> gate.Verdict:
+        dependency = kwargs["dependency"]
+
+        def counted(name: str) -> Any:
+            lookups[0] += 1
+            return dependency(name)
+
+        return real(task, **{**kwargs, "dependency": counted})
+
+    monkeypatch.setattr(gate, "gate", counting)
+    return lookups
+
+
+def test_a_long_chain_is_not_searched_again_for_every_status_that_comes_back(monkeypatch: pytest.MonkeyPatch) -> None:
+    """D6: 1,000 tasks in a chain, their Blocked statuses echoed ten at a time: lookups grow with the chain, once."""
+    lookups = count_lookups(monkeypatch)
+    n = 1000
+
+    async def test(h: Harness) -> None:
+        for i in range(n):
+            h.create(TASKS, bodies.task(f"t{i}", dependsOn=[f"t{i - 1}"] if i else []))
+        await h.cycle(echo=False)
+        for i in range(0, n, 10):  # the watch brings the statuses back a few at a time
+            for j in range(i, i + 10):
+                h.store.sink(TASKS).upsert(h.task(f"t{j}"))
+            await h.cycle(echo=False)
+        assert all(h.status(f"t{i}")["phase"] == "Blocked" for i in range(1, n))
+        assert lookups[0] <= 6 * n
+
+    run(test)
+
+
+def reasons(h: Harness, names: list[str]) -> dict[str, str]:
+    """The Scheduled condition's reason of some tasks, as the apiserver holds them."""
+    return {n: h.status(n)["conditions"][0]["reason"] for n in names}
+
+
+def test_a_cycle_closed_or_broken_at_one_task_is_told_on_every_member() -> None:
+    """D8: x1 -> x2 -> x3 wait; x3 is edited to depend on x1, later back: all three say so, not only x3 and x2."""
+    members = ["x1", "x2", "x3"]
+
+    async def rewire(h: Harness, depends_on: list[str]) -> None:
+        body = h.task("x3")
+        body["spec"]["dependsOn"] = depends_on
+        h.create(TASKS, body)
+        for _ in range(3):
+            await h.cycle()
+
+    async def test(h: Harness) -> None:
+        h.create(TASKS, bodies.task("x1", dependsOn=["x2"]))
+        h.create(TASKS, bodies.task("x2", dependsOn=["x3"]))
+        h.create(TASKS, bodies.task("x3", dependsOn=["missing"]))
+        await h.cycle()
+        await h.cycle()
+        assert reasons(h, members) == dict.fromkeys(members, "DependencyPending")
+        await rewire(h, ["x1"])
+        assert reasons(h, members) == dict.fromkeys(members, "DependencyCycle")
+        assert "x1 -> x2 -> x3 -> x1" in h.status("x1")["conditions"][0]["message"]
+        await rewire(h, ["missing"])
+        assert reasons(h, members) == dict.fromkeys(members, "DependencyPending")
 
     run(test)

@@ -122,6 +122,46 @@ def test_a_long_chain_is_not_a_cycle() -> None:
     assert gate.cycle(tasks["t2999"], tasks.get) == []
 
 
+@pytest.mark.parametrize("order", ["head-first", "tail-first"])
+def test_a_long_chain_gated_in_one_pass_costs_a_walk_down_it_not_one_per_task(order: str) -> None:
+    """D6: 1,000 waiting tasks in a chain, each gated (with a search) in one pass: a few lookups per task."""
+    n = 1000
+    tasks = {f"t{i}": record(bodies.task(f"t{i}", dependsOn=[f"t{i - 1}"] if i else [], status={"phase": "Blocked"}))
+             for i in range(n)}  # fmt: skip
+    lookups = [0]
+
+    def dependency(name: str) -> TaskRecord | None:
+        lookups[0] += 1
+        return tasks.get(name)
+
+    walks = gate.Walks()
+    names = [f"t{i}" for i in range(n)]
+    for name in names if order == "head-first" else reversed(names):
+        verdict = gate.gate(tasks[name], approvals=[], dependency=dependency, walks=walks)
+        assert verdict.change is None or verdict.change.reason is Reason.DEPENDENCY_PENDING
+    assert lookups[0] <= 3 * n
+
+
+def test_a_cycle_found_once_names_every_member_without_walking_it_again() -> None:
+    """Within one pass the members of a cycle found are named from what the first walk learned."""
+    graph = {f"c{i}": [f"c{(i + 1) % 500}"] for i in range(500)}
+    tasks = {n: record(bodies.task(n, dependsOn=deps, status={"phase": "Blocked"})) for n, deps in graph.items()}
+    lookups = [0]
+
+    def dependency(name: str) -> TaskRecord | None:
+        lookups[0] += 1
+        return tasks.get(name)
+
+    walks = gate.Walks()
+    for name in graph:
+        verdict = gate.gate(tasks[name], approvals=[], dependency=dependency, walks=walks)
+        assert verdict.change is not None
+        assert verdict.change.reason is Reason.DEPENDENCY_CYCLE
+        assert verdict.cycle[0] == verdict.cycle[-1] == name
+        assert len(verdict.cycle) == 501
+    assert lookups[0] <= 3 * len(graph)
+
+
 def test_succeeded_dependencies_let_the_task_through() -> None:
     """All dependencies Succeeded: no hold."""
     task = record(bodies.task("t", dependsOn=["d"]))
@@ -346,6 +386,20 @@ def test_a_redrive_queues_a_dead_letter_once_with_a_fresh_budget() -> None:
     acted = record(bodies.task("t", redrive=1, status={"phase": "DeadLettered", "redrives": 1}))
     assert redrive.redrive(acted) is None  # one raise, one redrive
     assert redrive.redrive(record(bodies.task("t", redrive=2, status={"phase": "Failed"}))) is None
+
+
+def test_a_redrive_raised_before_the_dead_letter_is_not_acted_on() -> None:
+    """D7: spec.redrive raised while the task still ran does not redrive the failure that came after it."""
+    failing = bodies.assigned("a", 3, phase="Running", attempts=3,
+                              execution=bodies.execution("a", 3, finished=True, error="boom"))  # fmt: skip
+    change = progress.progress(record(bodies.task("t", redrive=1, status=failing)), liveness=Liveness.ALIVE,
+                               retry=RETRY, now=NOW)  # fmt: skip
+    assert change is not None
+    assert change.phase is TaskPhase.DEAD_LETTERED
+    assert change.fields["redrives"] == 1  # the raise is used up by the dead-lettering itself
+    dead = {"phase": "DeadLettered", **change.fields}
+    assert redrive.redrive(record(bodies.task("t", redrive=1, status=dead))) is None
+    assert redrive.redrive(record(bodies.task("t", redrive=2, status=dead))) is not None  # a raise after it counts
 
 
 def test_after_a_redrive_the_budget_counts_from_the_attempts_made_before() -> None:

@@ -7,6 +7,11 @@ dependency that does not exist yet is waited for, and the task says so. Tasks wh
 `dependsOn` form a cycle are held with reason DependencyCycle, the cycle named on
 each of them, so the user can break it (dependsOn may be edited).
 
+The cycle search is a walk over other tasks, so the caller says when one is worth it
+(`search`: something changed that could close or break a cycle through the task), and
+shares what one pass's walks learned (`Walks`): a chain of waiting tasks gated
+together costs one walk down the chain, not one per task.
+
 Approvals count only for the Task incarnation they are bound to (by
 `spec.taskUID`, or by the operator's binding when it first sees both), so a
 recreated Task never inherits an old decision. A rejection wins over any
@@ -15,19 +20,20 @@ number of approvals: one "no" from someone allowed to decide is final.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from qorch.api.enums import ApprovalDecision, Reason, TaskPhase
 from qorch.controller import documents
+from qorch.controller.records import WAITING_PHASES
 
 if TYPE_CHECKING:
-    from collections.abc import Callable, Sequence
+    from collections.abc import Callable, Iterator, Sequence
 
     from qorch.controller.documents import StatusChange
     from qorch.controller.records import ApprovalRecord, TaskRecord
 
-__all__ = ["GATED", "Verdict", "cycle", "gate"]
+__all__ = ["GATED", "Verdict", "Walks", "cycle", "gate"]
 
 #: Phases in which the gate still decides (once an attempt is assigned it has been passed).
 GATED = frozenset(
@@ -44,7 +50,7 @@ _ENDED_BADLY = frozenset({TaskPhase.FAILED.value, TaskPhase.DEAD_LETTERED.value,
 # A cycle's members all wait at the gate, so the search follows only waiting tasks, and looks at
 # this many at most: a cycle longer than that is reported as waiting, not named.
 _CYCLE_SEARCH = 1_000
-_WAITING = frozenset({None, TaskPhase.PENDING.value, TaskPhase.BLOCKED.value, TaskPhase.AWAITING_APPROVAL.value})
+_WAITING = WAITING_PHASES
 
 
 @dataclass(frozen=True, slots=True)
@@ -53,6 +59,16 @@ class Verdict:
 
     change: StatusChange | None
     bind: tuple[ApprovalRecord, ...] = ()
+    searched: bool = False  # a cycle search ran (the caller need not ask for one again)
+    cycle: tuple[str, ...] = ()  # the cycle found, from the task back to it
+
+
+@dataclass(slots=True)
+class Walks:
+    """What the cycle searches of one namespace learned, valid while no task changes (one pass of the loop)."""
+
+    acyclic: set[str] = field(default_factory=set)  # tasks from which no cycle of waiting tasks can be reached
+    loops: dict[str, tuple[tuple[str, ...], int]] = field(default_factory=dict)  # task -> (a cycle, its place)
 
 
 def gate(
@@ -60,8 +76,14 @@ def gate(
     *,
     approvals: Sequence[ApprovalRecord],
     dependency: Callable[[str], TaskRecord | None],
+    search: bool = True,
+    walks: Walks | None = None,
 ) -> Verdict:
-    """Decide whether `task` may be queued (the caller checks `task.phase in GATED`)."""
+    """Decide whether `task` may be queued (the caller checks `task.phase in GATED`).
+
+    Without `search`, a task waiting on a waiting dependency is told DependencyPending
+    without looking for a cycle (the caller knows none can have formed through it).
+    """
     bind: tuple[ApprovalRecord, ...] = ()
     if task.approval_required:
         bind = tuple(a for a in approvals if not a.bound)
@@ -83,51 +105,96 @@ def gate(
                 ),
                 bind,
             )
-    return Verdict(_dependencies(task, dependency), bind)
+    return _dependencies(task, dependency, bind, search=search, walks=walks)
 
 
-def _dependencies(task: TaskRecord, dependency: Callable[[str], TaskRecord | None]) -> StatusChange | None:
+def _dependencies(
+    task: TaskRecord,
+    dependency: Callable[[str], TaskRecord | None],
+    bind: tuple[ApprovalRecord, ...],
+    *,
+    search: bool,
+    walks: Walks | None,
+) -> Verdict:
     """Failed if a dependency ended badly; held while one is missing, pending or in a cycle; else None."""
     others = [(name, dependency(name)) for name in task.depends_on]
     for name, other in others:
         if other is not None and other.phase in _ENDED_BADLY:
-            return documents.dependency_failed(name, str(other.phase))
+            return Verdict(documents.dependency_failed(name, str(other.phase)), bind)
     for name, other in others:
         if other is None:
-            return documents.held(
-                TaskPhase.BLOCKED,
-                Reason.DEPENDENCY_PENDING,
-                f"waiting for task {name} to exist (dependsOn names it; create it, or remove it from dependsOn)",
-            )
+            missing = f"waiting for task {name} to exist (dependsOn names it; create it, or remove it from dependsOn)"
+            return Verdict(documents.held(TaskPhase.BLOCKED, Reason.DEPENDENCY_PENDING, missing), bind)
         if other.phase != TaskPhase.SUCCEEDED.value:
-            loop = cycle(task, dependency) if other.phase in _WAITING else []
+            searched = search and other.phase in _WAITING
+            loop = cycle(task, dependency, walks) if searched else []
             if loop:
-                return documents.held(
-                    TaskPhase.BLOCKED,
-                    Reason.DEPENDENCY_CYCLE,
-                    f"dependsOn forms a cycle: {' -> '.join(loop)}; remove one of these edges",
-                )
-            return documents.held(TaskPhase.BLOCKED, Reason.DEPENDENCY_PENDING, f"waiting for {name} to succeed")
-    return None
+                found = f"dependsOn forms a cycle: {' -> '.join(loop)}; remove one of these edges"
+                held = documents.held(TaskPhase.BLOCKED, Reason.DEPENDENCY_CYCLE, found)
+                return Verdict(held, bind, searched=True, cycle=tuple(loop))
+            waiting = documents.held(TaskPhase.BLOCKED, Reason.DEPENDENCY_PENDING, f"waiting for {name} to succeed")
+            return Verdict(waiting, bind, searched=searched)
+    return Verdict(None, bind)
 
 
-def cycle(task: TaskRecord, dependency: Callable[[str], TaskRecord | None]) -> list[str]:
-    """The cycle of dependsOn edges through `task`, as names from it back to it; [] when there is none."""
-    parent: dict[str, str] = {}
-    stack = [(task.name, d) for d in task.depends_on]
-    while stack and len(parent) < _CYCLE_SEARCH:
-        came_from, name = stack.pop()
-        if name in parent:
+def cycle(task: TaskRecord, dependency: Callable[[str], TaskRecord | None], walks: Walks | None = None) -> list[str]:
+    """The cycle of dependsOn edges through `task`, as names from it back to it; [] when there is none.
+
+    A depth-first walk over waiting tasks, of at most `_CYCLE_SEARCH` lookups. A task whose
+    every waiting dependency is known acyclic is acyclic too (it cannot lead back to
+    itself, nor to any task that leads to it), so `walks` remembers it, and later walks of
+    the same pass stop there. A task not waiting itself (being gated out of Queued) may
+    close a cycle the others' walks did not follow: its walk does not rely on them.
+    """
+    walks = walks if walks is not None else Walks()
+    known = walks.loops.get(task.name)
+    if known is not None:
+        members, at = known
+        return [*members[at:], *members[:at], task.name]
+    trusted = task.phase in _WAITING
+    loop = _walk(task, dependency, walks.acyclic if trusted else set())
+    if trusted:
+        for i, member in enumerate(loop[:-1]):
+            walks.loops[member] = (tuple(loop[:-1]), i)
+    return loop
+
+
+def _walk(task: TaskRecord, dependency: Callable[[str], TaskRecord | None], acyclic: set[str]) -> list[str]:
+    """The depth-first walk of `cycle`, adding to `acyclic` every task it proves acyclic."""
+    root = task.name
+    path, clean, seen = [root], [True], {root}  # clean: no cycle reachable from path[i] found so far
+    children: list[Iterator[str]] = [iter(task.depends_on)]
+    lookups = 0
+    while path:
+        name = next(children[-1], None)
+        if name is None:  # every dependency of path[-1] was looked at
+            children.pop()
+            _finish(path.pop(), clean, acyclic)
             continue
-        parent[name] = came_from
-        if name == task.name:
-            path = [name]
-            at = came_from
-            while at != task.name:
-                path.append(at)
-                at = parent[at]
-            return [task.name, *reversed(path[1:]), task.name]
+        if name == root:
+            return [*path, root]
+        if name in acyclic:
+            continue
+        if name in seen:  # on the path (a cycle not through the root), or known to reach one
+            clean[-1] = False
+            continue
+        if lookups >= _CYCLE_SEARCH:
+            return []  # too far to tell: reported as waiting, not named
+        lookups += 1
+        seen.add(name)
         other = dependency(name)
-        if other is not None and other.phase in _WAITING:
-            stack.extend((name, d) for d in other.depends_on)
+        if other is None or other.phase not in _WAITING:
+            acyclic.add(name)  # not waiting: no cycle of waiting tasks runs through it
+            continue
+        path.append(name)
+        children.append(iter(other.depends_on))
+        clean.append(True)
     return []
+
+
+def _finish(name: str, clean: list[bool], acyclic: set[str]) -> None:
+    """`name` was walked to the end: acyclic if everything below it is, else neither is what led to it."""
+    if clean.pop():
+        acyclic.add(name)
+    elif clean:
+        clean[-1] = False

@@ -2,7 +2,9 @@
 
 `spec.redrive` is a counter the user raises (`qorch dlq redrive`); the operator
 remembers the last value it acted on in `status.redrives`, so one raise is one
-redrive, however often the task is seen. The attempt budget then counts from the
+redrive, however often the task is seen. Dead-lettering a task marks a raise made
+before it as acted on (`documents.dead_lettered`): a redrive asked for while the task
+still ran must not bring back a failure that came after it. The attempt budget then counts from the
 attempts already made (`status.attemptsBeforeRedrive`), and the history records it.
 Dependents that failed because this task was dead-lettered stay Failed: a redrive
 brings back one task, not a workflow.
