@@ -733,3 +733,63 @@ def test_a_lease_that_cannot_be_read_back_leaves_the_verdict_to_the_watch() -> N
         assert "AgentLost" in [entry["reason"] for entry in h.status("t").get("history", [])]
 
     run(test)
+
+
+# ---------------------------------------------------------------------------------------------- issue 13, item 1
+NO_BACKOFF = {"maxAttempts": 3, "backoffSeconds": 0, "maxBackoffSeconds": 0}
+
+
+async def fail_the_attempt(h: Harness, name: str = "t") -> str:
+    """The current attempt of `name` is reported failed by its agent; returns that agent."""
+    body = h.task(name)
+    status = body["status"]
+    agent = status["assignment"]["agent"]
+    status["execution"] = bodies.execution(agent, status["assignment"]["attempt"], finished=True, error="boom")
+    h.create(TASKS, body)
+    await h.cycle()
+    await h.cycle()
+    return agent
+
+
+@pytest.mark.parametrize("first", ["a1", "a2"])
+def test_a_retry_avoids_the_agent_that_failed_it_even_in_no_group(first: str) -> None:
+    """Item 1: two equal agents in no failure domain; whichever failed attempt 1, attempt 2 goes to the other."""
+
+    async def test(h: Harness) -> None:
+        for name in ("a1", "a2"):
+            h.create(AGENTS, bodies.agent(name, capabilities=["code"], capacity=5))
+            h.renew(name)
+        running = bodies.assigned(first, 1, phase="Running", execution=bodies.execution(first, 1))
+        h.create(TASKS, bodies.task("t", requires=["code"], retry=NO_BACKOFF, status=running))
+        assert await fail_the_attempt(h) == first
+        status = h.status("t")
+        assert (status["phase"], status["assignment"]["attempt"]) == ("Assigned", 2)
+        assert status["assignment"]["agent"] != first
+        assert first not in [c["agent"] for c in status["explanation"]["candidates"][:1]]
+
+    run(test)
+
+
+def test_a_retry_still_runs_on_the_agent_that_failed_it_when_no_other_can() -> None:
+    """Item 1, never starve: the only capable agent, or the only one with room, gets the retry."""
+
+    async def test(h: Harness) -> None:
+        h.create(AGENTS, bodies.agent("only", capabilities=["gpu"], capacity=2))
+        h.create(AGENTS, bodies.agent("full", capabilities=["code"], capacity=1))
+        h.create(AGENTS, bodies.agent("roomy", capabilities=["code"], capacity=2))
+        for name in ("only", "full", "roomy"):
+            h.renew(name)
+        alone = bodies.assigned("only", 1, phase="Running", execution=bodies.execution("only", 1))
+        h.create(TASKS, bodies.task("alone", requires=["gpu"], retry=NO_BACKOFF, status=alone))
+        # `full` is busy with another task: the retry of a task that failed on `roomy` has nowhere else to go.
+        h.create(TASKS, bodies.task("busy", requires=["code"], status=bodies.assigned("full", 1, phase="Running")))
+        crowded = bodies.assigned("roomy", 1, phase="Running", execution=bodies.execution("roomy", 1))
+        h.create(TASKS, bodies.task("crowded", requires=["code"], retry=NO_BACKOFF, status=crowded))
+        await fail_the_attempt(h, "alone")
+        await fail_the_attempt(h, "crowded")
+        for name, agent in (("alone", "only"), ("crowded", "roomy")):
+            status = h.status(name)
+            assert (status["phase"], status["assignment"]["attempt"]) == ("Assigned", 2), status
+            assert status["assignment"]["agent"] == agent
+
+    run(test)
