@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
 from collections.abc import Callable, Coroutine
 from typing import Any
 
@@ -18,6 +19,7 @@ import pytest
 from qorch.controller import loop as loop_module
 from qorch.controller import metrics, translate
 from qorch.controller.kube import ApiError, KubeError, TransportError
+from qorch.controller.lifecycle import writes
 from qorch.controller.store import AGENTS, APPROVALS, LEASES, POLICIES, TASKS
 from qorch.controller.writer import StatusWriter
 from support import bodies
@@ -793,3 +795,61 @@ def test_a_retry_still_runs_on_the_agent_that_failed_it_when_no_other_can() -> N
             assert status["assignment"]["agent"] == agent
 
     run(test)
+
+
+@pytest.mark.parametrize(
+    "error",
+    [
+        pytest.param(ApiError(500, "InternalError", "etcdserver: request timed out"), id="500"),
+        pytest.param(ApiError(409, "Conflict", "the object has been modified"), id="409"),
+    ],
+)
+def test_writes_that_keep_failing_back_off_exponentially_and_a_success_resets(error: ApiError) -> None:
+    """Item 1: an apiserver that refuses every write of one task is asked ever more rarely, never in a hot loop.
+
+    Simulated time only: 300 s in steps of half a second, the attempts counted and timed on the
+    harness's clock. Without the backoff the same run makes one write per settling (a second or
+    five); with it the gaps double up to a minute. Once writes land again the count starts over.
+    """
+    api = FakeApi()
+    failing = [True]
+    sent: list[float] = []
+    clock: list[list[float]] = []
+
+    def refuse(method: str, path: str) -> ApiError | None:
+        if method == "PATCH" and path.endswith("/tasks/t/status"):
+            sent.append(clock[0][0])
+            return error if failing[0] else None
+        return None
+
+    api.before.append(refuse)
+
+    async def test(h: Harness) -> None:
+        clock.append(h.now)
+        h.create(AGENTS, bodies.agent("a", capabilities=["code"]))
+        h.renew("a")
+        done = bodies.assigned("a", 1, phase="Running", execution=bodies.execution("a", 1, finished=True))
+        h.create(TASKS, bodies.task("t", requires=["code"], status=done))
+        start = h.now[0]
+        while h.now[0] - start < 300:
+            await h.cycle()
+            await h.settle()
+            h.advance(0.5)
+            h.renew("a")
+        assert h.status("t")["phase"] == "Running"  # nothing landed
+        gaps = [b - a for a, b in itertools.pairwise(sent)]
+        assert 8 <= len(sent) <= 20, gaps  # ~60 (409: one per 5 s hold) or ~200 (500) without the backoff
+        assert max(gaps) <= writes.CAP + 6  # bounded: the cap, plus settling and the half-second steps
+        assert min(gaps[-3:]) >= writes.CAP / 2  # and it got there
+        for n, gap in enumerate(gaps[1:], start=2):  # after failure n (n >= 2) at least half the doubled delay
+            assert gap >= 0.5 * min(writes.CAP, writes.BASE * 2.0 ** (n - 2)), (n, gaps)
+        assert h.writer.failures(TASKS, ("ns", "t")) == len(sent)
+        failing[0] = False
+        h.advance(writes.CAP)
+        await h.settle()
+        await h.cycle()
+        assert h.status("t")["phase"] == "Succeeded"
+        assert h.writer.failures(TASKS, ("ns", "t")) == 0  # reset by the write that landed
+        assert not h.writer.backing_off(TASKS, ("ns", "t"))
+
+    run(test, api)

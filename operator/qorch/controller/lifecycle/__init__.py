@@ -11,9 +11,10 @@ without a cluster (an import contract keeps it that way).
 - `progress`: what the current attempt's report (or its agent's death) means;
 - `liveness`: is an agent alive, judged by Lease changes on our own clock?
 - `retry`: after a failed attempt, when (and whether) the next one comes;
-- `breaker`: an agent whose attempts keep failing gets no new work for a cool-down.
+- `breaker`: an agent whose attempts keep failing gets no new work for a cool-down;
+- `writes`: an object whose status writes keep failing (409, 5xx) is decided again ever more slowly.
 """
 
-from qorch.controller.lifecycle import breaker, cancel, gate, liveness, progress, redrive, retry
+from qorch.controller.lifecycle import breaker, cancel, gate, liveness, progress, redrive, retry, writes
 
-__all__ = ["breaker", "cancel", "gate", "liveness", "progress", "redrive", "retry"]
+__all__ = ["breaker", "cancel", "gate", "liveness", "progress", "redrive", "retry", "writes"]
