@@ -58,6 +58,7 @@ STATUS_FIELDS = (
     "observedGeneration",
     "redrives",
     "attemptsBeforeRedrive",
+    "historyTotal",
 )
 _BIT = {name: 1 << i for i, name in enumerate(STATUS_FIELDS)}
 _FAILURES = frozenset({Reason.ATTEMPT_FAILED.value, Reason.AGENT_LOST.value, Reason.ATTEMPTS_EXHAUSTED.value})
@@ -160,6 +161,7 @@ class TaskRecord:
     report: Report | None
     failed_agent: str  # the agent of the latest failed attempt, from history (retries avoid it)
     history_len: int
+    history_total: int  # history entries ever recorded (historyTotal; at least those still in history)
     present: int  # bitmask of STATUS_FIELDS present
 
     @property
@@ -238,6 +240,7 @@ class TaskRecord:
             report=report,
             failed_agent=sys.intern(failed_agent),
             history_len=len(history),
+            history_total=max(int(status.get("historyTotal") or 0), len(history)),
             present=present,
         )
 
