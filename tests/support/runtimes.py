@@ -33,6 +33,8 @@ async def code(task):
         raise ValueError("asked to fail\\nover two lines")
     if task.input.get("fail_on") == task.agent:
         raise RuntimeError(f"{task.agent} fails this kind of task")
+    if task.input.get("fail_attempt") == str(task.attempt):
+        raise RuntimeError(f"attempt {task.attempt} fails, as asked")
     _log(task, "finished")
     return {"echo": task.goal, "agent": task.agent, "num": task.input.get("num", "")}
 
