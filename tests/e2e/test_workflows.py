@@ -1,4 +1,4 @@
-"""Workflow semantics as a user sees them through kubectl: DAGs that fail well (issue 13, item 5).
+"""Workflow semantics as a user sees them through kubectl (issue 13): retries, history, breakers, dead letters, DAGs.
 
 Real operator, real agent runtime. Every test also checks that no task was run
 twice and that every task ended, or waits with a stated reason.
@@ -202,3 +202,60 @@ def test_a_failing_agent_trips_its_breaker_and_a_probe_closes_it(
     assert op.metric('qorch_breaker_transitions_total{state="Closed"}') == 1
     runs = Counter((c["task"], c["attempt"]) for r in (shaky, steady) for c in r.handled())
     assert max(runs.values()) == 1  # no attempt ran twice
+
+
+def test_a_failed_attempt_is_retried_on_another_agent_and_the_history_shows_both(
+    kubectl: Kubectl, operators: OperatorFleet, runtimes: Callable[..., Runtime], api: Api
+) -> None:
+    """Items 1 and 2: two agents in no failure domain; every task's attempt 1 fails wherever it runs.
+
+    Each retry runs on the other agent (it had room), and each task's history shows both
+    attempts with agent, start, finish and outcome, as does `qorch describe`. No task was
+    lost or run twice.
+    """
+    ns = kubectl.namespace
+    kubectl.apply(policy(breaker={"failureThreshold": 50, "cooldownSeconds": 1}))  # breakers out of the way
+    op = operators.start("op")
+    workers = {name: runtimes(name, "--capabilities=code", "--capacity=6") for name in ("left", "right")}
+
+    def ready() -> bool:
+        phases = {a["metadata"]["name"]: (a.get("status") or {}).get("phase") for a in api.agents(ns)}
+        return phases == {"left": "Ready", "right": "Ready"}
+
+    wait_for(ready, 60, what="both agents to be Ready")  # else a retry would rightly fall back to its agent
+    names = [f"hop-{i}" for i in range(6)]
+    retry = {"maxAttempts": 3, "backoffSeconds": 1, "maxBackoffSeconds": 1}
+    stream = yaml.safe_dump_all([task(n, input={"fail_attempt": "1"}, retry=retry) for n in names])
+    kubectl("create", "-f", "-", stdin=stream)
+    wait_for(lambda: all(api.phases(ns).get(n) == "Succeeded" for n in names), 90, what="every retry to succeed")
+
+    calls = [c for worker in workers.values() for c in worker.handled()]
+    runs = Counter((c["task"], c["attempt"]) for c in calls)
+    assert runs == {(n, a): 1 for n in names for a in (1, 2)}, runs  # none lost, none twice, no third attempt
+    ran_on = {(c["task"], c["attempt"]): c["agent"] for c in calls}
+    for body in api.tasks(ns):
+        name, status = body["metadata"]["name"], body["status"]
+        ended = [h for h in status["history"] if h.get("outcome")]
+        assert [(h["attempt"], h["outcome"], h["reason"]) for h in ended] == [
+            (1, "Failed", "AttemptFailed"),
+            (2, "Succeeded", "Succeeded"),
+        ], status["history"]
+        first, second = ended
+        assert first["agent"] != second["agent"], status["history"]  # the retry avoided the agent that failed it
+        assert [first["agent"], second["agent"]] == [ran_on[(name, 1)], ran_on[(name, 2)]]
+        for entry in ended:
+            assert entry["startedAt"] <= entry["finishedAt"] <= entry["time"], entry
+        assert first["finishedAt"] <= second["startedAt"]
+        assert status["attempts"] == 2
+        assert status["historyTotal"] == len(status["history"]) <= 20
+
+    config = f"--kubeconfig={kubectl.kubeconfig}"
+    described = subprocess.run([str(QORCH), "describe", "hop-0", f"--namespace={ns}", config],
+                               capture_output=True, text=True, check=False, timeout=60)  # fmt: skip
+    assert described.returncode == 0, described.stderr
+    one = next(t for t in api.tasks(ns) if t["metadata"]["name"] == "hop-0")["status"]["history"]
+    agents = [h["agent"] for h in one if h.get("outcome")]
+    assert f"attempt 1 on {agents[0]}: Failed (ran " in described.stdout, described.stdout
+    assert f"attempt 2 on {agents[1]}: Succeeded (ran " in described.stdout, described.stdout
+    assert op.metric('qorch_task_transitions_total{phase="Retrying",reason="AttemptFailed"}') == len(names)
+    assert op.metric('qorch_task_transitions_total{phase="Succeeded",reason="Succeeded"}') == len(names)

@@ -35,6 +35,8 @@ async def code(task):
         raise RuntimeError(f"{task.agent} fails this kind of task")
     if task.input.get("rate_limited_on") and task.agent.startswith(task.input["rate_limited_on"]):
         raise ProviderError("RateLimited", "429 Too Many Requests")
+    if task.input.get("fail_attempt") == str(task.attempt):
+        raise RuntimeError(f"attempt {task.attempt} fails, as asked")
     _log(task, "finished")
     return {"echo": task.goal, "agent": task.agent, "num": task.input.get("num", "")}
 

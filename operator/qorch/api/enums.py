@@ -7,6 +7,7 @@ from enum import StrEnum
 __all__ = [
     "AgentPhase",
     "ApprovalDecision",
+    "AttemptOutcome",
     "BreakerState",
     "Clearance",
     "Reason",
@@ -58,6 +59,17 @@ class TaskPhase(StrEnum):
     RETRYING = "Retrying"
     DEAD_LETTERED = "DeadLettered"
     CANCELLED = "Cancelled"
+
+
+class AttemptOutcome(StrEnum):
+    """How one attempt ended, as its history entry records it."""
+
+    SUCCEEDED = "Succeeded"  # the handler returned
+    FAILED = "Failed"  # the handler raised or timed out (the agent reported an error)
+    LOST = "Lost"  # the agent stopped renewing its Lease after claiming it
+    REFUSED = "Refused"  # the agent declined it without running it
+    WITHDRAWN = "Withdrawn"  # taken back before it started: its agent was not alive
+    CANCELLED = "Cancelled"  # stopped by spec.cancel
 
 
 class AgentPhase(StrEnum):

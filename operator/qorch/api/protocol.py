@@ -90,6 +90,8 @@ class Report:
     finished: bool
     error: str
     refused: str
+    started_at: str = ""  # as the agent wrote it (RFC 3339), "" when absent
+    finished_at: str = ""
 
     @classmethod
     def of(cls, execution: Mapping[str, Any] | None) -> Report | None:
@@ -103,6 +105,8 @@ class Report:
             finished=bool(execution.get("finishedAt")),
             error=str(execution.get("error") or "")[:_MESSAGE],
             refused=str(execution.get("refused") or ""),
+            started_at=str(execution.get("startedAt") or ""),
+            finished_at=str(execution.get("finishedAt") or ""),
         )
 
     @property

@@ -17,7 +17,7 @@ from qorch.api.common import (
     SpecModel,
     cel,
 )
-from qorch.api.enums import Clearance, Strategy, TaskPhase
+from qorch.api.enums import AttemptOutcome, Clearance, Strategy, TaskPhase
 
 __all__ = [
     "INPUT_MAX_ENTRIES",
@@ -273,7 +273,11 @@ class Execution(ApiModel):
 
 
 class HistoryEntry(ApiModel):
-    """One transition in the task's life (the list keeps the latest 20)."""
+    """One transition in the task's life (the list keeps the latest 20; historyTotal counts them all)."""
+
+    # The entry that ends an attempt also says how it ended (`outcome`) and, from the agent's
+    # report, when its handler started and finished. With the task's uid, `attempt` is the
+    # attempt's identity (docs/protocol.md).
 
     time: Annotated[dt.datetime, Field(description="When it happened.")]
     phase: Annotated[TaskPhase, Field(description="The phase entered.")]
@@ -281,6 +285,17 @@ class HistoryEntry(ApiModel):
     attempt: Annotated[int, Field(ge=0, le=1_000_000, description="The attempt involved, if any.")] = 0
     reason: Annotated[str, Field(max_length=128, description="A CamelCase reason.")] = ""
     message: Annotated[str, Field(max_length=1024, description="Details.")] = ""
+    # No schema defaults: only the entry that ends an attempt carries these.
+    outcome: Annotated[
+        AttemptOutcome | None,
+        Field(description="On the entry that ends an attempt: how it ended."),
+    ] = None
+    started_at: Annotated[
+        dt.datetime | None, Field(description="When the attempt's handler started, as its agent reported.")
+    ] = None
+    finished_at: Annotated[
+        dt.datetime | None, Field(description="When the attempt's handler finished, as its agent reported.")
+    ] = None
 
 
 class TaskStatus(ApiModel):
@@ -294,6 +309,10 @@ class TaskStatus(ApiModel):
         int, Field(ge=0, description="Attempts started before the last redrive (the budget counts from here).")
     ] = 0
     history: Annotated[list[HistoryEntry], Field(max_length=20, description="Latest transitions.")] = []
+    history_total: Annotated[
+        int,
+        Field(ge=0, description="History entries ever recorded; those beyond the latest 20 were dropped from history."),
+    ] = 0
     next_attempt_at: Annotated[dt.datetime | None, Field(description="When a Retrying task is queued again.")] = None
     explanation: Annotated[Explanation | None, Field(description="Why it is where it is.")] = None
     execution: Annotated[Execution | None, Field(description="Written by the agent runtime.")] = None

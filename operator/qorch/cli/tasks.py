@@ -18,8 +18,10 @@ import typer
 import yaml
 
 if TYPE_CHECKING:
+    import datetime as dt
     from collections.abc import Awaitable, Callable
 
+    from qorch.api.task import HistoryEntry
     from qorch.client import Client, TaskView
 
 __all__ = ["register"]
@@ -213,9 +215,30 @@ def _described(view: TaskView, needs: list[str], needed_by: list[str]) -> list[s
         if e.error:
             lines.append(f"Error:      {e.error}")
     if status.history:
-        lines.append("History:")
-        lines += [f"  {h.time:%H:%M:%S}  {h.phase!s:<16} {h.reason:<20} {h.message}".rstrip() for h in status.history]
+        shown, total = len(status.history), max(status.history_total, len(status.history))
+        lines.append(f"History (showing {shown} of {total}):" if total > shown else "History:")
+        lines += [_history_line(h) for h in status.history]
     return lines
+
+
+def _clock(when: dt.datetime) -> str:
+    """Time of day to the millisecond (attempts often last less than a second)."""
+    return when.strftime("%H:%M:%S.%f")[:-3]
+
+
+def _history_line(entry: HistoryEntry) -> str:
+    """One history entry: time, phase, reason, the attempt (how it ended, when its handler ran), message."""
+    what = f"attempt {entry.attempt} on {entry.agent}" if entry.agent and entry.attempt else ""
+    if entry.outcome is not None:
+        what += f": {entry.outcome}"
+        started, finished = entry.started_at, entry.finished_at
+        if started is not None and finished is not None:
+            took = (finished - started).total_seconds()
+            what += f" (ran {_clock(started)} to {_clock(finished)}, {took:.3g}s)"
+        elif started is not None:
+            what += f" (started {_clock(started)})"
+    detail = " | ".join(part for part in (what, entry.message) if part)
+    return f"  {entry.time:%H:%M:%S}  {entry.phase!s:<16} {entry.reason:<20} {detail}".rstrip()
 
 
 def submit(

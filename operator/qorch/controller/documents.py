@@ -17,7 +17,7 @@ import datetime as dt
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from qorch.api.enums import AgentPhase, Reason, TaskPhase
+from qorch.api.enums import AgentPhase, AttemptOutcome, Reason, TaskPhase
 from qorch.api.task import TaskStatus
 
 if TYPE_CHECKING:
@@ -75,6 +75,7 @@ class StatusChange:
     reserve: bool = False  # an assignment: reserve a slot on `agent` until the echo
     urgent: bool = True  # a transition (written first) rather than a reason for waiting
     missed_deadline: bool = False  # also set the DeadlineMissed condition
+    outcome: AttemptOutcome | None = None  # this transition ends attempt `attempt`: how (history)
 
     @property
     def text(self) -> str:
@@ -178,6 +179,7 @@ def cancelled_by_user(message: str, agent: str = "", attempt: int = 0) -> Status
         remove=("assignment", "nextAttemptAt"),
         agent=agent,
         attempt=attempt,
+        outcome=AttemptOutcome.CANCELLED if agent else None,
     )
 
 
@@ -202,6 +204,7 @@ def succeeded(task: TaskRecord) -> StatusChange:
         fields={"attempts": task.counted},
         agent=task.agent,
         attempt=task.attempt,
+        outcome=AttemptOutcome.SUCCEEDED,
     )
 
 
@@ -219,11 +222,14 @@ def requeued(task: TaskRecord, reason: Reason, message: str) -> StatusChange:
         agent=task.agent,
         attempt=task.attempt,
         warning=True,
+        outcome=AttemptOutcome.REFUSED if reason is Reason.AGENT_REFUSED else AttemptOutcome.WITHDRAWN,
     )
 
 
-def retrying(task: TaskRecord, reason: Reason, message: str, *, at: float | None) -> StatusChange:
-    """The current attempt failed and another one is due (`at`, or at once when None)."""
+def retrying(
+    task: TaskRecord, reason: Reason, message: str, *, at: float | None, outcome: AttemptOutcome
+) -> StatusChange:
+    """The current attempt failed (`outcome`) and another one is due (`at`, or at once when None)."""
     fields: dict[str, Any] = {"attempts": task.counted}
     remove: tuple[str, ...] = ("assignment",)
     if at is None:
@@ -241,11 +247,12 @@ def retrying(task: TaskRecord, reason: Reason, message: str, *, at: float | None
         agent=task.agent,
         attempt=task.attempt,
         warning=True,
+        outcome=outcome,
     )
 
 
-def dead_lettered(task: TaskRecord, message: str) -> StatusChange:
-    """The current attempt failed and it was the last one allowed: to the dead-letter queue.
+def dead_lettered(task: TaskRecord, message: str, *, outcome: AttemptOutcome = AttemptOutcome.FAILED) -> StatusChange:
+    """The current attempt failed (`outcome`) and it was the last one allowed: to the dead-letter queue.
 
     A `spec.redrive` raised before this (while the task still ran) is marked acted on, so
     only a redrive asked for once the task is dead-lettered brings it back.
@@ -262,6 +269,7 @@ def dead_lettered(task: TaskRecord, message: str) -> StatusChange:
         agent=task.agent,
         attempt=task.attempt,
         warning=True,
+        outcome=outcome,
     )
 
 
@@ -345,16 +353,9 @@ def render(change: StatusChange, task: TaskRecord, when: float) -> list[dict[str
         "observedGeneration": task.generation,
         **change.fields,
     }
-    entry = None
-    if change.record:
-        entry = {
-            "time": now,
-            "phase": change.phase.value,
-            "agent": change.agent,
-            "attempt": change.attempt,
-            "reason": change.reason.value,
-            "message": change.message[:_MESSAGE],
-        }
+    entry = _entry(change, task, now) if change.record else None
+    if entry is not None:
+        values["historyTotal"] = task.history_total + 1  # kept when old entries are dropped
     if not task.present:
         if entry is not None:
             values["history"] = [entry]
@@ -368,6 +369,27 @@ def render(change: StatusChange, task: TaskRecord, when: float) -> list[dict[str
             ops += [{"op": "remove", "path": "/status/history/0"}] * max(0, task.history_len - HISTORY_LIMIT + 1)
             ops.append({"op": "add", "path": "/status/history/-", "value": entry})
     return ops
+
+
+def _entry(change: StatusChange, task: TaskRecord, now: str) -> dict[str, Any]:
+    """The history entry of `change`; one that ends an attempt says how, and when its handler ran."""
+    entry: dict[str, Any] = {
+        "time": now,
+        "phase": change.phase.value,
+        "agent": change.agent,
+        "attempt": change.attempt,
+        "reason": change.reason.value,
+        "message": change.message[:_MESSAGE],
+    }
+    if change.outcome is not None:
+        entry["outcome"] = change.outcome.value
+        report = task.report
+        if report is not None and report.about(change.agent, change.attempt):
+            if report.started_at:
+                entry["startedAt"] = report.started_at
+            if report.finished_at:
+                entry["finishedAt"] = report.finished_at
+    return entry
 
 
 def agent_status(

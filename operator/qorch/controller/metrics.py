@@ -34,6 +34,7 @@ __all__ = [
     "TRANSITIONS",
     "WATCH_EVENTS",
     "WRITES",
+    "WRITE_BACKOFFS",
 ]
 
 TASKS = Gauge("qorch_tasks", "Tasks by phase (Pending, Queued, Assigned, Running, ...).", ["phase"])
@@ -91,6 +92,12 @@ WRITES = Counter(
     "qorch_status_writes_total",
     "Status writes by kind (tasks, agents, approvals) and outcome: written, conflict, gone, refused, unknown, dropped.",
     ["kind", "outcome"],
+)
+WRITE_BACKOFFS = Counter(
+    "qorch_status_write_backoffs_total",
+    "Objects held back before being decided again because their status writes failed (409, 5xx) twice or more "
+    "in a row, by kind (tasks, agents, approvals).",
+    ["kind"],
 )
 API_WRITE_SECONDS = Histogram(
     "qorch_api_write_seconds",

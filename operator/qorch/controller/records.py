@@ -61,6 +61,7 @@ STATUS_FIELDS = (
     "observedGeneration",
     "redrives",
     "attemptsBeforeRedrive",
+    "historyTotal",
 )
 _BIT = {name: 1 << i for i, name in enumerate(STATUS_FIELDS)}
 _FAILURES = frozenset(
@@ -173,6 +174,7 @@ class TaskRecord:
     failed_agent: str  # the agent of the latest failed attempt, from history (retries avoid it)
     history_len: int
     deadline_missed: str  # lastTransitionTime of the DeadlineMissed condition ("" while not missed)
+    history_total: int  # history entries ever recorded (historyTotal; at least those still in history)
     present: int  # bitmask of STATUS_FIELDS present
 
     @property
@@ -253,6 +255,7 @@ class TaskRecord:
             failed_agent=sys.intern(failed_agent),
             history_len=len(history),
             deadline_missed=missed,
+            history_total=max(int(status.get("historyTotal") or 0), len(history)),
             present=present,
         )
 

@@ -1,8 +1,9 @@
 """Translation between the store's records and the scheduler core's columns, both ways.
 
 Inward: agents become a `Snapshot` (free slots count assignments still in
-flight), tasks become a `TaskBatch` (ages and deadlines as seconds; retries
-avoid the failure domain of the agent that failed them), and the
+flight), tasks become a `TaskBatch` (ages and deadlines as seconds; a retry
+avoids the agent that failed it, a last resort for the scheduler core, and that
+agent's failure domain), and the
 SchedulingPolicy becomes a `Policy` with every part applied: strategy,
 temperature, weights, batch size, namespace fair-share weights and quotas.
 Outward: the `Result` becomes one `Placement` per task, in decision order,
@@ -106,7 +107,12 @@ def fleet(
 def tasks(
     fleet: Fleet, queued: Sequence[TaskRecord], *, now: float, avoid_group: Callable[[TaskRecord], str]
 ) -> TaskBatch:
-    """The batch of queued tasks, each restricted to its own namespace."""
+    """The batch of queued tasks, each restricted to its own namespace.
+
+    A task whose latest attempt failed avoids that agent (`failed_agent`): the core
+    places it there only when no other candidate has a free slot, so a retry never
+    starves when the agent that failed it is the only one that can run it.
+    """
     return TaskBatch.build(
         fleet.snapshot,
         names=[f"{t.namespace}/{t.name}" for t in queued],
@@ -120,6 +126,7 @@ def tasks(
         groups=[t.group for t in queued],
         avoid_groups=[avoid_group(t) for t in queued],
         max_cost=[t.max_cost for t in queued],
+        avoid_agents=[f"{t.namespace}/{t.failed_agent}" if t.failed_agent else "" for t in queued],
     )
 
 

@@ -12,6 +12,10 @@ Properties the loop relies on:
   workers, so a hung request holds one worker for at most the request timeout.
 - Only 429 is retried here (the apiserver did not process it). Every other
   failure goes back to the loop as a fresh decision on fresh state.
+- Failures in a row on one object (409, 5xx, no answer) back off: from the
+  second on, the object stays busy for a doubling, jittered, bounded delay
+  (`lifecycle/writes.py`) before the loop may decide it again, so a write the
+  apiserver keeps refusing is never a hot loop. A landed write resets the count.
 - Nothing is sent while this process is not the leader.
 """
 
@@ -32,7 +36,8 @@ import orjson
 from qorch.controller import metrics, workers
 from qorch.controller.kube import MERGE_PATCH, ApiError, KubeError
 from qorch.controller.ledger import Entry, Ledger
-from qorch.controller.store import AGENTS, TASKS
+from qorch.controller.lifecycle import writes
+from qorch.controller.store import AGENTS, APPROVALS, TASKS
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -60,6 +65,9 @@ class Outcome(enum.Enum):
     REFUSED = "refused"  # rejected (invalid, forbidden): certainly not written
     UNKNOWN = "unknown"  # no answer, or a 5xx: may have been written
     DROPPED = "dropped"  # not sent: this process no longer leads
+
+
+_FAILED = frozenset({Outcome.CONFLICT, Outcome.REFUSED, Outcome.UNKNOWN})  # count as failed writes of the object
 
 
 @dataclass(slots=True)
@@ -95,6 +103,8 @@ class StatusWriter:
     _pending: asyncio.Event = field(default_factory=asyncio.Event)
     _idle: asyncio.Event = field(default_factory=asyncio.Event)
     _sending: int = 0
+    _failures: dict[tuple[str, Key], int] = field(default_factory=dict)  # failed writes in a row, per object
+    _cooling: dict[tuple[str, Key], float] = field(default_factory=dict)  # object -> monotonic end of its backoff
 
     def __post_init__(self) -> None:
         """The store tells the ledger about every version it sees."""
@@ -107,15 +117,29 @@ class StatusWriter:
 
     # ------------------------------------------------------------------ the loop's side
     def busy(self, plural: str, key: Key) -> bool:
-        """Whether a write on this object was sent and is unsettled."""
-        return self.ledger.busy(plural, key)
+        """Whether a write on this object was sent and is unsettled, or its writes are backing off."""
+        return self.ledger.busy(plural, key) or self.backing_off(plural, key)
+
+    def backing_off(self, plural: str, key: Key) -> bool:
+        """Whether the object's writes failed repeatedly and its backoff has not ended."""
+        until = self._cooling.get((plural, key))
+        return until is not None and until > self.clock()
+
+    def failures(self, plural: str, key: Key) -> int:
+        """Failed writes of the object in a row (0 after one landed)."""
+        return self._failures.get((plural, key), 0)
 
     def queued(self, plural: str, key: Key) -> bool:
         """Whether a write on this object waits, not sent yet."""
         return self.ledger.queued(plural, key)
 
     def submit(self, write: Write) -> bool:
-        """Queue a write (replacing one still queued for the object); False when one was sent and is unsettled."""
+        """Queue a write (replacing one still queued for the object); False when one was sent and is unsettled.
+
+        Also False while the object's writes back off: the loop decides it again when that ends.
+        """
+        if self.backing_off(write.resource.plural, write.key):
+            return False
         entry = self.ledger.open(write.resource.plural, write.key, write.decided_on, write.reserve, self.clock())
         if entry is None:
             return False
@@ -144,7 +168,8 @@ class StatusWriter:
             await self.settle_due()
 
     async def settle_due(self) -> None:
-        """GET every entry whose deadline passed, so none outlives the truth."""
+        """GET every entry whose deadline passed, so none outlives the truth; end backoffs that are over."""
+        self._cooled(self.clock())
         for entry in self.ledger.due(self.clock()):
             try:
                 await self._check(entry)
@@ -188,6 +213,7 @@ class StatusWriter:
     def _record(self, write: Write, entry: Entry, outcome: Outcome) -> None:
         now = self.clock()
         metrics.WRITES.labels(write.resource.plural, outcome.value).inc()
+        self._count(write.resource.plural, write.key, outcome, now)
         if outcome is Outcome.WRITTEN:
             self.ledger.written(entry, entry.written, now)
         elif outcome in (Outcome.CONFLICT, Outcome.GONE):
@@ -199,6 +225,46 @@ class StatusWriter:
             self._retouch(entry)
         else:
             self.ledger.unknown(entry, now)
+
+    def _count(self, plural: str, key: Key, outcome: Outcome, now: float) -> None:
+        """Count a failed write of the object, or reset the count; a repeated failure starts a backoff."""
+        marker = (plural, key)
+        if outcome is Outcome.WRITTEN or outcome is Outcome.GONE:
+            self._failures.pop(marker, None)
+            self._cooling.pop(marker, None)
+            return
+        if outcome not in _FAILED:
+            return  # dropped: not sent, nothing learned about the object
+        failures = self._failures[marker] = self._failures.get(marker, 0) + 1
+        wait = writes.delay(failures, f"{plural}/{key[0]}/{key[1]}")
+        if wait > 0:
+            self._cooling[marker] = now + wait
+            metrics.WRITE_BACKOFFS.labels(plural).inc()
+            log.warning(
+                "status writes to %s %s/%s failed %d times in a row: not decided again for %.1fs",
+                plural,
+                *key,
+                failures,
+                wait,
+            )
+
+    def _cooled(self, now: float) -> None:
+        """Backoffs that ended: the loop must look at their objects again."""
+        over = [marker for marker, until in self._cooling.items() if until <= now]
+        for marker in over:
+            del self._cooling[marker]
+            plural, key = marker
+            if not self._exists(plural, key):
+                self._failures.pop(marker, None)  # gone meanwhile: nothing left to count for
+                continue
+            self._retouch_key(plural, key)
+
+    def _exists(self, plural: str, key: Key) -> bool:
+        if plural == TASKS:
+            return key in self.store.tasks
+        if plural == AGENTS:
+            return key in self.store.agents
+        return plural != APPROVALS or key in self.store.approvals
 
     async def _send(self, write: Write, entry: Entry) -> Outcome:
         if not self.may_write():
@@ -258,13 +324,16 @@ class StatusWriter:
 
     def _retouch(self, entry: Entry) -> None:
         """An entry closed without a new version reaching the store: the loop must look again."""
+        self._retouch_key(entry.plural, entry.key)
+
+    def _retouch_key(self, plural: str, key: Key) -> None:
         feed = self.store.feed
-        if entry.plural == TASKS:
-            feed.tasks.add(entry.key)
-        elif entry.plural == AGENTS:
-            feed.agents.add(entry.key)
+        if plural == TASKS:
+            feed.tasks.add(key)
+        elif plural == AGENTS:
+            feed.agents.add(key)
         else:
-            approval = self.store.approvals.get(entry.key)
+            approval = self.store.approvals.get(key)
             if approval is not None:
                 feed.tasks.add(approval.task_key)
 

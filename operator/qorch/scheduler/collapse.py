@@ -32,6 +32,8 @@ from typing import TYPE_CHECKING
 import numpy as np
 import numpy.typing as npt
 
+from qorch.scheduler.views import AVOIDED
+
 if TYPE_CHECKING:
     from collections.abc import Sequence
 
@@ -199,7 +201,10 @@ class _Improver:
                 on[c] = on.get(c, 0) + 1
 
     def q(self, c: int) -> dict[int, float]:
-        """Match quality per candidate of class c: the ranking key s + 2T*bias (the score when T = 0)."""
+        """Match quality per candidate of class c: the ranking key s + 2T*bias (the score when T = 0).
+
+        The agent the class avoids is worth `AVOIDED` less at every T: no move ever goes there.
+        """
         found = self.quality.get(c)
         if found is None:
             view = self.views[c]
@@ -207,6 +212,9 @@ class _Improver:
             found = self.quality[c] = {
                 a: s + tilt * b for a, s, b in zip(view.ranked, view.scores, view.biases, strict=True)
             }
+            shun = view.task_class.avoid_agent
+            if shun in found:
+                found[shun] -= AVOIDED
             self.better[c] = sorted(found, key=found.__getitem__, reverse=True)[:_SCAN]
         return found
 

@@ -58,6 +58,7 @@ _TASK_FIELDS = {
     "agentSelector",
     "entanglementGroup",
     "avoidGroup",
+    "avoidAgent",
     "maxCost",
     "key",
 }
@@ -316,6 +317,7 @@ def parse(doc: object) -> Instance:
         avoid_groups=col(tasks, lambda t: t.string("avoidGroup")),
         max_cost=col(tasks, lambda t: t.number("maxCost", math.inf, 0.0) if "maxCost" in t.raw else None),
         keys=col(tasks, lambda t: t.string("key", t.raw["name"])),
+        avoid_agents=col(tasks, lambda t: t.string("avoidAgent")),
     )
     return Instance(snapshot, batch, _policy(doc.get("policy")))
 

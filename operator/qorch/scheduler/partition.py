@@ -13,7 +13,8 @@ deadline, log Z = logsumexp over its profiles p and agent groups g of
 (S[p, g] + 2 bias(g)), where S[p, g] = logsumexp of s/T over pool p's agents of
 group g that pass the class's selector and budget. S is computed once per cycle
 for each (required-capability count, selector and budget, temperature) that
-occurs. Classes with a deadline, and T = 0, score every candidate instead.
+occurs. Classes with a deadline, classes that avoid one agent (a retry's: its bias
+depends on the agent itself, not only its group), and T = 0 score every candidate instead.
 """
 
 from __future__ import annotations
@@ -134,10 +135,10 @@ def partition(ranker: Ranker, views: Sequence[ClassView], temperatures: Sequence
         if view.complete or not view.ranked:
             continue  # the gathered rows are the whole set, or no task of the class was a head
         c = view.task_class
-        urgent = bool(np.isfinite(ranker.urgency_s[c.id]))
-        if urgent or any(t <= 0 for t in temperatures):
+        exact = bool(np.isfinite(ranker.urgency_s[c.id])) or c.avoid_agent >= 0
+        if exact or any(t <= 0 for t in temperatures):
             _score_all(ranker, view, out)
-        if not urgent:
+        if not exact:
             by_key.setdefault((len(c.requires), c.selector, c.max_cost), []).append(view)
     for group in by_key.values():
         # One vectorised pass per key: rows are (class, profile) pairs, columns agent groups.

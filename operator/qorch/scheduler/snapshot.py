@@ -84,10 +84,17 @@ class Snapshot:
     capability_vocab: Vocabulary
     group_vocab: Vocabulary
     label_vocab: Vocabulary  # label values
+    _rows: dict[str, int] | None = None  # name -> row, built on first use (names never change)
 
     def __len__(self) -> int:
         """Number of agents."""
         return len(self.names)
+
+    def row_of(self, name: str) -> int:
+        """The row of agent `name`, or -1 when the fleet has no such agent."""
+        if self._rows is None:
+            self._rows = {n: i for i, n in enumerate(self.names)}
+        return self._rows.get(name, -1)
 
     @property
     def free(self) -> IntArray:

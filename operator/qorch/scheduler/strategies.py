@@ -85,11 +85,12 @@ def _pick_loop(inp: CollapseInput, choose: Callable[[int, ClassView, IntArray, I
     for t in inp.order:
         view = inp.views[inp.class_of[t]]
         agents = cache.get(view.task_class.id)
-        if agents is None or len(agents) != len(view.ranked):
-            agents = cache[view.task_class.id] = np.asarray(view.ranked, dtype=np.int32)
-        if not len(agents):
+        preferred = view.preferred  # the agent a retry avoids is no choice, only a last resort
+        if agents is None or len(agents) != preferred:
+            agents = cache[view.task_class.id] = np.asarray(view.ranked[:preferred], dtype=np.int32)
+        if not len(view.ranked):
             continue
-        agent = choose(t, view, agents, free_np)
+        agent = choose(t, view, agents, free_np) if len(agents) else -1
         if agent < 0 or free_np[agent] <= 0:
             agent = view.next_free(ledger.free)
         if agent >= 0:
@@ -192,13 +193,15 @@ def _exact(inp: CollapseInput) -> collapse.Ledger:
     # effective priority: gaps are then at least 1, and the score term (below 0.5 in all) can
     # only break ties, however small the gap aging made.
     order_of = np.unique(inp.effective_priority[tasks], return_inverse=True)[1]
+    # The agent a retry avoids takes -1 for its score: below every other candidate, still a placement.
     for row, t in enumerate(tasks):
         view = inp.views[inp.class_of[t]]
         weight = float(order_of[row]) + 1.0
+        shun = view.task_class.avoid_agent
         for a, s in zip(view.ranked, view.scores, strict=True):
             c = column_of.get(a)
             if c is not None:
-                value[row, starts[c] : starts[c + 1]] = weight + eps * s
+                value[row, starts[c] : starts[c + 1]] = weight + eps * (s if a != shun else -1.0)
     rows, cols = linear_sum_assignment(value, maximize=True)
     for r, c in zip(rows.tolist(), cols.tolist(), strict=True):
         if value[r, c] > 0:

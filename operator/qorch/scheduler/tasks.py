@@ -116,6 +116,7 @@ class TaskClass:
     avoid_group: int  # failure domain of the last failed attempt, -1 for none
     max_cost: float  # inf when unbounded
     members: IntArray = field(default_factory=lambda: np.zeros(0, dtype=np.int32))
+    avoid_agent: int = -1  # row of the agent that failed the last attempt (a last resort), -1 for none
 
 
 @dataclass(slots=True)
@@ -153,8 +154,14 @@ class TaskBatch:
         avoid_groups: Sequence[str] | None = None,
         max_cost: Sequence[float | None] | None = None,
         keys: Sequence[str] | None = None,
+        avoid_agents: Sequence[str] | None = None,
     ) -> TaskBatch:
-        """Group tasks into classes; omitted columns take the CRD defaults."""
+        """Group tasks into classes; omitted columns take the CRD defaults.
+
+        `avoid_agents` names, per task, the agent (as in `snapshot.names`) that failed its
+        last attempt: the task's class ranks it last, so the task goes there only when no
+        other candidate has a free slot. An unknown or empty name avoids nothing.
+        """
         n = len(names)
         ns_ids: dict[str, int] = {}
         namespace = np.zeros(n, dtype=np.int32)
@@ -183,11 +190,16 @@ class TaskBatch:
             avoid = snapshot.group_vocab.get(avoid_groups[i]) if avoid_groups is not None and avoid_groups[i] else None
             raw_budget = max_cost[i] if max_cost is not None else None
             budget = float("inf") if raw_budget is None else float(raw_budget)
-            key = (req, clearance, sel, group_id, -1 if avoid is None else avoid, budget)
+            shun = snapshot.row_of(avoid_agents[i]) if avoid_agents is not None and avoid_agents[i] else -1
+            key = (req, clearance, sel, group_id, -1 if avoid is None else avoid, budget, shun)
             cid = class_ids.get(key)
             if cid is None:
                 cid = class_ids[key] = len(classes)
-                classes.append(TaskClass(cid, req, clearance, sel, group_id, -1 if avoid is None else avoid, budget))
+                classes.append(
+                    TaskClass(
+                        cid, req, clearance, sel, group_id, -1 if avoid is None else avoid, budget, avoid_agent=shun
+                    )
+                )
             class_of[i] = cid
         order = np.argsort(class_of, kind="stable")
         bounds = np.searchsorted(class_of[order], np.arange(len(classes) + 1))
@@ -226,6 +238,7 @@ class TaskBatch:
                         c.avoid_group,
                         c.max_cost,
                         np.sort(members),
+                        c.avoid_agent,
                     )
                 )
         return TaskBatch(

@@ -8,6 +8,12 @@ collapse's hot loop walks. When contention uses them up, a view gathers,
 scores and ranks the next slice; it never re-ranks what it already handed out.
 After the collapse, a `Catalog` holds every (class, agent) pair's score and
 Born probability for vectorised look-ups.
+
+A class that avoids an agent (the one that failed its tasks' last attempt) ranks it
+last of all its candidates, whatever the strategy: the view holds it back until every
+other candidate has been gathered, then appends it as a last resort. Its bias also
+carries `AVOIDED`, so its Born probability (and so every reported probability and
+explanation) shows it as all but excluded.
 """
 
 from __future__ import annotations
@@ -27,8 +33,11 @@ if TYPE_CHECKING:
     from qorch.scheduler.index import Candidates, CapabilityIndex
     from qorch.scheduler.tasks import TaskClass
 
-__all__ = ["Catalog", "ClassView", "Ranker", "Ranking"]
+__all__ = ["AVOIDED", "Catalog", "ClassView", "Ranker", "Ranking"]
 
+#: Bias (log-amplitude) taken off the agent a class avoids: exp(-2 * AVOIDED) is 0 in floats,
+#: so it has no probability while another candidate exists, and all of it when it is the only one.
+AVOIDED = 1_000.0
 FloatArray = npt.NDArray[np.float64]
 IntArray = npt.NDArray[np.int32]
 Ranking = Literal["probability", "best-fit", "gathered"]
@@ -69,13 +78,25 @@ class Ranker:
             urgency_s=np.repeat(self.urgency_s[ids], lengths),
             group=np.repeat(np.fromiter((c.group for c in classes), dtype=np.int32, count=count), lengths),
             avoid=np.repeat(np.fromiter((c.avoid_group for c in classes), dtype=np.int32, count=count), lengths),
+            shun=np.repeat(np.fromiter((c.avoid_agent for c in classes), dtype=np.int32, count=count), lengths),
         )
         return seg, all_rows, score, bias, lengths
 
     def score_rows(
-        self, rows: IntArray, *, need: IntArray, urgency_s: FloatArray, group: IntArray, avoid: IntArray
+        self,
+        rows: IntArray,
+        *,
+        need: IntArray,
+        urgency_s: FloatArray,
+        group: IntArray,
+        avoid: IntArray,
+        shun: IntArray | None = None,
     ) -> tuple[FloatArray, FloatArray]:
-        """(score, entanglement bias) per row; a class enters only through these four columns."""
+        """(score, bias) per row; a class enters only through these five columns.
+
+        The bias is entanglement's, less `AVOIDED` where the row is the agent the class
+        avoids (`shun`, -1 for none).
+        """
         ctx = scorers.ScoreContext(
             snapshot=self.index.snapshot,
             rows=rows,
@@ -84,7 +105,10 @@ class Ranker:
             free=self.free,
             capability_count=self.capability_count,
         )
-        return scorers.combined(ctx, self.weights), self.entanglement.bias(self.index.snapshot, rows, group, avoid)
+        bias = self.entanglement.bias(self.index.snapshot, rows, group, avoid)
+        if shun is not None:
+            bias = bias - AVOIDED * (rows == shun)
+        return scorers.combined(ctx, self.weights), bias
 
     def rank(self, views: Sequence[ClassView], rows: Sequence[IntArray]) -> None:
         """Score and rank `rows[i]` for `views[i]`, appending them best-first."""
@@ -111,9 +135,7 @@ class Ranker:
         bounds = np.concatenate([[0], np.cumsum(lengths)]).tolist()
         for i, (view, _) in enumerate(keep):
             a, b = bounds[i], bounds[i + 1]
-            view.ranked.extend(r_sorted[a:b])
-            view.scores.extend(s_sorted[a:b])
-            view.biases.extend(b_sorted[a:b])
+            view.take(r_sorted[a:b], s_sorted[a:b], b_sorted[a:b])
 
 
 @dataclass(slots=True)
@@ -127,17 +149,46 @@ class ClassView:
     scores: list[float] = field(default_factory=list)
     biases: list[float] = field(default_factory=list)
     cursor: int = 0
+    held: tuple[int, float, float] | None = None  # the avoided agent, gathered but not ranked yet
+    last_resort: bool = False  # the avoided agent is ranked: the last of `ranked`
 
     @property
     def complete(self) -> bool:
         """Whether every feasible agent has been gathered."""
         return self.cands.complete
 
+    @property
+    def preferred(self) -> int:
+        """How many of `ranked` come before the last resort (all of them when there is none)."""
+        return len(self.ranked) - self.last_resort
+
+    def take(self, rows: list[int], scores: list[float], biases: list[float]) -> None:
+        """Append a ranked slice; the avoided agent waits until every other candidate is in."""
+        avoid = self.task_class.avoid_agent
+        if avoid >= 0 and avoid in rows:
+            k = rows.index(avoid)
+            self.held = (rows.pop(k), scores.pop(k), biases.pop(k))
+        self.ranked.extend(rows)
+        self.scores.extend(scores)
+        self.biases.extend(biases)
+        self._release()
+
+    def _release(self) -> int:
+        """Rank the held-back agent once every other candidate is in; 1 if it was ranked now."""
+        if self.held is None or not self.cands.complete:
+            return 0
+        row, score, bias = self.held
+        self.ranked.append(row)
+        self.scores.append(score)
+        self.biases.append(bias)
+        self.held, self.last_resort = None, True
+        return 1
+
     def extend(self, want: int) -> int:
         """Gather, score and rank about `want` more candidates; return how many were added."""
         rows = self.ranker.index.gather(self.cands, want)
         self.ranker.rank([self], [rows])
-        return len(rows)
+        return len(rows) + self._release()  # the last slice may be empty and still complete the set
 
     def next_free(self, free: list[int]) -> int:
         """The best-ranked candidate with a free slot (extending as needed), or -1."""

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
 from collections.abc import Callable, Coroutine
 from typing import Any
 
@@ -18,7 +19,7 @@ import pytest
 from qorch.controller import documents, metrics, translate
 from qorch.controller import loop as loop_module
 from qorch.controller.kube import ApiError, KubeError, TransportError
-from qorch.controller.lifecycle import gate
+from qorch.controller.lifecycle import gate, writes
 from qorch.controller.store import AGENTS, APPROVALS, LEASES, POLICIES, TASKS
 from qorch.controller.writer import StatusWriter, Write
 from support import bodies
@@ -783,6 +784,41 @@ def test_a_refusal_does_not_shorten_the_pause_of_an_open_breaker() -> None:
     run(test)
 
 
+# ---------------------------------------------------------------------------------------------- issue 13, item 1
+NO_BACKOFF = {"maxAttempts": 3, "backoffSeconds": 0, "maxBackoffSeconds": 0}
+
+
+async def fail_the_attempt(h: Harness, name: str = "t") -> str:
+    """The current attempt of `name` is reported failed by its agent; returns that agent."""
+    body = h.task(name)
+    status = body["status"]
+    agent = status["assignment"]["agent"]
+    status["execution"] = bodies.execution(agent, status["assignment"]["attempt"], finished=True, error="boom")
+    h.create(TASKS, body)
+    await h.cycle()
+    await h.cycle()
+    return agent
+
+
+@pytest.mark.parametrize("first", ["a1", "a2"])
+def test_a_retry_avoids_the_agent_that_failed_it_even_in_no_group(first: str) -> None:
+    """Item 1: two equal agents in no failure domain; whichever failed attempt 1, attempt 2 goes to the other."""
+
+    async def test(h: Harness) -> None:
+        for name in ("a1", "a2"):
+            h.create(AGENTS, bodies.agent(name, capabilities=["code"], capacity=5))
+            h.renew(name)
+        running = bodies.assigned(first, 1, phase="Running", execution=bodies.execution(first, 1))
+        h.create(TASKS, bodies.task("t", requires=["code"], retry=NO_BACKOFF, status=running))
+        assert await fail_the_attempt(h) == first
+        status = h.status("t")
+        assert (status["phase"], status["assignment"]["attempt"]) == ("Assigned", 2)
+        assert status["assignment"]["agent"] != first
+        assert first not in [c["agent"] for c in status["explanation"]["candidates"][:1]]
+
+    run(test)
+
+
 def test_a_leader_that_comes_back_takes_the_breakers_from_the_agents_status() -> None:
     """D1: the breakers a replica held in an earlier term give way to what another leader wrote meanwhile."""
 
@@ -798,6 +834,31 @@ def test_a_leader_that_comes_back_takes_the_breakers_from_the_agents_status() ->
             h.create(TASKS, bodies.task(f"t{i}", requires=["code"]))
         await h.cycle()
         assert phases(h, ["t0", "t1", "t2"]) == dict.fromkeys(["t0", "t1", "t2"], "Assigned")  # not one probe
+
+    run(test)
+
+
+def test_a_retry_still_runs_on_the_agent_that_failed_it_when_no_other_can() -> None:
+    """Item 1, never starve: the only capable agent, or the only one with room, gets the retry."""
+
+    async def test(h: Harness) -> None:
+        h.create(AGENTS, bodies.agent("only", capabilities=["gpu"], capacity=2))
+        h.create(AGENTS, bodies.agent("full", capabilities=["code"], capacity=1))
+        h.create(AGENTS, bodies.agent("roomy", capabilities=["code"], capacity=2))
+        for name in ("only", "full", "roomy"):
+            h.renew(name)
+        alone = bodies.assigned("only", 1, phase="Running", execution=bodies.execution("only", 1))
+        h.create(TASKS, bodies.task("alone", requires=["gpu"], retry=NO_BACKOFF, status=alone))
+        # `full` is busy with another task: the retry of a task that failed on `roomy` has nowhere else to go.
+        h.create(TASKS, bodies.task("busy", requires=["code"], status=bodies.assigned("full", 1, phase="Running")))
+        crowded = bodies.assigned("roomy", 1, phase="Running", execution=bodies.execution("roomy", 1))
+        h.create(TASKS, bodies.task("crowded", requires=["code"], retry=NO_BACKOFF, status=crowded))
+        await fail_the_attempt(h, "alone")
+        await fail_the_attempt(h, "crowded")
+        for name, agent in (("alone", "only"), ("crowded", "roomy")):
+            status = h.status(name)
+            assert (status["phase"], status["assignment"]["attempt"]) == ("Assigned", 2), status
+            assert status["assignment"]["agent"] == agent
 
     run(test)
 
@@ -952,3 +1013,61 @@ def test_a_cycle_closed_or_broken_at_one_task_is_told_on_every_member() -> None:
         assert reasons(h, members) == dict.fromkeys(members, "DependencyPending")
 
     run(test)
+
+
+@pytest.mark.parametrize(
+    "error",
+    [
+        pytest.param(ApiError(500, "InternalError", "etcdserver: request timed out"), id="500"),
+        pytest.param(ApiError(409, "Conflict", "the object has been modified"), id="409"),
+    ],
+)
+def test_writes_that_keep_failing_back_off_exponentially_and_a_success_resets(error: ApiError) -> None:
+    """Item 1: an apiserver that refuses every write of one task is asked ever more rarely, never in a hot loop.
+
+    Simulated time only: 300 s in steps of half a second, the attempts counted and timed on the
+    harness's clock. Without the backoff the same run makes one write per settling (a second or
+    five); with it the gaps double up to a minute. Once writes land again the count starts over.
+    """
+    api = FakeApi()
+    failing = [True]
+    sent: list[float] = []
+    clock: list[list[float]] = []
+
+    def refuse(method: str, path: str) -> ApiError | None:
+        if method == "PATCH" and path.endswith("/tasks/t/status"):
+            sent.append(clock[0][0])
+            return error if failing[0] else None
+        return None
+
+    api.before.append(refuse)
+
+    async def test(h: Harness) -> None:
+        clock.append(h.now)
+        h.create(AGENTS, bodies.agent("a", capabilities=["code"]))
+        h.renew("a")
+        done = bodies.assigned("a", 1, phase="Running", execution=bodies.execution("a", 1, finished=True))
+        h.create(TASKS, bodies.task("t", requires=["code"], status=done))
+        start = h.now[0]
+        while h.now[0] - start < 300:
+            await h.cycle()
+            await h.settle()
+            h.advance(0.5)
+            h.renew("a")
+        assert h.status("t")["phase"] == "Running"  # nothing landed
+        gaps = [b - a for a, b in itertools.pairwise(sent)]
+        assert 8 <= len(sent) <= 20, gaps  # ~60 (409: one per 5 s hold) or ~200 (500) without the backoff
+        assert max(gaps) <= writes.CAP + 6  # bounded: the cap, plus settling and the half-second steps
+        assert min(gaps[-3:]) >= writes.CAP / 2  # and it got there
+        for n, gap in enumerate(gaps[1:], start=2):  # after failure n (n >= 2) at least half the doubled delay
+            assert gap >= 0.5 * min(writes.CAP, writes.BASE * 2.0 ** (n - 2)), (n, gaps)
+        assert h.writer.failures(TASKS, ("ns", "t")) == len(sent)
+        failing[0] = False
+        h.advance(writes.CAP)
+        await h.settle()
+        await h.cycle()
+        assert h.status("t")["phase"] == "Succeeded"
+        assert h.writer.failures(TASKS, ("ns", "t")) == 0  # reset by the write that landed
+        assert not h.writer.backing_off(TASKS, ("ns", "t"))
+
+    run(test, api)

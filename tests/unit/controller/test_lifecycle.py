@@ -6,7 +6,7 @@ import pytest
 
 from qorch.api.enums import BreakerState, Reason, TaskPhase
 from qorch.controller.breakers import Breakers
-from qorch.controller.lifecycle import breaker, cancel, gate, liveness, progress, redrive, retry
+from qorch.controller.lifecycle import breaker, cancel, gate, liveness, progress, redrive, retry, writes
 from qorch.controller.lifecycle.liveness import Liveness
 from qorch.controller.records import AgentRecord, ApprovalRecord, LeaseRecord, Retry, TaskRecord
 from support import bodies
@@ -318,6 +318,19 @@ def test_jitter_is_stable_per_attempt_and_spread_across_attempts() -> None:
     assert retry.jitter("u", 1) == retry.jitter("u", 1)
     spread = {round(retry.jitter(f"u{i}", 1), 1) for i in range(200)}
     assert len(spread) >= 8
+
+
+# ---------------------------------------------------------------------------------------------- our own writes
+def test_one_failed_write_waits_nothing_repeated_ones_double_up_to_the_cap() -> None:
+    """A first 409 is ordinary concurrency; from the second failure on, half to all of 1, 2, 4 ... 60 s."""
+    assert writes.delay(0, "tasks/ns/t") == writes.delay(1, "tasks/ns/t") == 0.0
+    for failures, doubled in [(2, 1.0), (3, 2.0), (4, 4.0), (8, 60.0), (50, 60.0)]:
+        wait = writes.delay(failures, "tasks/ns/t")
+        assert doubled / 2 <= wait <= doubled, (failures, wait)
+        assert wait == writes.delay(failures, "tasks/ns/t")  # stable: the same answer twice
+    spread = {round(writes.delay(9, f"tasks/ns/t{i}")) for i in range(100)}
+    assert min(spread) >= 30
+    assert len(spread) >= 10  # objects failing together do not come back together
 
 
 # ---------------------------------------------------------------------------------------------- cancel

@@ -36,6 +36,7 @@ task_st = st.fixed_dictionaries(
     optional={
         "agentSelector": st.fixed_dictionaries({"zone": st.sampled_from(["x", "y"])}),
         "maxCost": st.floats(0, 3),
+        "avoidAgent": st.sampled_from([f"a{i}" for i in range(8)]),  # a retry: the agent that failed it
     },
 )
 instance_st = st.tuples(st.lists(agent_st, min_size=1, max_size=8), st.lists(task_st, max_size=14))
@@ -95,6 +96,31 @@ def test_quantum_reaches_the_exact_optimum(instance: tuple[list[Any], list[Any]]
     """Priority-weighted value equals linear_sum_assignment's optimum on every instance."""
     agents, tasks = _named(*instance)
     assert value(run(agents, tasks)) == value(run(agents, tasks, strategy="exact"))
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(instance_st)
+def test_avoiding_the_agent_that_failed_a_retry_never_costs_priority(instance: tuple[list[Any], list[Any]]) -> None:
+    """Retries avoid their failed agent, yet quantum places exactly the priority it would place without that."""
+    agents, tasks = _named(*instance)
+    plain = [{k: v for k, v in t.items() if k != "avoidAgent"} for t in tasks]
+    assert value(run(agents, tasks)) == value(run(agents, plain)) == value(run(agents, tasks, strategy="exact"))
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.lists(agent_st, min_size=1, max_size=8), task_st, st.integers(0, 7), st.sampled_from(list(Strategy)))
+def test_a_lone_retry_runs_on_its_failed_agent_only_when_no_other_can(
+    agents: list[dict[str, Any]], task: dict[str, Any], failed: int, strategy: Strategy
+) -> None:
+    """Alone in its batch, a retry lands on the agent it avoids only when no other feasible agent has room."""
+    named, [retry] = _named(agents, [{**task, "avoidAgent": f"a{failed}"}])
+    result = run(named, [retry], strategy=strategy.value)
+    others = [a for a in named if a["name"] != retry["avoidAgent"] and _feasible(a, retry) and _slots(a) > 0]
+    chosen = int(result.agent_of[0])
+    if chosen >= 0 and result.snapshot.names[chosen] == retry["avoidAgent"]:
+        assert not others, (retry, others)
+    if others:
+        assert chosen >= 0
 
 
 @settings(max_examples=60, deadline=None)

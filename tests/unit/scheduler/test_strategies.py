@@ -8,6 +8,7 @@ import pytest
 from qorch.api.enums import Strategy
 from qorch.scheduler import Policy, schedule, synthetic
 from qorch.scheduler.strategies import ScheduleError
+from qorch.scheduler.tasks import TaskBatch
 from support.instances import placed, run, value
 
 POOL = [{"name": f"a{i}", "capabilities": ["c"], "capacity": 4} for i in range(4)]
@@ -155,3 +156,76 @@ def test_quantum_keeps_within_a_thousandth_of_the_best_total_match_quality(
     ours = schedule(work.snapshot, work.tasks, Policy())
     assert value(ours) == value(best)
     assert ours.score.sum() >= 0.999 * best.score.sum(), ours.score.sum() / best.score.sum()
+
+
+# ---------------------------------------------------------------------------------------------- retries (issue 13)
+FAILED = {"name": "failed", "capabilities": ["c"], "successRate": 1.0}  # the better one: chosen when nothing is avoided
+OTHER = {"name": "other", "capabilities": ["c"], "successRate": 0.5}
+
+
+@pytest.mark.parametrize("strategy", list(Strategy), ids=[s.value for s in Strategy])
+def test_a_retry_avoids_the_agent_that_failed_it_but_never_starves(strategy: Strategy) -> None:
+    """Every strategy: another capable agent with room gets the retry; else the agent that failed it does."""
+    retry = [{"name": "t", "requires": ["c"], "avoidAgent": "failed"}]
+    assert placed(run([FAILED, OTHER], [{"name": "t", "requires": ["c"]}], strategy="quantum")) == {"t": "failed"}
+    assert placed(run([FAILED, OTHER], retry, strategy=strategy.value)) == {"t": "other"}
+    assert placed(run([FAILED], retry, strategy=strategy.value)) == {"t": "failed"}  # the only capable one
+    full = {**OTHER, "activeTasks": 1}
+    assert placed(run([FAILED, full], retry, strategy=strategy.value)) == {"t": "failed"}  # the only one with room
+    unknown = [{**retry[0], "avoidAgent": "gone"}]  # an agent no longer in the fleet avoids nothing
+    fresh = [{"name": "t", "requires": ["c"]}]
+    assert placed(run([FAILED, OTHER], unknown, strategy=strategy.value)) == placed(
+        run([FAILED, OTHER], fresh, strategy=strategy.value)
+    )
+
+
+def test_the_avoided_agent_has_no_probability_while_another_candidate_exists() -> None:
+    """Its bias is AVOIDED lower: the explanation lists it last with p = 0, the choice gets all of it."""
+    res = run([FAILED, OTHER], [{"name": "t", "requires": ["c"], "avoidAgent": "failed"}])
+    shown = [(c.agent, c.probability) for c in res.explain(0).candidates]
+    assert shown == [("other", 1.0), ("failed", 0.0)]
+    assert res.probability[0] == 1.0
+    alone = run([FAILED], [{"name": "t", "requires": ["c"], "avoidAgent": "failed"}])
+    assert alone.probability[0] == 1.0  # the last resort, when it is the only one, is certain
+
+
+def test_avoiding_an_agent_never_costs_a_placement() -> None:
+    """The retry comes first and avoids `failed`, but the later task can only run on `other`.
+
+    The augmenting path moves the retry to its last resort so that both run: avoidance is a
+    preference, never a reason to leave work unplaced.
+    """
+    agents = [{"name": "failed", "capabilities": ["c"]}, {"name": "other", "capabilities": ["c", "d"]}]
+    tasks = [
+        {"name": "retry", "requires": ["c"], "priority": 900, "avoidAgent": "failed"},
+        {"name": "special", "requires": ["d"], "priority": 100},
+    ]
+    for strategy in ("quantum", "exact"):
+        assert placed(run(agents, tasks, strategy=strategy)) == {"retry": "failed", "special": "other"}, strategy
+    assert placed(run(agents, tasks[:1])) == {"retry": "other"}
+
+
+def test_a_retry_avoids_its_agent_in_a_pool_read_in_slices() -> None:
+    """3,000 agents: a class reads its candidates lazily, so the avoided agent is held back, not just ranked low.
+
+    The agent the fresh task gets is the one its retry avoids; the retry goes elsewhere, its
+    class is a class of its own, and the quality pass never moves it back.
+    """
+    snap = synthetic.fleet(3000, seed=3)
+    fresh = schedule(snap, TaskBatch.build(snap, names=["t"], requires=[["skill-0"]]), Policy())
+    best = snap.names[int(fresh.agent_of[0])]
+    view = fresh.views[0]
+    assert not view.complete  # more than 256 candidates: read in slices
+    batch = TaskBatch.build(snap, names=["t", "u"], requires=[["skill-0"], ["skill-0"]], avoid_agents=[best, ""])
+    assert len(batch.classes) == 2
+    assert batch.classes[int(batch.class_of[0])].avoid_agent == snap.row_of(best)
+    assert batch.subset(np.array([0], dtype=np.int32)).classes[0].avoid_agent == snap.row_of(best)
+    for strategy in Strategy:
+        if strategy is Strategy.EXACT:
+            continue  # 3,000 agents are too many for it
+        res = schedule(snap, batch, Policy(strategy=strategy))
+        assert res.agent_of[0] >= 0, strategy
+        assert snap.names[int(res.agent_of[0])] != best, strategy
+    res = schedule(snap, batch, Policy())
+    assert res.views[int(batch.class_of[0])].held is not None  # gathered, held back, never needed
+    assert snap.names[int(res.agent_of[1])] == best  # the task that avoids nothing still gets it

@@ -13,9 +13,32 @@ without a cluster (an import contract keeps it that way).
 - `retry`: after a failed attempt, when (and whether) the next one comes;
 - `breaker`: an agent whose attempts keep failing gets no new work for a cool-down;
 - `deadline`: a task unfinished at `spec.deadline` missed it (and fails, if it asked to);
-- `timeouts`: an attempt never claimed, or running too long with a silent agent, is taken back.
+- `timeouts`: an attempt never claimed, or running too long with a silent agent, is taken back;
+- `writes`: an object whose status writes keep failing (409, 5xx) is decided again ever more slowly.
 """
 
-from qorch.controller.lifecycle import breaker, cancel, deadline, gate, liveness, progress, redrive, retry, timeouts
+from qorch.controller.lifecycle import (
+    breaker,
+    cancel,
+    deadline,
+    gate,
+    liveness,
+    progress,
+    redrive,
+    retry,
+    timeouts,
+    writes,
+)
 
-__all__ = ["breaker", "cancel", "deadline", "gate", "liveness", "progress", "redrive", "retry", "timeouts"]
+__all__ = [
+    "breaker",
+    "cancel",
+    "deadline",
+    "gate",
+    "liveness",
+    "progress",
+    "redrive",
+    "retry",
+    "timeouts",
+    "writes",
+]

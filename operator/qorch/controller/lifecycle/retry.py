@@ -11,10 +11,10 @@ from __future__ import annotations
 import hashlib
 from typing import TYPE_CHECKING
 
+from qorch.api.enums import AttemptOutcome, Reason
 from qorch.controller import documents
 
 if TYPE_CHECKING:
-    from qorch.api.enums import Reason
     from qorch.controller.documents import StatusChange
     from qorch.controller.records import Retry, TaskRecord
 
@@ -38,8 +38,11 @@ def backoff(retry: Retry, failed_attempts: int, spread: float) -> float:
 def after_failure(task: TaskRecord, *, retry: Retry, now: float, reason: Reason, message: str) -> StatusChange:
     """The current attempt, which started, failed for `reason`: retry it (maybe later), or give up."""
     started = task.counted - task.attempts_before  # a redrive from the dead-letter queue starts a fresh budget
+    outcome = AttemptOutcome.LOST if reason is Reason.AGENT_LOST else AttemptOutcome.FAILED
     if started >= retry.max_attempts:
-        return documents.dead_lettered(task, f"{reason}: {message} ({started} of {retry.max_attempts} attempts made)")
+        return documents.dead_lettered(
+            task, f"{reason}: {message} ({started} of {retry.max_attempts} attempts made)", outcome=outcome
+        )
     delay = backoff(retry, started, jitter(task.uid, task.attempt))
     when = f"in {delay:.1f}s" if delay > 0 else "now"
     return documents.retrying(
@@ -47,4 +50,5 @@ def after_failure(task: TaskRecord, *, retry: Retry, now: float, reason: Reason,
         reason,
         f"{message}; attempt {started + 1} of {retry.max_attempts} {when}",
         at=now + delay if delay > 0 else None,
+        outcome=outcome,
     )
