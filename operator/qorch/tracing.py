@@ -141,8 +141,11 @@ def step(name: str, uid: str, *, start: float, end: float, attributes: Mapping[s
     tracer = _State.tracer
     if tracer is None:
         return
-    span = tracer.start_span(name, context=_task_context(uid), start_time=int(start * _NS), attributes=attributes)
-    span.end(end_time=int(max(end, start) * _NS))
+    try:
+        span = tracer.start_span(name, context=_task_context(uid), start_time=int(start * _NS), attributes=attributes)
+        span.end(end_time=int(max(end, start) * _NS))
+    except Exception:  # tracing must never cost a decision or an attempt
+        log.debug("span %s of task %s not recorded", name, uid, exc_info=True)
 
 
 def task_ended(uid: str, *, created: float, end: float, attributes: Mapping[str, AttributeValue]) -> None:
@@ -150,12 +153,15 @@ def task_ended(uid: str, *, created: float, end: float, attributes: Mapping[str,
     tracer, ids = _State.tracer, _State.ids
     if tracer is None or ids is None:
         return
-    with ids.root(uid):
-        span = tracer.start_span(
-            "qorch.task", context=trace.set_span_in_context(trace.INVALID_SPAN), start_time=int(created * _NS),
-            attributes=attributes,
-        )  # fmt: skip
-    span.end(end_time=int(max(end, created) * _NS))
+    try:
+        with ids.root(uid):
+            span = tracer.start_span(
+                "qorch.task", context=trace.set_span_in_context(trace.INVALID_SPAN), start_time=int(created * _NS),
+                attributes=attributes,
+            )  # fmt: skip
+        span.end(end_time=int(max(end, created) * _NS))
+    except Exception:  # tracing must never cost a decision
+        log.debug("root span of task %s not recorded", uid, exc_info=True)
 
 
 @contextlib.contextmanager

@@ -433,6 +433,7 @@ class AgentRuntime:
         finally:
             self.claiming -= 1
         if claim is not None:
+            self._start(claim, task)  # first: nothing may come between a landed claim and its run
             if tracing.enabled():
                 step: dict[str, str | int] = {
                     "qorch.task": claim.task,
@@ -440,7 +441,6 @@ class AgentRuntime:
                     "qorch.attempt": attempt.attempt,
                 }
                 tracing.step("qorch.task.claimed", attempt.task_uid, start=asked, end=time.time(), attributes=step)
-            self._start(claim, task)
 
     def _start(self, claim: Claim, task: Mapping[str, Any]) -> None:
         spec = task.get("spec") or {}

@@ -298,6 +298,10 @@ class HistoryEntry(ApiModel):
     ] = None
 
 
+#: How many dependents a Task's status names (dependentsTotal counts them all).
+DEPENDENTS_SHOWN = 100
+
+
 class TaskStatus(ApiModel):
     """What the operator (and, for execution, the agent) says about the task."""
 
@@ -313,6 +317,17 @@ class TaskStatus(ApiModel):
         int,
         Field(ge=0, description="History entries ever recorded; those beyond the latest 20 were dropped from history."),
     ] = 0
+    dependents: Annotated[
+        list[ObjectName],
+        Field(
+            max_length=DEPENDENTS_SHOWN,
+            description=(
+                f"Tasks of this namespace whose dependsOn names this one (its children in the DAG; its parents are "
+                f"spec.dependsOn), the first {DEPENDENTS_SHOWN} by name. Written by the operator."
+            ),
+        ),
+    ] = []
+    dependents_total: Annotated[int, Field(ge=0, description="How many tasks depend on this one.")] = 0
     next_attempt_at: Annotated[dt.datetime | None, Field(description="When a Retrying task is queued again.")] = None
     explanation: Annotated[Explanation | None, Field(description="Why it is where it is.")] = None
     execution: Annotated[Execution | None, Field(description="Written by the agent runtime.")] = None

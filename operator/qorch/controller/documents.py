@@ -38,6 +38,7 @@ __all__ = [
     "deadline_message",
     "deadline_missed",
     "dependency_failed",
+    "dependents",
     "held",
     "queued",
     "render",
@@ -289,7 +290,16 @@ def deadline_exceeded(task: TaskRecord) -> StatusChange:
         attempt=task.attempt,
         warning=True,
         missed_deadline=True,
+        outcome=AttemptOutcome.WITHDRAWN if task.agent else None,
     )
+
+
+def dependents(names: list[str], total: int) -> list[dict[str, Any]]:
+    """The JSON patch that says which tasks depend on this one (the status exists already)."""
+    return [
+        {"op": "add", "path": "/status/dependents", "value": names},
+        {"op": "add", "path": "/status/dependentsTotal", "value": total},
+    ]
 
 
 def deadline_missed(task: TaskRecord, when: float) -> list[dict[str, Any]]:

@@ -34,6 +34,7 @@ from typing import TYPE_CHECKING
 from qorch import tracing
 from qorch.api import constants
 from qorch.api.enums import AgentPhase, BreakerState, Reason, TaskPhase
+from qorch.api.task import DEPENDENTS_SHOWN
 from qorch.controller import documents, metrics, translate
 from qorch.controller.breakers import Breakers
 from qorch.controller.kube import Resource
@@ -124,6 +125,7 @@ class Kernel:
     _walks: dict[str, gate.Walks] = field(default_factory=dict)  # namespace -> this pass's cycle searches
     _agents_counted: float = float("-inf")  # monotonic time the agents-by-phase gauge was last set
     _since: dict[Key, tuple[str, int, float]] = field(default_factory=dict)  # active task -> (phase, attempt, mono)
+    _deadline_armed: dict[Key, float] = field(default_factory=dict)  # task -> the deadline its timer is armed for
 
     def poke(self) -> None:
         """Something changed: run a cycle soon."""
@@ -230,6 +232,7 @@ class Kernel:
             self.queue.discard(key)
             self._unseen.pop(key, None)
             self._since.pop(key, None)
+            self._deadline_armed.pop(key, None)
             self._recheck.discard(key)
         self._walks.clear()  # what cycle searches learned holds for this pass only
         for key in feed.regraphed:  # a cycle closed through it runs through what depends on it too
@@ -427,7 +430,12 @@ class Kernel:
         candidates = [
             a.key
             for a in self.store.agents.values()
-            if a.provider == provider and not a.cordoned and self._liveness.get(a.key) is liveness.Liveness.ALIVE
+            if a.provider == provider
+            and not a.cordoned
+            and a.key not in self._suspect
+            and self._liveness.get(a.key) is liveness.Liveness.ALIVE
+            and Breakers.admits(self.breakers.state(a.key, self.store.agents, self.wall()))
+            and self.store.load(a.key) + self.writer.ledger.slots(a.key) < a.capacity
         ]
         chosen = min(candidates) if candidates else None
         self._probes[provider] = (self.cycles, chosen)
@@ -456,17 +464,46 @@ class Kernel:
         if task.phase not in ACTIVE_PHASES:
             self._since.pop(key, None)
         self._rules(task, now, mono)
+        if self.writer.busy(TASKS, key) or self.writer.queued(TASKS, key):
+            return  # a write was just decided: a dependents patch must not replace it
         due = deadline.due(task)
-        if due is not None and not self.writer.busy(TASKS, key):
+        if due is not None and self._deadline_armed.get(key) != due:
+            self._deadline_armed[key] = due  # one timer per task and deadline, however often it is visited
             self._arm(mono + max(due - now, 0.0) + 0.01, _TASK_TIMER, key)
+        if task.present:
+            self._show_dependents(task)
+
+    def _show_dependents(self, task: TaskRecord) -> None:
+        """Write which tasks depend on this one when the status says otherwise (its DAG children)."""
+        names = sorted(d for ns, d in self.store.dependents.get(task.key, ()) if ns == task.namespace)
+        shown = names[:DEPENDENTS_SHOWN]
+        if tuple(shown) == task.dependents and len(names) == task.dependents_total:
+            return
+        write = Write(
+            TASK_RESOURCE,
+            task.key,
+            task.resource_version,
+            lambda: documents.dependents(shown, len(names)),
+            done=lambda outcome: None if outcome is Outcome.WRITTEN else self.poke(),
+            urgent=False,
+        )
+        self.writer.submit(write)
 
     def _rules(self, task: TaskRecord, now: float, mono: float) -> None:
         """The lifecycle rules in their order: the user's requests, the deadline, then by phase."""
         asked = cancel.cancel(task) or redrive.redrive(task)  # what the user asked for comes first
+        missed = deadline.missed(task, now)
+        report = task.report
+        # A report that ends the current attempt is decided first: work the agent finished in time
+        # must not fail because the operator saw it after the deadline. And the DeadlineMissed
+        # patch needs a status to add to: a task without one gets its first status first.
+        ending = report is not None and report.about(task.agent, task.attempt) and (report.finished or report.refused)
+        if missed is not None and (ending or (missed.fail is None and not task.present)):
+            missed = None
         if asked is not None:
             self.queue.discard(task.key)
             self._write_task(task, asked, now)
-        elif (missed := deadline.missed(task, now)) is not None:
+        elif missed is not None:
             self._deadline_missed(task, missed, now)
         elif task.phase in FINAL_PHASES:
             self.queue.discard(task.key)
@@ -539,8 +576,10 @@ class Kernel:
         ran = report is not None and report.about(task.agent, task.attempt) and report.finished
         # The breaker counts an attempt the agent ran and reported, once its end is written.
         ended = (agent_key, not report.error) if ran and report is not None else None
-        if change.reason is Reason.ATTEMPT_TIMED_OUT:
-            ended = (agent_key, False)  # its agent went silent on it: a failure of that agent
+        if change.reason in (Reason.ATTEMPT_TIMED_OUT, Reason.CLAIM_TIMED_OUT):
+            # Its agent went silent on it (or never claimed it, a wedged runtime that still renews
+            # its Lease): a failure of that agent, so a stuck agent's breaker opens and it gets no more.
+            ended = (agent_key, False)
         agent = self.store.agents.get(agent_key)
         provider = None
         if ended is not None and agent is not None and agent.provider:
@@ -642,6 +681,10 @@ class Kernel:
         else:
             message = f"provider {provider}: a probe attempt succeeded: work flows to its agents again"
         log.info("breaker of provider %s: %s -> %s", provider, change.before.state.value, after.state.value)
+        if after.state is not BreakerState.OPEN:
+            for agent in self.store.agents.values():  # parked tasks its other agents could take now
+                if agent.provider == provider:
+                    self.queue.agent_changed(agent, slot_freed_only=False)
         if self.events is not None:
             self.events.post(
                 kind="SchedulingPolicy",
@@ -753,7 +796,7 @@ class Kernel:
         # no batch slot: one of each shape learns the reason, and the rest share it.
         hopeless, queued = self._hopeless(agents, queued)
         queued = self._head_of_line(queued, now)
-        free_quota, cost_left = self._quotas(agents, fleet.load)
+        free_quota, cost_left = self._quotas(agents)
         policy = translate.policy(policy_record, free_quota=free_quota, cycle=self.cycles)
         batch = translate.tasks(fleet, queued, now=now, avoid_group=self._avoid_group)
         representatives = [members[0] for members in hopeless.values()]
@@ -904,10 +947,16 @@ class Kernel:
         failed = self.store.agents.get((task.namespace, task.failed_agent))
         return failed.group if failed is not None else ""
 
-    def _quotas(self, agents: list[AgentRecord], load: dict[Key, int]) -> tuple[dict[str, int], dict[str, float]]:
+    def _quotas(self, agents: list[AgentRecord]) -> tuple[dict[str, int], dict[str, float]]:
+        """Free concurrent slots and cost left per capped namespace, from what really runs.
+
+        Not from `_load`: a probing agent's load is inflated to limit it to one probe, which
+        must not spend its namespace's quota.
+        """
         quotas = self.store.policy.quotas
         if not quotas:
             return {}, {}
+        load = {a.key: self.store.load(a.key) + self.writer.ledger.slots(a.key) for a in agents}
         active: dict[str, int] = {}
         spent: dict[str, float] = {}
         for agent in agents:

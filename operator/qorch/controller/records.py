@@ -68,6 +68,7 @@ _FAILURES = frozenset(
     {
         Reason.ATTEMPT_FAILED.value,
         Reason.ATTEMPT_TIMED_OUT.value,
+        Reason.CLAIM_TIMED_OUT.value,  # not a failed attempt, but its agent is the one to avoid next
         Reason.AGENT_LOST.value,
         Reason.ATTEMPTS_EXHAUSTED.value,
     }
@@ -175,6 +176,8 @@ class TaskRecord:
     history_len: int
     deadline_missed: str  # lastTransitionTime of the DeadlineMissed condition ("" while not missed)
     history_total: int  # history entries ever recorded (historyTotal; at least those still in history)
+    dependents: tuple[str, ...]  # status.dependents: the children the status names now
+    dependents_total: int  # status.dependentsTotal
     present: int  # bitmask of STATUS_FIELDS present
 
     @property
@@ -256,6 +259,8 @@ class TaskRecord:
             history_len=len(history),
             deadline_missed=missed,
             history_total=max(int(status.get("historyTotal") or 0), len(history)),
+            dependents=tuple(str(d) for d in status.get("dependents") or ()),
+            dependents_total=int(status.get("dependentsTotal") or 0),
             present=present,
         )
 

@@ -248,6 +248,7 @@ class ClusterState:
         new_deps = new.depends_on if new else ()
         if old_deps != new_deps:
             _move(self.dependents, key, [(key[0], d) for d in old_deps], [(key[0], d) for d in new_deps])
+            self.feed.tasks.update((key[0], d) for d in set(old_deps) ^ set(new_deps))  # their children changed
 
     def _index_agent(self, key: Key, old_agent: Key | None, new_agent: Key | None) -> None:
         if old_agent == new_agent:

@@ -68,6 +68,8 @@ class Outcome(enum.Enum):
 
 
 _FAILED = frozenset({Outcome.CONFLICT, Outcome.REFUSED, Outcome.UNKNOWN})  # count as failed writes of the object
+_FORGET_AFTER = 2 * writes.CAP  # a failure older than this starts the count afresh
+_FORGET_SWEEP = 10_000  # objects with a failure remembered before old ones are swept
 
 
 @dataclass(slots=True)
@@ -104,6 +106,7 @@ class StatusWriter:
     _idle: asyncio.Event = field(default_factory=asyncio.Event)
     _sending: int = 0
     _failures: dict[tuple[str, Key], int] = field(default_factory=dict)  # failed writes in a row, per object
+    _failed_at: dict[tuple[str, Key], float] = field(default_factory=dict)  # object -> when its last write failed
     _cooling: dict[tuple[str, Key], float] = field(default_factory=dict)  # object -> monotonic end of its backoff
 
     def __post_init__(self) -> None:
@@ -231,10 +234,18 @@ class StatusWriter:
         marker = (plural, key)
         if outcome is Outcome.WRITTEN or outcome is Outcome.GONE:
             self._failures.pop(marker, None)
+            self._failed_at.pop(marker, None)
             self._cooling.pop(marker, None)
             return
         if outcome not in _FAILED:
             return  # dropped: not sent, nothing learned about the object
+        if now - self._failed_at.get(marker, now) > _FORGET_AFTER:
+            self._failures.pop(marker, None)  # an old failure is no repeat: the object may have moved on since
+        if len(self._failed_at) > _FORGET_SWEEP:  # objects deleted after failing once are forgotten in time
+            for old in [m for m, at in self._failed_at.items() if now - at > _FORGET_AFTER]:
+                self._failures.pop(old, None)
+                self._failed_at.pop(old, None)
+        self._failed_at[marker] = now
         failures = self._failures[marker] = self._failures.get(marker, 0) + 1
         wait = writes.delay(failures, f"{plural}/{key[0]}/{key[1]}")
         if wait > 0:

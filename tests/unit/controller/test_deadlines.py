@@ -157,3 +157,80 @@ def test_timeout_seconds_bounds_an_attempt_not_the_task() -> None:
     record = TaskRecord.of(bodies.task("t", timeoutSeconds=5))
     assert record.deadline is None
     assert record.timeout == 5.0
+
+
+def test_a_task_created_past_its_deadline_still_runs_and_is_marked_once_it_has_a_status() -> None:
+    """Review defect: the condition patch needs a status; the task gets its first status (and runs) first."""
+
+    async def test(h: Harness) -> None:
+        h.create(AGENTS, bodies.agent("a", capabilities=["code"]))
+        h.renew("a")
+        h.create(TASKS, bodies.task("t", requires=["code"], deadline=documents.stamp(WALL0 - 60)))
+        await h.cycle()
+        assert h.status("t")["phase"] == "Assigned"
+        await h.cycle()
+        assert conditions(h, "t")["DeadlineMissed"]["status"] == "True"
+        assert h.status("t")["phase"] == "Assigned"
+
+    run(test)
+
+
+def test_work_finished_in_time_but_seen_late_is_not_failed_for_the_deadline() -> None:
+    """Review defect: a finished report is decided before the deadline: Succeeded, not DeadlineExceeded."""
+
+    async def test(h: Harness) -> None:
+        h.create(AGENTS, bodies.agent("a", capabilities=["code"]))
+        h.renew("a")
+        done = bodies.assigned("a", 1, phase="Running", execution=bodies.execution("a", 1, finished=True))
+        deadline = documents.stamp(WALL0 - 1)
+        h.create(TASKS, bodies.task("t", requires=["code"], deadline=deadline, failOnDeadline=True, status=done))
+        await h.cycle()
+        assert h.status("t")["phase"] == "Succeeded"
+
+    run(test)
+
+
+def test_a_deadline_arms_one_timer_however_often_the_task_is_visited() -> None:
+    """Review defect: every visit armed another timer living until the deadline."""
+
+    async def test(h: Harness) -> None:
+        h.create(TASKS, bodies.task("t", requires=["gpu"], deadline=documents.stamp(WALL0 + 86_400)))
+        for _ in range(20):
+            h.kernel.store.feed.tasks.add(("ns", "t"))
+            await h.cycle()
+        assert sum(1 for timer in h.kernel._timers if timer[3] == ("ns", "t")) == 1
+
+    run(test)
+
+
+def test_a_wedged_agent_that_never_claims_opens_its_breaker() -> None:
+    """Review defect: claim timeouts count against the agent, so a wedged runtime stops absorbing work."""
+
+    async def test(h: Harness) -> None:
+        policy = {"claimTimeoutSeconds": 5, "breaker": {"failureThreshold": 2, "cooldownSeconds": 600}}
+        h.create(POLICIES, {"metadata": {"name": "default"}, "spec": policy})
+        h.create(AGENTS, bodies.agent("a", capabilities=["code"], capacity=2))
+        h.renew("a")
+        for name in ("t1", "t2"):
+            h.create(TASKS, bodies.task(name, requires=["code"], status=bodies.assigned("a", 1)))
+        await h.cycle()
+        await wait(h, 10)
+        await h.cycle()
+        assert h.api.get(AGENTS, "ns", "a")["status"]["breaker"]["state"] == "Open"
+        assert {h.status(n)["phase"] for n in ("t1", "t2")} == {"Queued"}
+
+    run(test)
+
+
+def test_fail_on_deadline_records_the_withdrawn_attempt_in_history() -> None:
+    """Review defect: the history entry of the attempt a deadline withdrew says how it ended."""
+
+    async def test(h: Harness) -> None:
+        h.create(AGENTS, bodies.agent("a", capabilities=["code"]))
+        h.renew("a")
+        deadline = documents.stamp(WALL0 + 5)
+        h.create(TASKS, bodies.task("t", requires=["code"], deadline=deadline, failOnDeadline=True, status=running()))
+        await wait(h, 10)
+        assert h.status("t")["history"][-1]["outcome"] == "Withdrawn"
+
+    run(test)

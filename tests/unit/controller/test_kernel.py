@@ -20,8 +20,8 @@ from qorch.controller import documents, metrics, translate
 from qorch.controller import loop as loop_module
 from qorch.controller.kube import ApiError, KubeError, TransportError
 from qorch.controller.lifecycle import gate, writes
-from qorch.controller.store import AGENTS, APPROVALS, LEASES, POLICIES, TASKS
-from qorch.controller.writer import StatusWriter, Write
+from qorch.controller.store import AGENTS, APPROVALS, LEASES, POLICIES, TASKS, ClusterState
+from qorch.controller.writer import Outcome, StatusWriter, Write
 from support import bodies
 from support.fakeapi import FakeApi
 from support.kernel import WALL0, Harness, harness
@@ -1071,3 +1071,18 @@ def test_writes_that_keep_failing_back_off_exponentially_and_a_success_resets(er
         assert not h.writer.backing_off(TASKS, ("ns", "t"))
 
     run(test, api)
+
+
+def test_a_failed_write_long_ago_is_no_repeat_and_old_counts_are_swept() -> None:
+    """Review defect: a conflict minutes after an earlier one starts the count afresh (no backoff at once)."""
+    now = [0.0]
+    store = ClusterState(clock=lambda: now[0])
+    status_writer = StatusWriter(FakeApi(), store, may_write=lambda: True, clock=lambda: now[0])  # type: ignore[arg-type]
+    key = ("ns", "t")
+    status_writer._count(TASKS, key, Outcome.CONFLICT, now[0])
+    now[0] = 600.0
+    status_writer._count(TASKS, key, Outcome.CONFLICT, now[0])
+    assert status_writer.failures(TASKS, key) == 1
+    assert not status_writer.backing_off(TASKS, key)
+    status_writer._count(TASKS, key, Outcome.CONFLICT, now[0])  # a repeat now: it backs off
+    assert status_writer.backing_off(TASKS, key)
