@@ -63,6 +63,10 @@ def test_cancel_stops_running_and_queued_tasks_and_frees_the_slot(
         capture_output=True, text=True, check=False, timeout=60,
     )  # fmt: skip
     assert (out.returncode, out.stdout.strip()) == (0, "task.qorch.io/long cancel requested"), out.stderr
+    # managedFields name the user's tool as the writer of spec.cancel, not the operator (GitOps reads them).
+    managers = kubectl.json("get", "qtask", "long", "--show-managed-fields")["metadata"]["managedFields"]
+    cancelled_by = [m["manager"] for m in managers if "f:cancel" in (m.get("fieldsV1") or {}).get("f:spec", {})]
+    assert cancelled_by == ["qorch-client"], managers
 
     async def sdk_cancel() -> str:
         async with await Client.connect(kubeconfig, ns) as client:

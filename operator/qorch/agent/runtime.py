@@ -45,6 +45,7 @@ AGENTS = Resource(constants.GROUP, constants.VERSION, "agents")
 LEASES = Resource("coordination.k8s.io", "v1", "leases")
 _NOT_FOUND, _CONFLICT = 404, 409
 _MERGE = "application/merge-patch+json"
+_MANAGER = {"fieldManager": constants.AGENT_FIELD_MANAGER}
 _CANCELLED = "Cancelled: spec.cancel was set while the handler ran"
 _SHUT_DOWN = "the agent shut down before the attempt finished"
 _RETRY_SECONDS = 1.0  # a claim or refusal the apiserver did not take is offered again after this
@@ -259,7 +260,7 @@ class AgentRuntime:
             meta = {"name": s.name, "labels": dict(s.labels)}
             body = {"apiVersion": constants.API_VERSION, "kind": "Agent", "metadata": meta, "spec": spec}
             try:
-                body = await self.api.call("POST", AGENTS.path(s.namespace), body=body)
+                body = await self.api.call("POST", AGENTS.path(s.namespace), body=body, query=_MANAGER)
             except ApiError as again:
                 if again.status != _CONFLICT:
                     raise
@@ -308,12 +309,14 @@ class AgentRuntime:
         }
         timeout = max(1.0, s.lease_seconds / 3)  # one hung call must not outlast the Lease
         try:
-            await self.api.call("PATCH", self._lease_path(), body={"spec": spec}, content_type=_MERGE, timeout=timeout)
+            await self.api.call(
+                "PATCH", self._lease_path(), body={"spec": spec}, content_type=_MERGE, timeout=timeout, query=_MANAGER
+            )
         except ApiError as exc:
             if exc.status != _NOT_FOUND:
                 raise
             body = {"metadata": {"name": constants.AGENT_LEASE_PREFIX + s.name}, "spec": spec}
-            await self.api.call("POST", self._lease_path(collection=True), body=body, timeout=timeout)
+            await self.api.call("POST", self._lease_path(collection=True), body=body, timeout=timeout, query=_MANAGER)
 
     async def release(self) -> None:
         """Clear holderIdentity if this process still holds the Lease (compare-and-set on its version)."""
@@ -321,7 +324,7 @@ class AgentRuntime:
         if (lease.get("spec") or {}).get("holderIdentity") != self.identity:
             return  # another process took over: its Lease is not ours to end
         body = {"metadata": {"resourceVersion": lease["metadata"]["resourceVersion"]}, "spec": {"holderIdentity": None}}
-        await self.api.call("PATCH", self._lease_path(), body=body, content_type=_MERGE)
+        await self.api.call("PATCH", self._lease_path(), body=body, content_type=_MERGE, query=_MANAGER)
 
     async def recover(self) -> None:
         """After a restart: our claims with no finish cannot be vouched for; report them failed."""

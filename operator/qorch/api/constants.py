@@ -7,6 +7,7 @@ __all__ = [
     "AGENT_LEASE_PREFIX",
     "API_VERSION",
     "CATEGORY",
+    "CLIENT_FIELD_MANAGER",
     "DEFAULT_POLICY_NAME",
     "GROUP",
     "LEADER_LEASE",
@@ -26,5 +27,7 @@ LEADER_LEASE = "qorch-operator"
 AGENT_LEASE_PREFIX = "qorch-agent-"
 OPERATOR_FIELD_MANAGER = "qorch-operator"
 AGENT_FIELD_MANAGER = "qorch-agent"
+#: The CLI and the SDK: a user's `qorch submit`, `qorch cancel`, `qorch dlq redrive`, `qorch approve`.
+CLIENT_FIELD_MANAGER = "qorch-client"
 METRICS_PREFIX = "qorch_"
 DEFAULT_POLICY_NAME = "default"

@@ -36,6 +36,7 @@ FINAL = frozenset({TaskPhase.SUCCEEDED, TaskPhase.FAILED, TaskPhase.DEAD_LETTERE
 _NOT_FOUND, _CONFLICT, _FORBIDDEN = 404, 409, 403
 _FEW = 20  # wait() reads this many tasks one by one; more, and it lists the namespace
 _MERGE = "application/merge-patch+json"
+_MANAGER = {"fieldManager": constants.CLIENT_FIELD_MANAGER}  # managedFields name the user's tool, not the operator
 # What the apiserver says for a URL of no registered API, not for a missing object (`... "name" not found`).
 _NO_SUCH_RESOURCE = ("404 page not found", "could not find the requested resource")
 
@@ -172,7 +173,7 @@ class Client:
             "spec": _spec(goal, spec),
         }
         try:
-            made = await self.api.call("POST", TASKS.path(self.namespace), body=body)
+            made = await self.api.call("POST", TASKS.path(self.namespace), body=body, query=_MANAGER)
         except ApiError as exc:
             if exc.status == _CONFLICT:
                 raise ClientError(f"task {task_name!r} exists already; pick another name") from None
@@ -290,7 +291,9 @@ class Client:
                 "spec": {"redrive": max(view.spec.redrive or 0, view.status.redrives) + 1},
             }
             try:
-                changed = await self.api.call("PATCH", TASKS.path(self.namespace, name), body=body, content_type=_MERGE)
+                changed = await self.api.call(
+                    "PATCH", TASKS.path(self.namespace, name), body=body, content_type=_MERGE, query=_MANAGER
+                )
             except ApiError as exc:
                 if exc.status == _CONFLICT:
                     continue
@@ -351,7 +354,11 @@ class Client:
         """
         try:
             body = await self.api.call(
-                "PATCH", TASKS.path(self.namespace, name), body={"spec": {"cancel": True}}, content_type=_MERGE
+                "PATCH",
+                TASKS.path(self.namespace, name),
+                body={"spec": {"cancel": True}},
+                content_type=_MERGE,
+                query=_MANAGER,
             )
         except KubeError as exc:
             raise _explain(exc, f"cancel task {name!r}") from None
@@ -380,7 +387,7 @@ class Client:
             spec["reason"] = reason
         body = {"apiVersion": constants.API_VERSION, "kind": "Approval", "metadata": {"name": name}, "spec": spec}
         try:
-            await self.api.call("POST", APPROVALS.path(self.namespace), body=body)
+            await self.api.call("POST", APPROVALS.path(self.namespace), body=body, query=_MANAGER)
         except KubeError as exc:
             raise _explain(exc, f"{decision.lower()} task {task!r}") from None
         return name
