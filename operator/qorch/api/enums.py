@@ -141,6 +141,7 @@ class Reason(StrEnum):
     AGENT_REFUSED = "AgentRefused"
     REPORT_IGNORED = "ReportIgnored"
     CLAIM_TIMED_OUT = "ClaimTimedOut"
+    ASSIGNMENT_REFUSED = "AssignmentRefused"
     ATTEMPT_TIMED_OUT = "AttemptTimedOut"
     # Deadlines.
     DEADLINE_MISSED = "DeadlineMissed"

@@ -38,7 +38,7 @@ from qorch.api.task import DEPENDENTS_SHOWN
 from qorch.controller import documents, metrics, translate
 from qorch.controller.breakers import Breakers
 from qorch.controller.kube import Resource
-from qorch.controller.lifecycle import cancel, deadline, gate, liveness, progress, redrive, timeouts
+from qorch.controller.lifecycle import admission, cancel, deadline, gate, liveness, progress, redrive, timeouts
 from qorch.controller.providers import ProviderBreakers
 from qorch.controller.queueing import SchedulingQueue, Shape
 from qorch.controller.records import ACTIVE_PHASES, FINAL_PHASES, parse_time
@@ -314,6 +314,8 @@ class Kernel:
             if pause_over:
                 del self._paused[key]
             self._breaker_seen(agent, now, mono)
+            if key in feed.reshaped:  # its spec changed: may it still hold its tasks (clearance)?
+                feed.tasks |= self.store.by_agent.get(key, set())
             if came_alive or key in feed.reshaped or pause_over:
                 self.queue.agent_changed(agent, slot_freed_only=False)
             elif key in feed.freed:
@@ -562,6 +564,10 @@ class Kernel:
             judged = self._liveness[agent_key] = self._liveness_of(agent_key, mono)
         retry = task.retry or self.store.policy.default_retry
         change = progress.progress(task, liveness=judged, retry=retry, now=now)
+        report = task.report
+        finished = report is not None and report.about(task.agent, task.attempt) and report.finished
+        if change is None or not finished:
+            change = admission.declassified(task, self.store.agents.get(agent_key)) or change
         if change is None:
             change = self._timed_out(task, retry, now, mono)
         if change is None:
@@ -858,6 +864,10 @@ class Kernel:
         if placement.reason is Reason.NOT_IN_BATCH:
             self._again = True
         if placement.agent is not None:
+            broken = admission.violation(task, placement.agent)
+            if broken:
+                self._refuse_assignment(task, placement.agent, broken, mono)
+                return
             change = documents.assigned(
                 agent=placement.agent.name,
                 attempt=task.last_attempt + 1,  # identities are never reused
@@ -882,6 +892,24 @@ class Kernel:
         self.queue.park(task.key, Shape.of(task), reason, mono)
         if task.phase != TaskPhase.QUEUED.value or task.reason != reason.value:
             self._write_task(task, documents.queued(reason, placement.message, placement.candidates), now)
+
+    def _refuse_assignment(self, task: TaskRecord, agent: AgentRecord, rule: str, mono: float) -> None:
+        """A placement that breaks `rule` reached the writer: never written; said loudly; tried again later."""
+        metrics.ASSIGNMENTS_REFUSED.labels(rule).inc()
+        message = f"an assignment to {agent.name} was refused before it was written: it breaks the {rule} rule"
+        log.error("task %s/%s: %s (a scheduler bug)", task.namespace, task.name, message)
+        if self.events is not None:
+            self.events.post(
+                kind="Task",
+                namespace=task.namespace,
+                name=task.name,
+                uid=task.uid,
+                warning=True,
+                reason=Reason.ASSIGNMENT_REFUSED.value,
+                message=message,
+                essential=True,
+            )
+        self.queue.park(task.key, Shape.of(task), Reason.CAPACITY_EXHAUSTED, mono)  # not at once: a bug may repeat
 
     def _unbusy(self) -> list[TaskRecord]:
         """The active tasks whose last write has settled."""

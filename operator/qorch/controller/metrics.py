@@ -12,6 +12,7 @@ __all__ = [
     "AGENTS",
     "API_WRITE_SECONDS",
     "ASSIGNMENTS",
+    "ASSIGNMENTS_REFUSED",
     "BREAKERS",
     "BREAKER_TRANSITIONS",
     "CREATE_TO_ASSIGNED_SECONDS",
@@ -61,6 +62,12 @@ CYCLES_TO_FIRST_STATUS = Histogram(
     buckets=(0, 1, 2, 3, 5, 10, 20, 50),
 )
 ASSIGNMENTS = Counter("qorch_assignments_total", "Assignments written to Task status.")
+ASSIGNMENTS_REFUSED = Counter(
+    "qorch_assignments_refused_total",
+    "Assignments the last check before the write refused (a scheduler bug), by rule: namespace, clearance, "
+    "capabilities, selector, budget.",
+    ["rule"],
+)
 BREAKER_TRANSITIONS = Counter(
     "qorch_breaker_transitions_total", "Agent circuit breakers that changed state, by the state entered.", ["state"]
 )

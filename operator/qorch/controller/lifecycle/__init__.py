@@ -14,10 +14,12 @@ without a cluster (an import contract keeps it that way).
 - `breaker`: an agent whose attempts keep failing gets no new work for a cool-down;
 - `deadline`: a task unfinished at `spec.deadline` missed it (and fails, if it asked to);
 - `timeouts`: an attempt never claimed, or running too long with a silent agent, is taken back;
+- `admission`: the last check before an assignment is written; an agent whose clearance drops gives work back;
 - `writes`: an object whose status writes keep failing (409, 5xx) is decided again ever more slowly.
 """
 
 from qorch.controller.lifecycle import (
+    admission,
     breaker,
     cancel,
     deadline,
@@ -31,6 +33,7 @@ from qorch.controller.lifecycle import (
 )
 
 __all__ = [
+    "admission",
     "breaker",
     "cancel",
     "deadline",
