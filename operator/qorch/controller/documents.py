@@ -209,17 +209,19 @@ def succeeded(task: TaskRecord) -> StatusChange:
     )
 
 
-def requeued(task: TaskRecord, reason: Reason, message: str) -> StatusChange:
+def requeued(task: TaskRecord, reason: Reason, message: str, *, at: float | None = None) -> StatusChange:
     """The current attempt never started (agent gone or declined): back to the queue, nothing counted.
 
     Its attempt identity is used up all the same: the next assignment gets a new one,
     so a report about this one can never be mistaken for a report about the next.
+    With `at`, it waits `Retrying` until then (no attempt spent) rather than queued at once.
     """
     return StatusChange(
-        TaskPhase.QUEUED,
+        TaskPhase.RETRYING if at is not None else TaskPhase.QUEUED,
         reason,
         message,
-        remove=("assignment", "nextAttemptAt"),
+        fields={"nextAttemptAt": stamp(at)} if at is not None else {},
+        remove=("assignment",) if at is not None else ("assignment", "nextAttemptAt"),
         agent=task.agent,
         attempt=task.attempt,
         warning=True,

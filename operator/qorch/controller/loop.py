@@ -572,7 +572,8 @@ class Kernel:
             change = self._timed_out(task, retry, now, mono)
         if change is None:
             return
-        if change.reason is Reason.AGENT_REFUSED:
+        refused = task.report.refused if task.report is not None else ""
+        if change.reason is Reason.AGENT_REFUSED and refused in progress.AGENT_REFUSALS:
             # The agent knows better than our count: give it a pause rather than the same task
             # again at once (assign, refuse, requeue, ... with no end). A longer pause (an Open
             # breaker's cool-down) stands: its end is what wakes the agent's parked tasks.

@@ -69,6 +69,7 @@ _FAILURES = frozenset(
         Reason.ATTEMPT_FAILED.value,
         Reason.ATTEMPT_TIMED_OUT.value,
         Reason.CLAIM_TIMED_OUT.value,  # not a failed attempt, but its agent is the one to avoid next
+        Reason.AGENT_REFUSED.value,  # nor is a refusal
         Reason.AGENT_LOST.value,
         Reason.ATTEMPTS_EXHAUSTED.value,
     }

@@ -83,3 +83,27 @@ def test_lowering_an_agents_clearance_requeues_what_it_may_no_longer_hold_withou
             assert h.status("t")["phase"] == "Assigned"
 
     asyncio.run(main())
+
+
+def test_a_task_the_agent_cannot_run_waits_and_never_pauses_the_agent_for_others() -> None:
+    """Found by fuzzing: NoHandler refusals paused the agent each time, starving every other task.
+
+    A refusal about the task itself brings it back after a delay (Retrying, no attempt
+    spent); the agent gets no pause, so well-formed work flows at once.
+    """
+
+    async def main() -> None:
+        async with harness() as h:
+            h.create(AGENTS, bodies.agent("a", capabilities=["code"], capacity=4))
+            h.renew("a")
+            refusal = bodies.execution("a", 1, refused="NoHandler")
+            h.create(TASKS, bodies.task("odd", status=bodies.assigned("a", 1, execution=refusal)))
+            await h.cycle()
+            status = h.status("odd")
+            assert (status["phase"], status["attempts"]) == ("Retrying", 0)
+            assert "nextAttemptAt" in status
+            h.create(TASKS, bodies.task("good", requires=["code"]))
+            await h.cycle()
+            assert h.status("good")["phase"] == "Assigned"
+
+    asyncio.run(main())

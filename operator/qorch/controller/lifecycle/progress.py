@@ -4,7 +4,9 @@ Only a report about the current attempt counts: its `attempt` and `agent`
 must equal the assignment's (docs/protocol.md). A report for any other
 attempt is ignored here (the store records it as `ReportIgnored`).
 
-- refused: the agent declined without running it: back to the queue, no attempt used;
+- refused: the agent declined without running it: back to the queue, no attempt used; a
+  refusal about the task itself (NoHandler: the agent cannot run it) brings it back only
+  after `REFUSED_DELAY`, so one task nobody can run never loops assign-refuse-requeue;
 - finished: Succeeded, or a failed attempt (retry or give up);
 - claimed: Running, and `attempts` counts it (also when the claim and the
   finish are first seen together: the finish path counts it then);
@@ -16,6 +18,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+from qorch.api import protocol
 from qorch.api.enums import Reason, TaskPhase
 from qorch.controller import documents
 from qorch.controller.lifecycle import retry as retries
@@ -26,7 +29,12 @@ if TYPE_CHECKING:
     from qorch.controller.documents import StatusChange
     from qorch.controller.records import Retry, TaskRecord
 
-__all__ = ["progress"]
+__all__ = ["REFUSED_DELAY", "progress"]
+
+#: Seconds a task an agent refused as such (not for want of room) waits before it is placed again.
+REFUSED_DELAY = 5.0
+#: Refusals that say the agent was full or leaving: about the agent, not the task.
+AGENT_REFUSALS = frozenset({protocol.OVER_CAPACITY, protocol.DRAINING})
 
 
 def progress(task: TaskRecord, *, liveness: Liveness, retry: Retry, now: float) -> StatusChange | None:
@@ -59,8 +67,13 @@ def _ended(task: TaskRecord, report: Report, *, retry: Retry, now: float) -> Sta
     """The agent declined the current attempt, or finished it."""
     if report.refused:
         detail = f": {report.error}" if report.error else ""
+        later = report.refused not in AGENT_REFUSALS
         return documents.requeued(
-            task, Reason.AGENT_REFUSED, f"{task.agent} declined attempt {task.attempt} ({report.refused}{detail})"
+            task,
+            Reason.AGENT_REFUSED,
+            f"{task.agent} declined attempt {task.attempt} ({report.refused}{detail})"
+            + (f"; placed again in {REFUSED_DELAY:g}s" if later else ""),
+            at=now + REFUSED_DELAY if later else None,
         )
     if not report.error:
         return documents.succeeded(task)
