@@ -46,7 +46,7 @@ def test_rate_limits_open_the_providers_breaker_and_work_fails_over(
              what="the three agents to be Ready")  # fmt: skip
     retry = {"maxAttempts": 5, "backoffSeconds": 0}
     work = [task(f"t{i}", input={"rate_limited_on": "alpha"}, retry=retry) for i in range(TASKS)]
-    with CapacitySampler(api, ns) as sampler:
+    with CapacitySampler(kubectl.kubeconfig, ns) as sampler:  # a kubeconfig: the checker's own reader
         kubectl("create", "-f", "-", stdin=yaml.safe_dump_all(work))
         wait_for(lambda: api.count(ns, "Succeeded") == TASKS, 90, what="every task to succeed")
     sampler.assert_ok()
@@ -73,4 +73,6 @@ def test_rate_limits_open_the_providers_breaker_and_work_fails_over(
     finished = Counter(c["task"] for w in workers.values() for c in w.handled("finished"))
     assert finished == {f"t{i}": 1 for i in range(TASKS)}, finished  # none lost, none run to the end twice
     completions = [c for w in workers.values() for c in w.handled("finished")]
-    check(api, ns, created=[f"t{i}" for i in range(TASKS)], completions=completions).assert_ok()
+    check(kubectl.kubeconfig, ns, created=[f"t{i}" for i in range(TASKS)], completions=completions).assert_ok()
+    assert sampler.samples > 1, sampler.samples
+    assert sampler.errors == 0, sampler.errors
