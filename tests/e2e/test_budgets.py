@@ -17,6 +17,7 @@ import pytest
 import yaml
 
 from qorch.testing import Kubectl
+from qorch.testing.invariants import CapacitySampler, check
 from support.api import Api
 from support.manifests import agent, lease, policy, stream, task
 from support.operators import OperatorFleet
@@ -83,15 +84,19 @@ def test_a_namespace_at_its_cap_waits_with_that_reason(
     worker = runtimes("worker", "--capabilities=code", "--capacity=8")
     sampler = Sampler(api, ns)
     try:
-        work = [task(f"t{i}", input={"sleep": "1.5"}) for i in range(6)]
-        kubectl("create", "-f", "-", stdin=yaml.safe_dump_all(work))
-        wait_for(lambda: api.count(ns, "Succeeded") == 6, 60, what="every task to succeed")
+        with CapacitySampler(api, ns) as capacity:
+            work = [task(f"t{i}", input={"sleep": "1.5"}) for i in range(6)]
+            kubectl("create", "-f", "-", stdin=yaml.safe_dump_all(work))
+            wait_for(lambda: api.count(ns, "Succeeded") == 6, 60, what="every task to succeed")
     finally:
         sampler.stop()
+    capacity.assert_ok()
+    assert 0 < capacity.peak["worker"] <= limit, capacity.peak
     assert 0 < sampler.most <= limit, sampler.most
     assert sampler.reasons["OverQuota"] > 0, sampler.reasons
     assert any(says in m for m in sampler.messages), sampler.messages[:3]
     assert Counter(c["task"] for c in worker.handled()) == {f"t{i}": 1 for i in range(6)}
+    check(api, ns, created=[f"t{i}" for i in range(6)], completions=worker.handled("finished")).assert_ok()
 
 
 def test_weighted_namespaces_share_the_operator_in_proportion(

@@ -15,6 +15,7 @@ import pytest
 import yaml
 
 from qorch.testing import Kubectl
+from qorch.testing.invariants import CapacitySampler, check
 from support.api import Api
 from support.manifests import agent, policy, stream, task
 from support.operators import OperatorFleet
@@ -45,9 +46,10 @@ def test_rate_limits_open_the_providers_breaker_and_work_fails_over(
              what="the three agents to be Ready")  # fmt: skip
     retry = {"maxAttempts": 5, "backoffSeconds": 0}
     work = [task(f"t{i}", input={"rate_limited_on": "alpha"}, retry=retry) for i in range(TASKS)]
-    kubectl("create", "-f", "-", stdin=yaml.safe_dump_all(work))
-
-    wait_for(lambda: api.count(ns, "Succeeded") == TASKS, 90, what="every task to succeed")
+    with CapacitySampler(kubectl.kubeconfig, ns) as sampler:  # a kubeconfig: the checker's own reader
+        kubectl("create", "-f", "-", stdin=yaml.safe_dump_all(work))
+        wait_for(lambda: api.count(ns, "Succeeded") == TASKS, 90, what="every task to succeed")
+    sampler.assert_ok()
     tasks = {t["metadata"]["name"]: t for t in api.tasks(ns)}
     assert {t["status"]["execution"]["agent"] for t in tasks.values()} == {"beta-1"}
     limited = [c for name in ("alpha-1", "alpha-2") for c in workers[name].handled()]
@@ -70,3 +72,7 @@ def test_rate_limits_open_the_providers_breaker_and_work_fails_over(
     assert op.metric('qorch_provider_breakers{state="Open"}') == 1
     finished = Counter(c["task"] for w in workers.values() for c in w.handled("finished"))
     assert finished == {f"t{i}": 1 for i in range(TASKS)}, finished  # none lost, none run to the end twice
+    completions = [c for w in workers.values() for c in w.handled("finished")]
+    check(kubectl.kubeconfig, ns, created=[f"t{i}" for i in range(TASKS)], completions=completions).assert_ok()
+    assert sampler.samples > 1, sampler.samples
+    assert sampler.errors == 0, sampler.errors

@@ -16,6 +16,7 @@ import pytest
 import yaml
 
 from qorch.testing import Kubectl
+from qorch.testing.invariants import CapacitySampler, check
 from support.api import Api
 from support.manifests import policy, task
 from support.operators import OperatorFleet
@@ -161,6 +162,7 @@ def test_exhausted_attempts_dead_letter_and_a_redrive_gives_a_fresh_budget(
     assert "redrive only counts up" in undo.stderr
     calls = Counter((c["task"], c["attempt"]) for c in agent.handled())
     assert sorted(a for t, a in calls if t == "flaky") == [1, 2, 3, 4]  # four attempts, each once
+    check(api, ns, created=["flaky", "fine"], completions=agent.handled("finished")).assert_ok()
     assert max(calls.values()) == 1
     assert op.metric('qorch_task_transitions_total{phase="DeadLettered",reason="AttemptsExhausted"}') == 2
     assert op.metric('qorch_task_transitions_total{phase="Queued",reason="Redriven"}') == 1
@@ -234,8 +236,13 @@ def test_a_failed_attempt_is_retried_on_another_agent_and_the_history_shows_both
     names = [f"hop-{i}" for i in range(6)]
     retry = {"maxAttempts": 3, "backoffSeconds": 1, "maxBackoffSeconds": 1}
     stream = yaml.safe_dump_all([task(n, input={"fail_attempt": "1"}, retry=retry) for n in names])
-    kubectl("create", "-f", "-", stdin=stream)
-    wait_for(lambda: all(api.phases(ns).get(n) == "Succeeded" for n in names), 90, what="every retry to succeed")
+    with CapacitySampler(api, ns) as sampler:
+        kubectl("create", "-f", "-", stdin=stream)
+        wait_for(lambda: all(api.phases(ns).get(n) == "Succeeded" for n in names), 90, what="every retry to succeed")
+    sampler.assert_ok()
+    assert sampler.samples > 1
+    finished = [c for worker in workers.values() for c in worker.handled("finished")]
+    check(api, ns, created=names, completions=finished).assert_ok()
 
     calls = [c for worker in workers.values() for c in worker.handled()]
     runs = Counter((c["task"], c["attempt"]) for c in calls)
