@@ -8,6 +8,7 @@ where the old one stopped.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import threading
@@ -130,28 +131,47 @@ class AuditLog:
     ) -> dict[str, Any]:
         """Append one entry, signed (by this log's key unless `key`), flushed and fsynced; returns it."""
         with self._lock:
-            unsigned = {
-                "seq": self._seq + 1,
-                "time": self._clock(),
-                "kind": kind,
-                "subject": dict(subject or {}),
-                "data": dict(data or {}),
-                "prev": self._head,
-            }
-            entry = sign_entry(unsigned, key or self._key)
-            line = canonical(entry)
-            with self.path.open("ab") as f:
+            return self._append(kind, subject, data, key)
+
+    def _append(
+        self,
+        kind: str,
+        subject: Mapping[str, Any] | None,
+        data: Mapping[str, Any] | None,
+        key: Ed25519PrivateKey | None,
+    ) -> dict[str, Any]:
+        """Append under the lock."""
+        unsigned = {
+            "seq": self._seq + 1,
+            "time": self._clock(),
+            "kind": kind,
+            "subject": dict(subject or {}),
+            "data": dict(data or {}),
+            "prev": self._head,
+        }
+        entry = sign_entry(unsigned, key or self._key)
+        line = canonical(entry)
+        with self.path.open("ab") as f:
+            size = f.tell()
+            try:
                 f.write(line + b"\n")
                 f.flush()
                 os.fsync(f.fileno())
-            self._seq += 1
-            self._head = entry_hash(line)
-            return entry
+            except OSError as e:
+                with contextlib.suppress(OSError):  # leave no torn line for the next entry to chain after
+                    f.truncate(size)
+                msg = f"{self.path}: cannot append entry {unsigned['seq']}: {e.strerror or e}"
+                raise AuditError(msg) from e
+        self._seq += 1
+        self._head = entry_hash(line)
+        return entry
 
     def rotate(self, new_key: Ed25519PrivateKey) -> dict[str, Any]:
         """Append a key-rotation entry signed by the current key naming `new_key`; later entries use `new_key`."""
         public = new_key.public_key()
-        entry = self.append(KEY_ROTATION, {}, {"public_key": raw_public_key(public).hex(), "key": key_id(public)})
-        with self._lock:
+        with self._lock:  # no entry slips in between the rotation and the switch
+            entry = self._append(
+                KEY_ROTATION, {}, {"public_key": raw_public_key(public).hex(), "key": key_id(public)}, None
+            )
             self._key = new_key
         return entry

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import threading
 from pathlib import Path
 
 import pytest
@@ -280,3 +281,23 @@ def test_replay(tmp_path: Path) -> None:
         "ns/b": (None, "DeadLettered"),
         "ns/c": ("w", "Assigned"),
     }
+
+
+def test_concurrent_appends_and_a_rotation_keep_one_chain(tmp_path: Path) -> None:
+    """Threads appending while the key rotates: one unbroken chain, no entry signed by the wrong key."""
+    path = tmp_path / "audit.log"
+    log = AuditLog(path, KEY)
+
+    def work(n: int) -> None:
+        for i in range(10):
+            log.append("assign", {"task": f"ns/t{n}-{i}"}, {"agent": "a"})
+
+    threads = [threading.Thread(target=work, args=(n,)) for n in range(4)]
+    for t in threads:
+        t.start()
+    log.rotate(NEW)
+    for t in threads:
+        t.join()
+    verdict = verify_file(path, PUB)
+    assert verdict.ok, verdict
+    assert verdict.entries == 41
