@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import typer
 
-from qorch.cli import agent, crds, dag, dev, dlq, operator, schedule, tasks, top
+from qorch.cli import agent, audit, crds, dag, dev, dlq, operator, schedule, tasks, top
 
 __all__ = ["app", "run"]
 
@@ -28,6 +28,7 @@ tasks.register(app)
 app.add_typer(dag.app, name="dag")
 app.add_typer(dlq.app, name="dlq")
 app.command("top")(top.command)
+app.add_typer(audit.app, name="audit")
 
 
 def run() -> None:
