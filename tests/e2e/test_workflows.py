@@ -62,6 +62,18 @@ def test_a_failure_runs_down_the_chain_cycles_are_named_and_missing_tasks_awaite
         return now["root"][0] == "DeadLettered" and all(now[n][0] == "Failed" for n in ("mid", "leaf", "side"))
 
     wait_for(chain_ended, 60, what="the failure to run down the chain")
+
+    def children(name: str) -> tuple[list[str], int]:
+        status = next(t for t in api.tasks(ns) if t["metadata"]["name"] == name).get("status") or {}
+        return status.get("dependents", []), status.get("dependentsTotal", 0)
+
+    # The status names each task's children (its parents are spec.dependsOn).
+    try:
+        wait_for(lambda: children("root") == (["mid", "side"], 2) and children("mid") == (["leaf"], 1), 30,
+                 what="the dependents to be written")  # fmt: skip
+    except AssertionError:
+        print("dependents as written:", {n: children(n) for n in ("root", "mid", "later")})  # noqa: T201
+        raise
     wait_for(lambda: states()["loop-1"][1] == "DependencyCycle" and states()["loop-2"][1] == "DependencyCycle", 30,
              what="the cycle to be named")  # fmt: skip
     now = states()

@@ -64,6 +64,14 @@ class Entry:
     checks: int = 0  # GETs made so far
 
 
+def _newer(version: str, than: str) -> bool:
+    """Whether resourceVersion `version` is newer than `than` (etcd's are increasing integers)."""
+    try:
+        return int(version) > int(than)
+    except ValueError:
+        return False
+
+
 @dataclass(slots=True)
 class Ledger:
     """Open writes by (plural, key), and reserved slots by agent."""
@@ -103,11 +111,16 @@ class Ledger:
     def open(self, plural: str, key: Key, decided_on: str, reserve: Key | None, now: float) -> Entry | None:
         """Record a decided write; None when one was sent and is unsettled (never two in flight at once).
 
-        A write of the same object still queued, decided on the same version, is replaced.
+        A write of the same object still queued, decided on the same version or an older one,
+        is replaced: decided on an older version, it could only fail its compare-and-set, and
+        keeping it would drop the newer decision (a transition lost until that write had
+        failed and been settled).
         """
         held = self.entries.get((plural, key))
         if held is not None:
-            if held.state is not State.QUEUED or held.decided_on != decided_on:
+            if held.state is not State.QUEUED:
+                return None
+            if held.decided_on != decided_on and not _newer(decided_on, held.decided_on):
                 return None
             self.close(held)  # superseded before it was sent: its worker will skip it
         entry = Entry(plural, key, decided_on, reserve, due=now + self.settle_after)

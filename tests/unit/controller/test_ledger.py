@@ -30,7 +30,11 @@ def test_a_queued_write_is_replaced_by_a_newer_decision() -> None:
     assert new is not None
     assert not ledger.sending(old)
     assert ledger.reserved == {AGENT: 1}
-    assert ledger.open("tasks", TASK, "6", AGENT, now=0.0) is None  # another version: the queued one stands
+    assert ledger.open("tasks", TASK, "4", AGENT, now=0.0) is None  # an older version: the queued one stands
+    newer = ledger.open("tasks", TASK, "6", AGENT, now=0.0)  # a newer one: the queued one could only conflict
+    assert newer is not None
+    assert not ledger.sending(new)
+    assert ledger.reserved == {AGENT: 1}
 
 
 def test_the_echo_settles_and_is_recognised_as_ours() -> None:
