@@ -529,23 +529,14 @@ class Kernel:
             self.queue.discard(task.key)
             self._write_task(task, missed.fail, now, written=counted)
             return
-        events = self.events
         message = documents.deadline_message(task)
 
         def done(result: Outcome) -> None:
             counted(result)
             if result is not Outcome.WRITTEN:
                 self.poke()
-            elif events is not None:
-                events.post(
-                    kind="Task",
-                    namespace=task.namespace,
-                    name=task.name,
-                    uid=task.uid,
-                    warning=True,
-                    reason=Reason.DEADLINE_MISSED.value,
-                    message=message,
-                )
+            else:
+                self._task_event(task, Reason.DEADLINE_MISSED, message, warning=True)
 
         self.writer.submit(
             Write(
@@ -778,16 +769,7 @@ class Kernel:
                 f"the current assignment is {current}"
             )
             log.warning("task %s/%s: %s", task.namespace, task.name, message)
-            if self.events is not None:
-                self.events.post(
-                    kind="Task",
-                    namespace=task.namespace,
-                    name=task.name,
-                    uid=task.uid,
-                    warning=True,
-                    reason=Reason.REPORT_IGNORED.value,
-                    message=message,
-                )
+            self._task_event(task, Reason.REPORT_IGNORED, message, warning=True)
 
     # ------------------------------------------------------------------ 4. schedule
     async def _schedule(self, now: float, mono: float) -> None:
@@ -899,17 +881,7 @@ class Kernel:
         metrics.ASSIGNMENTS_REFUSED.labels(rule).inc()
         message = f"an assignment to {agent.name} was refused before it was written: it breaks the {rule} rule"
         log.error("task %s/%s: %s (a scheduler bug)", task.namespace, task.name, message)
-        if self.events is not None:
-            self.events.post(
-                kind="Task",
-                namespace=task.namespace,
-                name=task.name,
-                uid=task.uid,
-                warning=True,
-                reason=Reason.ASSIGNMENT_REFUSED.value,
-                message=message,
-                essential=True,
-            )
+        self._task_event(task, Reason.ASSIGNMENT_REFUSED, message, warning=True, essential=True)
         self.queue.park(task.key, Shape.of(task), Reason.CAPACITY_EXHAUSTED, mono)  # not at once: a bug may repeat
 
     def _unbusy(self) -> list[TaskRecord]:
@@ -1096,15 +1068,23 @@ class Kernel:
         metrics.TRANSITIONS.labels(change.phase.value, change.reason.value).inc()
         if tracing.enabled():
             self._traced(task, change, decided)
-        if self.events is not None and change.event:
+        if change.event:
+            self._task_event(task, change.reason, change.message, warning=change.warning)
+
+    def _task_event(
+        self, task: TaskRecord, reason: Reason, message: str, *, warning: bool, essential: bool = False
+    ) -> None:
+        """An Event about a Task (none when the kernel has no recorder, as in some tests)."""
+        if self.events is not None:
             self.events.post(
                 kind="Task",
                 namespace=task.namespace,
                 name=task.name,
                 uid=task.uid,
-                warning=change.warning,
-                reason=change.reason.value,
-                message=change.message,
+                warning=warning,
+                reason=reason.value,
+                message=message,
+                essential=essential,
             )
 
     def _traced(self, task: TaskRecord, change: StatusChange, decided: float) -> None:
