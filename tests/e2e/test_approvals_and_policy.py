@@ -2,18 +2,24 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
 import time
+from pathlib import Path
 
 import pytest
 import yaml
 
 from qorch.testing import Kubectl, KubectlError
+from qorch.devcluster import ControlPlane
 from support.api import Api
 from support.manifests import agent, approval, policy, stream, task
 from support.operators import OperatorFleet
 from support.pools import CapacitySampler, PoolFleet, wait_for
 
 pytestmark = pytest.mark.e2e
+
+QORCH = Path(sys.executable).parent / "qorch"
 
 
 def phase(kubectl: Kubectl, name: str) -> str:
@@ -47,6 +53,46 @@ def test_a_recreated_task_waits_for_a_new_approval(
     fresh["spec"]["taskUID"] = second_uid  # what `qorch approve` writes
     kubectl.apply(yaml.safe_dump(fresh))
     wait_for(lambda: phase(kubectl, "deploy") == "Succeeded", 60, what="the second approved run")
+
+
+def test_editing_an_approved_task_needs_a_new_approval(
+    kubectl: Kubectl, operators: OperatorFleet, pools: PoolFleet, qorch_control_plane: ControlPlane
+) -> None:
+    """Issue 14.4: `qorch approve` binds to the uid and generation it read; an edit after it needs a new approval."""
+
+    def approve(name: str) -> str:
+        argv = [str(QORCH), "approve", name, f"--namespace={kubectl.namespace}"]
+        argv.append(f"--kubeconfig={qorch_control_plane.admin_kubeconfig}")
+        done = subprocess.run(argv, capture_output=True, text=True, check=False, timeout=120)
+        assert done.returncode == 0, done.stderr
+        return done.stdout.strip().split("/")[-1].split()[0]
+
+    def condition(name: str) -> dict:
+        return ((kubectl.json("get", "qtask", name).get("status") or {}).get("conditions") or [{}])[0]
+
+    kubectl.apply(policy())
+    kubectl.apply(stream(agent("worker", capacity=4, pool="all")))
+    pools.start("all", selector="pool=all", work="0.2,0.4")
+    operators.start("op")
+    # It also waits for "first", which does not exist yet: approved, it holds at the dependency.
+    kubectl.apply(yaml.safe_dump(task("ship", approval={"required": True}, dependsOn=["first"])))
+    wait_for(lambda: phase(kubectl, "ship") == "AwaitingApproval", 30, what="the gate")
+    first_approval = approve("ship")
+    made = kubectl.json("get", "qapproval", first_approval)["spec"]
+    assert (made["taskUID"], made["taskGeneration"]) == (kubectl.json("get", "qtask", "ship")["metadata"]["uid"], 1)
+    wait_for(lambda: phase(kubectl, "ship") == "Blocked", 30, what="the approval to count")
+
+    kubectl("patch", "qtask", "ship", "--type=merge", "-p", '{"spec":{"priority":900}}')  # an edit: generation 2
+    wait_for(lambda: phase(kubectl, "ship") == "AwaitingApproval", 30, what="the edit to void the approval")
+    message = condition("ship").get("message", "")
+    assert f"Approval {first_approval} approved generation 1" in message, message
+    assert "generation 2" in message, message
+    kubectl.apply(yaml.safe_dump(task("first")))
+    time.sleep(3)  # the dependency is met now, yet the stale approval must not let it run
+    assert phase(kubectl, "ship") == "AwaitingApproval"
+
+    approve("ship")
+    wait_for(lambda: phase(kubectl, "ship") == "Succeeded", 60, what="the run approved at generation 2")
 
 
 @pytest.mark.parametrize("order", [("Approve", "Reject"), ("Reject", "Approve")], ids=["approve-first", "reject-first"])

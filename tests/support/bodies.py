@@ -108,15 +108,25 @@ def lease(agent_name: str, *, namespace: str = "ns", duration: int | None = 10, 
 
 
 def approval(
-    name: str, task_name: str, decision: str = "Approve", *, namespace: str = "ns", task_uid: str = "", bound: str = ""
+    name: str,
+    task_name: str,
+    decision: str = "Approve",
+    *,
+    namespace: str = "ns",
+    task_uid: str = "",
+    bound: str = "",
+    generation: int = 1,
+    task_generation: int = 0,
 ) -> dict[str, Any]:
-    """An Approval body."""
+    """An Approval body; `bound` binds it (status) to that task uid at `generation`."""
     body: dict[str, Any] = {
         "metadata": {"name": name, "namespace": namespace, "uid": f"uid-{name}", "resourceVersion": version()},
         "spec": {"taskRef": task_name, "decision": decision, "approver": "alice"},
     }
     if task_uid:
         body["spec"]["taskUID"] = task_uid
+    if task_generation:
+        body["spec"]["taskGeneration"] = task_generation
     if bound:
-        body["status"] = {"taskUID": bound}
+        body["status"] = {"taskUID": bound, "taskGeneration": generation}
     return body

@@ -27,6 +27,18 @@ class ApprovalSpec(SpecModel):
             ),
         ),
     ] = ""
+    task_generation: Annotated[
+        int | None,
+        Field(
+            alias="taskGeneration",
+            ge=1,
+            description=(
+                "The Task's metadata.generation the approver saw (`qorch approve` fills it). An approval counts "
+                "only while the Task is still at that generation: editing the Task afterwards needs a new approval. "
+                "When empty, the operator binds it to the generation it finds when it first sees both."
+            ),
+        ),
+    ] = None
     decision: Annotated[ApprovalDecision, Field(description="Approve or Reject.")]
     approver: Annotated[
         str,
@@ -40,8 +52,12 @@ class ApprovalSpec(SpecModel):
 
 
 class ApprovalStatus(ApiModel):
-    """Which Task incarnation the Approval was bound to. Written only by the operator."""
+    """Which Task incarnation, and which generation of it, the Approval was bound to. Written only by the operator."""
 
     task_uid: Annotated[
         str, Field(alias="taskUID", max_length=128, description="The uid of the Task this Approval decides.")
     ] = ""
+    task_generation: Annotated[
+        int | None,
+        Field(alias="taskGeneration", ge=1, description="The Task generation this Approval decides."),
+    ] = None

@@ -55,6 +55,7 @@ class TaskView:
     spec: TaskSpec
     status: TaskStatus
     resource_version: str
+    generation: int = 0  # metadata.generation: bumped by every spec edit
 
     @classmethod
     def of(cls, body: Mapping[str, Any]) -> TaskView:
@@ -79,6 +80,7 @@ class TaskView:
             spec=spec,
             status=status,
             resource_version=str(meta.get("resourceVersion", "")),
+            generation=int(meta.get("generation") or 0),
         )
 
     @property
@@ -379,10 +381,13 @@ class Client:
         return self._user
 
     async def _decide(self, task: str, decision: str, reason: str) -> str:
-        await self.get(task)  # a clear "not found" before anything is written
+        view = await self.get(task)  # a clear "not found" before anything is written
         user = await self.whoami()
         name = f"{task}-{decision.lower()}-{secrets.token_hex(3)}"[:253]
-        spec: dict[str, Any] = {"taskRef": task, "decision": decision, "approver": user}
+        # Bound to exactly what was read: this incarnation, at this generation (an edit since needs a new approval).
+        spec: dict[str, Any] = {"taskRef": task, "decision": decision, "approver": user, "taskUID": view.uid}
+        if view.generation:
+            spec["taskGeneration"] = view.generation
         if reason:
             spec["reason"] = reason
         body = {"apiVersion": constants.API_VERSION, "kind": "Approval", "metadata": {"name": name}, "spec": spec}

@@ -446,6 +446,6 @@ def agent_status(
     return {"status": status}
 
 
-def approval_binding(task_uid: str) -> dict[str, Any]:
-    """The merge patch that binds an Approval to one Task incarnation."""
-    return {"status": {"taskUID": task_uid}}
+def approval_binding(task_uid: str, generation: int) -> dict[str, Any]:
+    """The merge patch that binds an Approval to one Task incarnation, at the generation it decides."""
+    return {"status": {"taskUID": task_uid, "taskGeneration": generation}}

@@ -751,7 +751,12 @@ class Kernel:
         if self.writer.busy(APPROVALS, approval.key):
             return
         self.writer.submit(
-            Write(APPROVAL_RESOURCE, approval.key, approval.resource_version, documents.approval_binding(task.uid))
+            Write(
+                APPROVAL_RESOURCE,
+                approval.key,
+                approval.resource_version,
+                documents.approval_binding(task.uid, task.generation),
+            )
         )
 
     def _report_ignored(self, feed: Feed) -> None:

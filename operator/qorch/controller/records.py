@@ -409,7 +409,8 @@ class ApprovalRecord:
     decision: str
     approver: str
     task_uid: str  # spec.taskUID, else status.taskUID (bound by the operator); "" while unbound
-    bound: bool  # whether task_uid is settled (spec or status)
+    task_generation: int  # spec.taskGeneration, else status.taskGeneration; 0 while unbound
+    bound: bool  # whether task_uid and task_generation are both settled (spec or status)
 
     @property
     def key(self) -> Key:
@@ -426,6 +427,7 @@ class ApprovalRecord:
         """Extract from an Approval body."""
         meta, spec, status = body["metadata"], body.get("spec") or {}, body.get("status") or {}
         task_uid = str(spec.get("taskUID") or status.get("taskUID") or "")
+        generation = int(spec.get("taskGeneration") or status.get("taskGeneration") or 0)
         return cls(
             namespace=sys.intern(meta["namespace"]),
             name=str(meta["name"]),
@@ -435,7 +437,8 @@ class ApprovalRecord:
             decision=str(spec.get("decision", "")),
             approver=str(spec.get("approver", "")),
             task_uid=task_uid,
-            bound=bool(task_uid),
+            task_generation=generation,
+            bound=bool(task_uid) and generation > 0,
         )
 
 

@@ -52,18 +52,58 @@ def test_an_unbound_approval_is_bound_before_it_counts() -> None:
     assert [a.name for a in verdict.bind] == ["a"]
 
 
-def test_a_spec_task_uid_binds_without_the_operator() -> None:
-    """spec.taskUID (what `qorch approve` sets) binds at once."""
+def test_a_spec_task_uid_and_generation_bind_without_the_operator() -> None:
+    """spec.taskUID and spec.taskGeneration (what `qorch approve` sets) bind at once."""
+    task = record(bodies.task("t", uid="u1", approval={"required": True}))
+    made = bodies.approval("a", "t", task_uid="u1", task_generation=task.generation)
+    verdict = gate.gate(task, approvals=approvals(made), dependency=lambda _: None)
+    assert verdict.change is None
+    assert verdict.bind == ()
+
+
+def test_a_spec_task_uid_alone_is_bound_to_a_generation_before_it_counts() -> None:
+    """An Approval naming the uid but no generation (written by hand) is bound to the current one first."""
     task = record(bodies.task("t", uid="u1", approval={"required": True}))
     verdict = gate.gate(task, approvals=approvals(bodies.approval("a", "t", task_uid="u1")), dependency=lambda _: None)
-    assert verdict.change is None
+    assert verdict.change is not None
+    assert verdict.change.phase is TaskPhase.AWAITING_APPROVAL
+    assert [a.name for a in verdict.bind] == ["a"]
+
+
+def test_an_approval_of_an_older_generation_does_not_count() -> None:
+    """Editing the task after approval needs a new approval; the task says which approval went stale and why."""
+    body = bodies.task("t", approval={"required": True})
+    body["metadata"]["generation"] = 3
+    task = record(body)
+    verdict = gate.gate(
+        task, approvals=approvals(bodies.approval("ok", "t", bound=task.uid)), dependency=lambda _: None
+    )
+    assert verdict.change is not None
+    assert verdict.change.phase is TaskPhase.AWAITING_APPROVAL
+    assert "Approval ok approved generation 1" in verdict.change.message
+    assert "generation 3" in verdict.change.message
+    again = approvals(
+        bodies.approval("ok", "t", bound=task.uid), bodies.approval("ok2", "t", bound=task.uid, generation=3)
+    )
+    assert gate.gate(task, approvals=again, dependency=lambda _: None).change is None
+
+
+def test_an_approval_for_another_incarnation_is_not_bound_again() -> None:
+    """An Approval whose spec names an older uid is never bound to the new task (no pointless write)."""
+    task = record(bodies.task("t", uid="new", approval={"required": True}))
+    verdict = gate.gate(task, approvals=approvals(bodies.approval("a", "t", task_uid="old")), dependency=lambda _: None)
+    assert verdict.bind == ()
 
 
 @pytest.mark.parametrize("order", [("Approve", "Reject"), ("Reject", "Approve")], ids=["approve-first", "reject-first"])
 def test_a_rejection_wins_over_any_approval(order: tuple[str, str]) -> None:
-    """With an Approve and a Reject bound to the task, it is cancelled whichever came last."""
-    task = record(bodies.task("t", approval={"required": True}))
-    found = approvals(*(bodies.approval(f"a{i}", "t", d, bound=task.uid) for i, d in enumerate(order)))
+    """With an Approve and a Reject bound to the task, it is cancelled whichever came last, at any generation."""
+    body = bodies.task("t", approval={"required": True})
+    body["metadata"]["generation"] = 2
+    task = record(body)
+    found = approvals(
+        *(bodies.approval(f"a{i}", "t", d, bound=task.uid, generation=i + 1) for i, d in enumerate(order))
+    )
     verdict = gate.gate(task, approvals=found, dependency=lambda _: None)
     assert verdict.change is not None
     assert (verdict.change.phase, verdict.change.reason) == (TaskPhase.CANCELLED, Reason.APPROVAL_REJECTED)

@@ -14,8 +14,12 @@ together costs one walk down the chain, not one per task.
 
 Approvals count only for the Task incarnation they are bound to (by
 `spec.taskUID`, or by the operator's binding when it first sees both), so a
-recreated Task never inherits an old decision. A rejection wins over any
-number of approvals: one "no" from someone allowed to decide is final.
+recreated Task never inherits an old decision, and an approval counts only while
+the Task is at the generation it approved (`spec.taskGeneration`, or bound the
+same way): any edit of the spec after approving, a redrive included, needs a new
+approval. A rejection of the incarnation wins over any number of approvals, at
+any generation: one "no" from someone allowed to decide is final. The rule looks
+only at the set of Approvals, never at the order they arrived in.
 """
 
 from __future__ import annotations
@@ -86,26 +90,31 @@ def gate(
     """
     bind: tuple[ApprovalRecord, ...] = ()
     if task.approval_required:
-        bind = tuple(a for a in approvals if not a.bound)
-        mine = sorted((a for a in approvals if a.task_uid == task.uid), key=lambda a: a.name)
-        rejected = next((a for a in mine if a.decision == ApprovalDecision.REJECT.value), None)
-        if rejected is not None:
-            return Verdict(
-                documents.cancelled(
-                    Reason.APPROVAL_REJECTED, f"rejected by {rejected.approver} in Approval {rejected.name}"
-                ),
-                bind,
-            )
-        if not any(a.decision == ApprovalDecision.APPROVE.value for a in mine):
-            return Verdict(
-                documents.held(
-                    TaskPhase.AWAITING_APPROVAL,
-                    Reason.AWAITING_APPROVAL,
-                    f"create an Approval with taskRef {task.name} (qorch approve {task.name}) to let it run",
-                ),
-                bind,
-            )
+        bind = tuple(a for a in approvals if not a.bound and a.task_uid in ("", task.uid))
+        held = _approval(task, sorted((a for a in approvals if a.task_uid == task.uid), key=lambda a: a.name))
+        if held is not None:
+            return Verdict(held, bind)
     return _dependencies(task, dependency, bind, search=search, walks=walks)
+
+
+def _approval(task: TaskRecord, mine: Sequence[ApprovalRecord]) -> StatusChange | None:
+    """Cancelled if any decision on this incarnation rejects it; held unless one approves its current generation."""
+    rejected = next((a for a in mine if a.decision == ApprovalDecision.REJECT.value), None)
+    if rejected is not None:
+        return documents.cancelled(
+            Reason.APPROVAL_REJECTED, f"rejected by {rejected.approver} in Approval {rejected.name}"
+        )
+    approved = [a for a in mine if a.decision == ApprovalDecision.APPROVE.value and a.task_generation > 0]
+    if any(a.task_generation == task.generation for a in approved):
+        return None
+    ask = f"create an Approval with taskRef {task.name} (qorch approve {task.name}) to let it run"
+    stale = max(approved, key=lambda a: a.task_generation, default=None)
+    if stale is not None:
+        ask = (
+            f"Approval {stale.name} approved generation {stale.task_generation}, but the task was edited since "
+            f"(generation {task.generation}): {ask} again"
+        )
+    return documents.held(TaskPhase.AWAITING_APPROVAL, Reason.AWAITING_APPROVAL, ask)
 
 
 def _dependencies(
