@@ -10,8 +10,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from qorch.testing import Kubectl, KubectlError
 from qorch.devcluster import ControlPlane
+from qorch.testing import Kubectl, KubectlError
 from support.api import Api
 from support.manifests import agent, approval, policy, stream, task
 from support.operators import OperatorFleet
