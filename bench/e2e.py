@@ -139,9 +139,9 @@ def metric(port: int, name: str) -> float:
 
 
 def start_operator(
-    kubeconfig: Path, workdir: Path, port: int, namespace: str, concurrency: int = CONCURRENCY
+    kubeconfig: Path, workdir: Path, port: int, namespace: str, concurrency: int = CONCURRENCY, health_port: int = 0
 ) -> subprocess.Popen[bytes]:
-    """One operator replica on the given metrics port."""
+    """One operator replica on the given metrics port (and probes on `health_port`, when not 0)."""
     log = (workdir / f"operator-{port}.log").open("wb")
     return subprocess.Popen(
         [
@@ -153,7 +153,7 @@ def start_operator(
             f"--kubeconfig={kubeconfig}",
             f"--namespace={namespace}",
             f"--metrics-port={port}",
-            "--health-port=0",
+            f"--health-port={health_port}",
             f"--identity=bench-{port}",
             f"--lease-name=bench-{namespace}",
             f"--write-concurrency={concurrency}",
@@ -275,8 +275,10 @@ def varied_task(i: int, name: str) -> dict[str, Any]:
     return {"apiVersion": f"{GROUP}/{VERSION}", "kind": "Task", "metadata": {"name": name}, "spec": spec}
 
 
-async def latency_run(api: client.ApiClient, ns: str, rate: float, seconds: float) -> tuple[list[float], int, int]:
-    """Offer tasks of many classes at `rate`/s; (create→assigned latencies seen through a watch, classes)."""
+async def latency_run(
+    api: client.ApiClient, ns: str, rate: float, seconds: float, prefix: str = "live"
+) -> tuple[list[float], int, int]:
+    """Offer tasks of many classes at `rate`/s; (create→assigned latencies seen through a watch, classes, offered)."""
     kube = KubeApi(api, connections=64)
     sent: dict[str, float] = {}
     seen: dict[str, float] = {}
@@ -299,7 +301,7 @@ async def latency_run(api: client.ApiClient, ns: str, rate: float, seconds: floa
     classes = set()
     creating = []
     for i in range(total):
-        name = f"live-{i}"
+        name = f"{prefix}-{i}"
         body = varied_task(i, name)
         classes.add(repr((body["spec"]["requires"], body["spec"]["classification"], body["spec"].get("agentSelector"))))
         sent[name] = time.perf_counter()
@@ -314,48 +316,54 @@ async def latency_run(api: client.ApiClient, ns: str, rate: float, seconds: floa
     return [seen[n] - sent[n] for n in sent if n in seen], len(classes), total
 
 
+async def prepared(plane: ControlPlane) -> client.ApiClient:
+    """The CRDs installed and Established, an admin client, and a policy whose seeded agents never go stale."""
+    kubectl = str(plane.binaries.kubectl)
+    subprocess.run(
+        [kubectl, f"--kubeconfig={plane.admin_kubeconfig}", "apply", "-f", "-"],
+        input="---\n".join(crd.render().values()),
+        text=True,
+        check=True,
+        capture_output=True,
+    )
+    subprocess.run(
+        [
+            kubectl,
+            f"--kubeconfig={plane.admin_kubeconfig}",
+            "wait",
+            "--for=condition=Established",
+            "crd",
+            "--all",
+            "--timeout=60s",
+        ],
+        check=True,
+        capture_output=True,
+    )
+    await config.load_kube_config(config_file=str(plane.admin_kubeconfig))
+    api = client.ApiClient()
+    api.configuration.connection_pool_maxsize = 64
+    # Leases are written once at seeding; a long grace keeps seeded agents Ready for the whole run.
+    await client.CustomObjectsApi(api).create_cluster_custom_object(
+        GROUP,
+        VERSION,
+        "schedulingpolicies",
+        {
+            "apiVersion": f"{GROUP}/{VERSION}",
+            "kind": "SchedulingPolicy",
+            "metadata": {"name": "default"},
+            "spec": {"agentGraceSeconds": 3600, "claimTimeoutSeconds": 3600},  # seeded agents never claim
+        },
+    )
+    return api
+
+
 async def run(quick: bool, stages: set[str], concurrency: int, repeat: int) -> list[Row]:
     rows: list[Row] = []
     backlog = 2_000 if quick else 10_000
     mem_agents, mem_tasks = (1_000, 10_000) if quick else (10_000, 100_000)
     with tempfile.TemporaryDirectory() as tmp, ControlPlane() as plane:
         work = Path(tmp)
-        kubectl = str(plane.binaries.kubectl)
-        subprocess.run(
-            [kubectl, f"--kubeconfig={plane.admin_kubeconfig}", "apply", "-f", "-"],
-            input="---\n".join(crd.render().values()),
-            text=True,
-            check=True,
-            capture_output=True,
-        )
-        subprocess.run(
-            [
-                kubectl,
-                f"--kubeconfig={plane.admin_kubeconfig}",
-                "wait",
-                "--for=condition=Established",
-                "crd",
-                "--all",
-                "--timeout=60s",
-            ],
-            check=True,
-            capture_output=True,
-        )
-        await config.load_kube_config(config_file=str(plane.admin_kubeconfig))
-        api = client.ApiClient()
-        api.configuration.connection_pool_maxsize = 64
-        # Leases are written once at seeding; a long grace keeps seeded agents Ready for the whole run.
-        await client.CustomObjectsApi(api).create_cluster_custom_object(
-            GROUP,
-            VERSION,
-            "schedulingpolicies",
-            {
-                "apiVersion": f"{GROUP}/{VERSION}",
-                "kind": "SchedulingPolicy",
-                "metadata": {"name": "default"},
-                "spec": {"agentGraceSeconds": 3600, "claimTimeoutSeconds": 3600},  # seeded agents never claim
-            },
-        )
+        api = await prepared(plane)
 
         # 1. Backlog and throughput against a raw client.
         if "backlog" in stages:
@@ -455,25 +463,30 @@ async def backlog_stage(
     ]
 
 
-async def latency_stage(api: client.ApiClient, plane: ControlPlane, work: Path, quick: bool) -> list[Row]:
-    """create→assigned latency at 50 tasks/s of many classes, with and without a second load on the machine."""
-    rows: list[Row] = []
+async def live_fleet(api: client.ApiClient, ns: str, agents: int) -> int:
+    """The namespace and `agents` Agents of many profiles with fresh Leases; returns how many profiles."""
     kube = KubeApi(api, connections=64)
-    await seed(api, "live", agents=0, capacity=1, tasks=0)  # the namespace
-    fleet = [varied_agent(i) for i in range(200)]
-    profiles = len({repr((a["spec"], a["metadata"]["labels"])) for a in fleet})
-    await bounded([kube.call("POST", AGENTS.path("live"), body=body) for body in fleet], 32)
+    await seed(api, ns, agents=0, capacity=1, tasks=0)  # the namespace
+    fleet = [varied_agent(i) for i in range(agents)]
+    await bounded([kube.call("POST", AGENTS.path(ns), body=body) for body in fleet], 32)
     now = _now()
     await bounded(
         [
-            kube.call("POST", LEASES.path("live"), body={
+            kube.call("POST", LEASES.path(ns), body={
                 "metadata": {"name": f"qorch-agent-agent-{i}"},
                 "spec": {"holderIdentity": f"agent-{i}", "leaseDurationSeconds": 3600, "renewTime": now}})
-            for i in range(200)
+            for i in range(agents)
         ],
         32,
     )  # fmt: skip
     await kube.close()
+    return len({repr((a["spec"], a["metadata"]["labels"])) for a in fleet})
+
+
+async def latency_stage(api: client.ApiClient, plane: ControlPlane, work: Path, quick: bool) -> list[Row]:
+    """create→assigned latency at 50 tasks/s of many classes, with and without a second load on the machine."""
+    rows: list[Row] = []
+    profiles = await live_fleet(api, "live", 200)
     port = _ports.free_port()
     op = start_operator(plane.admin_kubeconfig, work, port, "live")
     await asyncio.sleep(8)  # leader elected, caches synced
