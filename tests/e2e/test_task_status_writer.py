@@ -29,7 +29,7 @@ from qorch.devcluster import ControlPlane
 from qorch.devcluster._kubeconfig import with_token
 from qorch.testing import Kubectl
 from support.api import Api
-from support.manifests import agent, task
+from support.manifests import agent, policy, task
 from support.operators import OperatorFleet
 from support.pools import wait_for
 from support.runtimes import Runtime
@@ -84,7 +84,7 @@ def admin(qorch_control_plane: ControlPlane, qorch_crds: list[str], qorch_namesp
 
 
 @pytest.fixture
-def policy(admin: Kubectl) -> Any:
+def status_policy(admin: Kubectl) -> Any:
     """manifests/policies' task-status policy, its binding limited to this test's namespace; removed afterwards."""
     ns = admin.namespace
     cluster = admin.in_namespace(None)
@@ -147,20 +147,21 @@ def wait_until_enforced(jane: Writer, admin: Kubectl) -> None:
 
 def test_only_the_assigned_agents_service_account_writes_its_execution(
     admin: Kubectl,
-    policy: Any,
+    status_policy: Any,
     writers: dict[str, Kubectl],
     operators: OperatorFleet,
     api: Api,
     tmp_path: Path,
 ) -> None:
     """agent-b's token and user jane are refused; agent a may not touch the operator's fields; its result stands."""
-    del policy
+    del status_policy
     ns = admin.namespace
     assert ns is not None
     user_a, user_b = (f"system:serviceaccount:{ns}:agent-{x}" for x in "ab")
     jane, agent_b = Writer(writers["jane"], "jane"), Writer(writers["agent-b"], "agent-b")
     agent_a = Writer(writers["agent-a"], "agent-a")
     wait_until_enforced(jane, admin)
+    admin.apply(policy())
     admin.apply(
         yaml.safe_dump_all([
             agent("a", serviceAccountName="agent-a"),
