@@ -245,6 +245,8 @@ def test_helm_install_creates_everything_and_labels_the_namespace(installed: Hel
     for obj in ("deployment/qorch-operator", "poddisruptionbudget/qorch-operator", "networkpolicy/qorch-operator"):
         cluster("get", obj, "-n", SYSTEM)
     cluster("get", "validatingadmissionpolicy/qorch-approval-approver", "clusterrole/qorch-agent")
+    cluster("get", "validatingadmissionpolicy/qorch-task-status-writer")
+    cluster("get", "validatingadmissionpolicybinding/qorch-task-status-writer")
     deployment = cluster.json("get", "deployment", "qorch-operator", "-n", SYSTEM)
     assert deployment["spec"]["replicas"] == 2
 

@@ -211,6 +211,8 @@ def test_the_dev_overlay_installs_in_one_command(installed: subprocess.Completed
         "deployment.apps/qorch-operator",
         "networkpolicy.networking.k8s.io/qorch-operator",
         "validatingadmissionpolicy.admissionregistration.k8s.io/qorch-approval-approver",
+        "validatingadmissionpolicy.admissionregistration.k8s.io/qorch-task-status-writer",
+        "validatingadmissionpolicybinding.admissionregistration.k8s.io/qorch-task-status-writer",
     ):
         assert f"{created} created" in installed.stdout
 

@@ -29,6 +29,7 @@ from typing import TYPE_CHECKING, Any
 from qorch import tracing
 from qorch.agent.attempts import TASKS, Attempts, Claim, UnsettledClaimError
 from qorch.api import constants, protocol
+from qorch.api.agent import service_account_user
 from qorch.controller.informer import Informer
 from qorch.controller.kube import ApiError, KubeApi, KubeError, Resource, load_config
 from qorch.controller.store import stale
@@ -46,6 +47,16 @@ LEASES = Resource("coordination.k8s.io", "v1", "leases")
 _NOT_FOUND, _CONFLICT = 404, 409
 _MERGE = "application/merge-patch+json"
 _MANAGER = {"fieldManager": constants.AGENT_FIELD_MANAGER}
+_SELF_SUBJECT_REVIEWS = "/apis/authentication.k8s.io/v1/selfsubjectreviews"
+_SA_USER = "system:serviceaccount:"
+
+
+def own_service_account(user: str, namespace: str) -> str:
+    """The ServiceAccount name of `user` when it is one of `namespace`'s, else ""."""
+    prefix = f"{_SA_USER}{namespace}:"
+    return user.removeprefix(prefix) if user.startswith(prefix) else ""
+
+
 _CANCELLED = "Cancelled: spec.cancel was set while the handler ran"
 _SHUT_DOWN = "the agent shut down before the attempt finished"
 _RETRY_SECONDS = 1.0  # a claim or refusal the apiserver did not take is offered again after this
@@ -249,14 +260,21 @@ class AgentRuntime:
         return len(self.running) + len(self.unsettled) + self.claiming + self.lingering
 
     async def attach(self) -> None:
-        """Create the Agent, or attach to the existing one (its spec, e.g. from GitOps, wins)."""
+        """Create the Agent, or attach to the existing one (its spec, e.g. from GitOps, wins).
+
+        An Agent it creates names the ServiceAccount this process runs as (when it is one of
+        the namespace's), so only that ServiceAccount may write its reports.
+        """
         s = self.settings
+        user = await self._whoami()
         try:
             body = await self.api.call("GET", AGENTS.path(s.namespace, s.name))
         except ApiError as exc:
             if exc.status != _NOT_FOUND:
                 raise
-            spec = {"capabilities": list(s.capabilities), "capacity": s.capacity}
+            spec: dict[str, Any] = {"capabilities": list(s.capabilities), "capacity": s.capacity}
+            if account := own_service_account(user, s.namespace):
+                spec["serviceAccountName"] = account  # only this ServiceAccount may report (docs/protocol.md)
             meta = {"name": s.name, "labels": dict(s.labels)}
             body = {"apiVersion": constants.API_VERSION, "kind": "Agent", "metadata": meta, "spec": spec}
             try:
@@ -267,6 +285,27 @@ class AgentRuntime:
                 body = await self.api.call("GET", AGENTS.path(s.namespace, s.name))
         self.capacity = int((body.get("spec") or {}).get("capacity", s.capacity))
         log.info("serving Agent %s/%s (capacity %d)", s.namespace, s.name, self.capacity)
+        named = str((body.get("spec") or {}).get("serviceAccountName") or "")
+        if named and user.startswith(_SA_USER) and user != service_account_user(s.namespace, named):
+            log.warning(
+                "Agent %s/%s names ServiceAccount %s but this runtime runs as %s: the admission policy "
+                "qorch-task-status-writer will refuse its reports (run it as that ServiceAccount, or change "
+                "the Agent's spec.serviceAccountName)",
+                s.namespace,
+                s.name,
+                named,
+                user,
+            )
+
+    async def _whoami(self) -> str:
+        """The user the apiserver knows this process as (a SelfSubjectReview); "" when it cannot say."""
+        review = {"apiVersion": "authentication.k8s.io/v1", "kind": "SelfSubjectReview"}
+        try:
+            body = await self.api.call("POST", _SELF_SUBJECT_REVIEWS, body=review)
+        except KubeError as exc:
+            log.debug("no SelfSubjectReview (%s): the Agent's ServiceAccount is not checked", exc)
+            return ""
+        return str(((body.get("status") or {}).get("userInfo") or {}).get("username") or "")
 
     def _lease_path(self, *, collection: bool = False) -> str:
         ns = self.settings.namespace

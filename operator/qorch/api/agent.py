@@ -17,7 +17,12 @@ from qorch.api.common import (
 )
 from qorch.api.enums import AgentPhase, BreakerState, Clearance
 
-__all__ = ["AgentSpec", "AgentStats", "AgentStatus", "Breaker", "Provider"]
+__all__ = ["AgentSpec", "AgentStats", "AgentStatus", "Breaker", "Provider", "service_account_user"]
+
+
+def service_account_user(namespace: str, service_account: str) -> str:
+    """The user name the apiserver gives a ServiceAccount's tokens ("" for no ServiceAccount)."""
+    return f"system:serviceaccount:{namespace}:{service_account}" if service_account else ""
 
 
 class Provider(SpecModel):
@@ -58,6 +63,19 @@ class AgentSpec(SpecModel):
     cordoned: Annotated[bool, Field(description="When true the agent keeps running work but gets no new tasks.")] = (
         False
     )
+    service_account_name: Annotated[
+        str,
+        Field(
+            max_length=253,
+            pattern=r"^([a-z0-9]([-a-z0-9.]*[a-z0-9])?)?$",
+            description=(
+                "The ServiceAccount (in this namespace) the agent runtime runs as. The operator copies its user "
+                "name into each assignment (status.assignment.user), and the admission policy "
+                "qorch-task-status-writer then lets only that user write the task's status.execution "
+                "(docs/security.md). Empty: the policy cannot tie reports to the agent."
+            ),
+        ),
+    ] = ""
 
 
 class Breaker(ApiModel):

@@ -233,6 +233,18 @@ class Assignment(ApiModel):
     score: Annotated[float, Field(description="Weighted score of the chosen agent, 0..1.")] = 0.0
     probability: Annotated[float, Field(ge=0, le=1, description="Born probability of the chosen agent.")] = 0.0
     strategy: Annotated[Strategy, Field(description="The strategy that decided.")] = Strategy.QUANTUM
+    user: Annotated[
+        str,
+        Field(
+            max_length=512,
+            description=(
+                "The Kubernetes user the assigned agent reports as (system:serviceaccount:NAMESPACE:NAME, from its "
+                "Agent's spec.serviceAccountName when assigned). The admission policy qorch-task-status-writer "
+                "lets only this user write status.execution while the assignment stands; empty: any writer RBAC "
+                "allows (docs/security.md)."
+            ),
+        ),
+    ] = ""
 
 
 class Candidate(ApiModel):

@@ -95,8 +95,9 @@ def assigned(
     probability: float,
     strategy: str,
     candidates: list[Candidate],
+    user: str = "",
 ) -> StatusChange:
-    """Placed on `agent` as attempt `attempt`."""
+    """Placed on `agent` as attempt `attempt`; `user` is the identity its reports must come from (if known)."""
     summary = (
         f"assigned to {agent} (score {score:.3f}, probability {probability:.3f}) by {strategy} "
         "among the candidates listed"
@@ -114,6 +115,7 @@ def assigned(
                 "score": round(score, 4),
                 "probability": round(probability, 4),
                 "strategy": strategy,
+                **({"user": user} if user else {}),
             },
             "explanation": _explanation(summary, candidates),
         },

@@ -865,6 +865,7 @@ class Kernel:
                 probability=placement.probability,
                 strategy=placement.strategy,
                 candidates=placement.candidates,
+                user=placement.agent.user,
             )
             self.queue.placed(task.key)
             self._write_task(task, change, now, created=task.created)

@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from qorch.api import constants
+from qorch.api.agent import service_account_user
 from qorch.api.enums import BreakerState, Clearance, Reason
 from qorch.api.policy import SchedulingPolicySpec
 from qorch.api.protocol import FINAL_PHASES, Report
@@ -313,6 +314,9 @@ class AgentRecord:
     ready_reason: str  # the Ready condition's reason, as last written
     ready_since: str  # its lastTransitionTime
     breaker: Breaker  # status.breaker as last written: the operator's memory across a failover
+    # The user its runtime reports as (spec.serviceAccountName as a user name; "" when unset):
+    # copied into each assignment, where the admission policy checks status writers against it.
+    user: str = ""
 
     @property
     def key(self) -> Key:
@@ -354,6 +358,7 @@ class AgentRecord:
             ready_reason=str(ready.get("reason", "")),
             ready_since=str(ready.get("lastTransitionTime", "")),
             breaker=Breaker.of(status.get("breaker")),
+            user=service_account_user(meta["namespace"], str(spec.get("serviceAccountName") or "")),
         )
 
 
