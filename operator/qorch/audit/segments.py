@@ -12,6 +12,8 @@ segments of all replicas together form a tree that is almost always a line:
 - entries a leader wrote after its last anchor, before a new leader took over from
   that anchor, are not on the main chain: they are reported (never silently
   dropped), as are whole segments of terms that anchored nothing of their own.
+  They are verified decisions whose writes landed, so `decisions` (what replay
+  reads) merges them into the main chain by time; no anchor protects them.
 
 Every segment is verified like a whole log (`chain.verify` with `start`); a
 segment's first entry must be signed by the key the chain had at the entry it
@@ -64,6 +66,14 @@ class ChainVerdict:
     problem: str | None = None
     reason: str | None = None
     chain: tuple[dict[str, Any], ...] = field(default=(), repr=False)
+    orphans: tuple[dict[str, Any], ...] = field(default=(), repr=False)
+
+    @property
+    def decisions(self) -> list[dict[str, Any]]:
+        """The main chain with the entries off it merged in by time (stable: the main chain first on a tie)."""
+        merged = [(e["time"], 0, i, e) for i, e in enumerate(self.chain)]
+        merged += [(e["time"], 1, i, e) for i, e in enumerate(self.orphans)]
+        return [e for *_, e in sorted(merged, key=lambda m: m[:3])]
 
     def __str__(self) -> str:
         """What `qorch audit verify` prints: one verdict line, then a line per note."""
@@ -214,10 +224,12 @@ def _main_chain(tree: _Tree, anchors: list[Anchor]) -> ChainVerdict:
         name, index = node.parent
         node, upto = tree.done[name], index + 1
     notes = []
+    orphans: list[dict[str, Any]] = []
     for name, verified in tree.done.items():
         kept = on_chain.get(name, 0)
         if kept < len(verified.entries):
             left = verified.entries[kept:]
+            orphans += left
             notes.append(
                 f"note: {name}: entries {left[0]['seq']}..{left[-1]['seq']} are not on the main chain "
                 "(written after the last anchor by a leader that was replaced)"
@@ -241,4 +253,5 @@ def _main_chain(tree: _Tree, anchors: list[Anchor]) -> ChainVerdict:
         segments=len(tree.done),
         notes=tuple(notes),
         chain=tuple(chain),
+        orphans=tuple(orphans),
     )
