@@ -105,9 +105,13 @@ def task_entries(task: TaskRecord, change: StatusChange, approvals: Sequence[App
             "decidedOn": task.resource_version,
         }
         agent, attempt = change.agent or task.agent, change.attempt or task.attempt
-        if agent and kind in ("assign", "start", "finish"):
+        # Whether the task keeps an agent after this transition (replay follows `agent`).
+        holds = kind in ("assign", "start") or change.phase is TaskPhase.SUCCEEDED
+        if kind == "finish":
+            data["agent"] = (agent or None) if holds else None
+        elif holds and agent:
             data["agent"] = agent
-        elif agent:
+        if agent and not holds:
             data["previousAgent"] = agent  # the attempt this transition ends; the task has no agent after it
         if attempt:
             data["attempt"] = attempt

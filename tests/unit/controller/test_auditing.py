@@ -90,6 +90,7 @@ def test_a_landed_assignment_is_recorded_and_a_refused_one_is_not(decisions: Dec
         assert found[1]["data"]["agent"] == "a"
         assert h.status("t2").get("phase") is None  # the refused write left nothing
         h.advance(6)
+        await h.settle()  # the refused write's cool-down is over: a GET settles it
         await h.cycle()
         await h.cycle()
         assert h.status("t2")["phase"] == "Assigned"
@@ -265,3 +266,24 @@ def test_the_elector_anchors_on_every_write_and_hands_the_anchor_to_the_next_ter
     assert heard[0] == (0, {})
     assert heard[1][0] == 1
     assert heard[1][1][constants.AUDIT_ANCHOR_ANNOTATION] == "7:" + "a" * 64
+
+
+def test_what_each_transition_records() -> None:
+    """The kind of each landed transition, and whether the task keeps its agent after it (replay follows it)."""
+    from qorch.api.enums import Reason, TaskPhase  # noqa: PLC0415
+    from qorch.controller import documents  # noqa: PLC0415
+    from qorch.controller.auditing import task_entries  # noqa: PLC0415
+    from qorch.controller.records import TaskRecord  # noqa: PLC0415
+
+    running = TaskRecord.of(bodies.task("t", status=bodies.assigned("a", 1, phase="Running")))
+    cancelled = task_entries(running, documents.cancelled_by_user("stop", agent="a", attempt=1))
+    assert [(k, d.get("agent"), d.get("previousAgent")) for k, _, d in cancelled] == [("finish", None, "a")]
+    done = task_entries(running, documents.succeeded(running))
+    assert [(k, d["agent"], d["phase"]) for k, _, d in done] == [("finish", "a", "Succeeded")]
+    assert task_entries(running, documents.queued(Reason.CAPACITY_EXHAUSTED, "full", [])) == []
+    gated = TaskRecord.of(bodies.task("g", approval={"required": True}, status={"phase": "AwaitingApproval"}))
+    passed = task_entries(gated, documents.queued(Reason.CAPACITY_EXHAUSTED, "full", []))
+    assert [k for k, _, _ in passed] == ["approve"]
+    assert passed[0][1] == {"task": "ns/g", "uid": gated.uid}
+    held = documents.held(TaskPhase.AWAITING_APPROVAL, Reason.AWAITING_APPROVAL, "ask")
+    assert task_entries(gated, held) == []
