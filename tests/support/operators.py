@@ -112,6 +112,7 @@ class OperatorFleet:
         kubeconfig: Path | None = None,
         health: bool = False,
         also: Sequence[str] = (),
+        extra: Sequence[str] = (),
     ) -> OperatorProcess:
         """Start one replica watching only the test's namespace and `also` (restarted on exit if supervised)."""
         port = _ports.free_port()
@@ -134,6 +135,7 @@ class OperatorFleet:
             f"--lease-duration={timings[0]}",
             f"--renew-deadline={timings[1]}",
             f"--retry-period={timings[2]}",
+            *extra,
         ]
         with log.open("wb") as out:
             popen = subprocess.Popen(argv, stdout=out, stderr=subprocess.STDOUT)

@@ -6,6 +6,8 @@ __all__ = [
     "AGENT_FIELD_MANAGER",
     "AGENT_LEASE_PREFIX",
     "API_VERSION",
+    "AUDIT_ANCHOR_ANNOTATION",
+    "AUDIT_KEY_ANNOTATION",
     "CATEGORY",
     "CLIENT_FIELD_MANAGER",
     "DEFAULT_POLICY_NAME",
@@ -31,3 +33,6 @@ AGENT_FIELD_MANAGER = "qorch-agent"
 CLIENT_FIELD_MANAGER = "qorch-client"
 METRICS_PREFIX = "qorch_"
 DEFAULT_POLICY_NAME = "default"
+#: On the leader Lease: `SEQ:HASH` of the audit chain's anchored head, and the id of the key that signs after it.
+AUDIT_ANCHOR_ANNOTATION = f"{GROUP}/audit-anchor"
+AUDIT_KEY_ANNOTATION = f"{GROUP}/audit-key"

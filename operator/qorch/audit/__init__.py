@@ -14,6 +14,7 @@ from qorch.audit.chain import KINDS, ZERO_HASH, Anchor, Problem, Verdict, canoni
 from qorch.audit.keys import AuditKeyError, generate_keypair, key_id, load_private_key, load_public_key
 from qorch.audit.log import AuditError, AuditLog
 from qorch.audit.replay import replay
+from qorch.audit.segments import ChainVerdict, Segment, read_segments, verify_segments
 
 if TYPE_CHECKING:
     from collections.abc import Iterable, Mapping, Sequence
@@ -27,7 +28,9 @@ __all__ = [
     "AuditError",
     "AuditKeyError",
     "AuditLog",
+    "ChainVerdict",
     "Problem",
+    "Segment",
     "Verdict",
     "canonical",
     "entry_hash",
@@ -37,9 +40,11 @@ __all__ = [
     "load_public_key",
     "parse_anchor",
     "read_lines",
+    "read_segments",
     "replay",
     "verify",
     "verify_file",
+    "verify_segments",
 ]
 
 

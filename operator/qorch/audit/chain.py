@@ -48,8 +48,8 @@ __all__ = [
 ZERO_HASH = "0" * 64
 FIELDS = frozenset({"seq", "time", "kind", "subject", "data", "prev", "key", "sig"})
 KINDS = frozenset({
-    "assign", "requeue", "retry", "finish", "dead-letter", "approve", "reject", "breaker", "leader",
-    "refused-report", "key-rotation", "anchor",
+    "assign", "start", "requeue", "retry", "finish", "dead-letter", "approve", "reject", "breaker", "leader",
+    "refused-report", "refused-assignment", "key-rotation", "anchor",
 })  # fmt: skip
 KEY_ROTATION = "key-rotation"
 _HEX64 = re.compile(r"[0-9a-f]{64}")
@@ -178,13 +178,18 @@ def verify(  # noqa: C901, PLR0911, PLR0912 - one linear pass with a named exit 
     lines: Iterable[bytes | str],
     public_keys: Ed25519PublicKey | Sequence[Ed25519PublicKey],
     anchors: Iterable[Anchor | tuple[int, str] | Mapping[str, Any]] = (),
+    *,
+    start: Anchor | None = None,
 ) -> Verdict:
     """Verify a log given its lines (a trailing newline on each is ignored).
 
     `public_keys` are trusted for the first entry (normally the one key the
     chain began with); every later key must come from a key-rotation entry.
     Each anchor must match the entry at its seq, and the log must reach it.
-    Returns the Verdict naming the first bad entry.
+    `start` is the entry a segment continues from (its first entry has seq
+    start.seq + 1 and prev start.hash); None: the log begins the chain.
+    Returns the Verdict naming the first bad entry (`seq` counts from the
+    chain's start, `line` from the file's).
     """
     trusted = {key_id(k): k for k in ([public_keys] if not isinstance(public_keys, Sequence) else public_keys)}
     pins: dict[int, str] = {}
@@ -196,7 +201,8 @@ def verify(  # noqa: C901, PLR0911, PLR0912 - one linear pass with a named exit 
             pins[anchor.seq] = anchor.hash
     active: Ed25519PublicKey | None = None
     active_id = ""
-    prev = ZERO_HASH
+    first = start.seq + 1 if start is not None else 0
+    prev = start.hash if start is not None else ZERO_HASH
     count = 0
 
     def bad(problem: str, detail: str = "") -> Verdict:
@@ -204,9 +210,9 @@ def verify(  # noqa: C901, PLR0911, PLR0912 - one linear pass with a named exit 
         return Verdict(
             ok=False,
             entries=count,
-            head_seq=count - 1,
+            head_seq=first + count - 1,
             head_hash=prev,
-            seq=count,
+            seq=first + count,
             line=count + 1,
             problem=problem,
             reason=reason,
@@ -229,8 +235,8 @@ def verify(  # noqa: C901, PLR0911, PLR0912 - one linear pass with a named exit 
             return bad(Problem.NOT_CANONICAL, "the line is not the canonical form of its entry")
         if (what := malformed(entry)) is not None:
             return bad(Problem.MALFORMED, what)
-        if entry["seq"] != count:
-            return bad(Problem.SEQ_GAP, f"expected seq {count}, found {entry['seq']}")
+        if entry["seq"] != first + count:
+            return bad(Problem.SEQ_GAP, f"expected seq {first + count}, found {entry['seq']}")
         if entry["prev"] != prev:
             return bad(Problem.BROKEN_LINK, f"prev {entry['prev']} is not the previous entry's hash {prev}")
         if active is None:
@@ -254,7 +260,8 @@ def verify(  # noqa: C901, PLR0911, PLR0912 - one linear pass with a named exit 
             return bad(Problem.ANCHOR_MISMATCH, f"anchored hash {pins[entry['seq']]}, entry hash {digest}")
         prev = digest
         count += 1
-    beyond = [seq for seq in pins if seq >= count]
+    beyond = [seq for seq in pins if seq >= first + count]
     if beyond:
-        return bad(Problem.TRUNCATED, f"an anchor pins entry {max(beyond)}, but the log has {count} entries")
-    return Verdict(ok=True, entries=count, head_seq=count - 1, head_hash=prev)
+        last = first + count - 1
+        return bad(Problem.TRUNCATED, f"an anchor pins entry {max(beyond)}, but the log ends at entry {last}")
+    return Verdict(ok=True, entries=count, head_seq=first + count - 1, head_hash=prev)

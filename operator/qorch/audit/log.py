@@ -63,14 +63,25 @@ def _last_line(path: Path) -> bytes | None:
 class AuditLog:
     """An append-only, hash-chained, Ed25519-signed log of decisions in a file."""
 
-    def __init__(self, path: Path | str, signing_key: Ed25519PrivateKey, *, clock: Callable[[], str] = _now) -> None:
-        """Open (and continue, if it exists) the log at `path`, signing with `signing_key`."""
+    def __init__(
+        self,
+        path: Path | str,
+        signing_key: Ed25519PrivateKey,
+        *,
+        clock: Callable[[], str] = _now,
+        start: Anchor | None = None,
+    ) -> None:
+        """Open (and continue, if it exists) the log at `path`, signing with `signing_key`.
+
+        `start`: a new (missing or empty) file is a segment that continues the chain
+        after that entry (seq start.seq + 1, prev start.hash) rather than beginning it.
+        """
         self.path = Path(path)
         self._key = signing_key
         self._clock = clock
         self._lock = threading.Lock()
-        self._seq = -1
-        self._head = ZERO_HASH
+        self._seq = start.seq if start is not None else -1
+        self._head = start.hash if start is not None else ZERO_HASH
         if self.path.exists():
             self._continue()
 

@@ -5,6 +5,7 @@ its subject's `task` (namespace/name); an entry with another `uid` than the one
 seen before starts the task afresh (a task deleted and created again).
 
 - assign (data.agent): agent = data.agent, outcome "Assigned"
+- start: the agent claimed it, outcome "Running"
 - requeue, retry: agent None, outcome "Pending"
 - finish (data.phase, optional data.agent): outcome = data.phase ("Succeeded", "Failed", ...)
 - dead-letter: agent None, outcome "DeadLettered"
@@ -37,18 +38,25 @@ def replay(entries: Iterable[Mapping[str, Any]]) -> dict[str, tuple[str | None, 
             if uids.get(task, uid) != uid:
                 state.pop(task, None)
             uids[task] = uid
-        agent, outcome = state.get(task, (None, "Pending"))
-        if kind == "assign":
-            agent, outcome = data.get("agent"), "Assigned"
-        elif kind in {"requeue", "retry"}:
-            agent, outcome = None, "Pending"
-        elif kind == "finish":
-            agent, outcome = data.get("agent", agent), str(data.get("phase", "Finished"))
-        elif kind == "dead-letter":
-            agent, outcome = None, "DeadLettered"
-        elif kind == "reject":
-            outcome = "Rejected"
-        else:
-            continue
-        state[task] = (agent, outcome)
+        step = _step(str(kind), data, state.get(task, (None, "Pending")))
+        if step is not None:
+            state[task] = step
     return state
+
+
+def _step(kind: str, data: Mapping[str, Any], now: tuple[str | None, str]) -> tuple[str | None, str] | None:  # noqa: PLR0911
+    """A task's (agent, outcome) after one entry of `kind`; None when the entry does not change it."""
+    agent, _ = now
+    if kind == "assign":
+        return data.get("agent"), "Assigned"
+    if kind == "start":
+        return data.get("agent", agent), "Running"
+    if kind in {"requeue", "retry"}:
+        return None, "Pending"
+    if kind == "finish":
+        return data.get("agent", agent), str(data.get("phase", "Finished"))
+    if kind == "dead-letter":
+        return None, "DeadLettered"
+    if kind == "reject":
+        return agent, "Rejected"
+    return None

@@ -42,6 +42,12 @@ def run_command(
     log_level: str = typer.Option(
         "INFO", envvar="QORCH_LOG_LEVEL", help="Log level of the operator: DEBUG, INFO, WARNING or ERROR."
     ),
+    audit_log: str | None = typer.Option(
+        None, envvar="QORCH_AUDIT_LOG", help="Directory of the audit log (a segment per leader term); unset: off."
+    ),
+    audit_key: str | None = typer.Option(
+        None, envvar="QORCH_AUDIT_KEY", help="Ed25519 signing key of the audit log (PEM, e.g. a mounted Secret)."
+    ),
 ) -> None:
     """Watch Agents and Tasks and, while holding the leader Lease, schedule them."""
     # Imported here, not at the top: the operator's process loads only what it runs.
@@ -53,6 +59,17 @@ def run_command(
     except ValueError as exc:
         sys.stderr.write(f"error: {exc}\n")
         raise typer.Exit(2) from None
+    if bool(audit_log) != bool(audit_key):
+        sys.stderr.write("error: --audit-log and --audit-key go together (or neither: no audit log)\n")
+        raise typer.Exit(2)
+    if audit_key:
+        from qorch.audit import AuditKeyError, load_private_key  # noqa: PLC0415
+
+        try:
+            load_private_key(audit_key)
+        except AuditKeyError as exc:
+            sys.stderr.write(f"error: --audit-key: {exc}\n")
+            raise typer.Exit(2) from None
     if log_level.upper() not in _LOG_LEVELS:
         sys.stderr.write(f"error: --log-level must be one of {', '.join(_LOG_LEVELS)}, got {log_level!r}\n")
         raise typer.Exit(2)
@@ -67,6 +84,8 @@ def run_command(
         write_concurrency=write_concurrency,
         events_per_second=events_per_second,
         log_level=log_level.upper(),
+        audit_log=audit_log,
+        audit_key=audit_key,
     )
     if identity:
         settings = dataclasses.replace(settings, identity=identity)

@@ -194,6 +194,15 @@ class Client:
         except KubeError as exc:
             raise _explain(exc, f"task {name!r} in {self.namespace}") from None
 
+    async def lease_annotations(self, namespace: str, name: str) -> dict[str, str]:
+        """The annotations of a coordination.k8s.io Lease (the leader Lease carries the audit log's anchor)."""
+        path = f"/apis/coordination.k8s.io/v1/namespaces/{namespace}/leases/{name}"
+        try:
+            body = await self.api.call("GET", path)
+        except KubeError as exc:
+            raise _explain(exc, f"Lease {namespace}/{name}") from None
+        return {str(k): str(v) for k, v in ((body.get("metadata") or {}).get("annotations") or {}).items()}
+
     async def agents(self) -> list[dict[str, Any]]:
         """The namespace's Agents, as bodies."""
         try:

@@ -17,6 +17,11 @@ What this must never do: let `leading` outlive the lease. So
 Leadership alone does not fence a stale leader's writes; the status writer's
 compare-and-set does, and `may_write()` stops writes the moment the local
 view of the lease has expired.
+
+Every write of the Lease carries the annotations `annotate()` returns (the
+audit log's anchored head) over those the Lease had; `on_acquired` hears the
+annotations a new term found, before `leading` is set; `on_lost` hears why a
+term ended.
 """
 
 from __future__ import annotations
@@ -88,6 +93,9 @@ class LeaderElector:
         self._last_renew = 0.0  # when the latest successful attempt *started* (its write was sent after)
         self._attempt = 0.0  # when the current attempt started
         self._complaint = ""
+        self.annotate: Callable[[], dict[str, str]] = dict
+        self.on_acquired: Callable[[int, dict[str, str]], None] | None = None
+        self.on_lost: Callable[[str], None] | None = None
 
     @property
     def _path(self) -> str:
@@ -130,6 +138,8 @@ class LeaderElector:
         log.error("lost leadership of %s/%s: %s", self._namespace, self._name, why)
         self.leading.clear()
         self.lost.set()
+        if self.on_lost is not None:
+            self.on_lost(why)
 
     def _complain(self, exc: BaseException) -> None:
         text = str(exc) or type(exc).__name__
@@ -155,6 +165,8 @@ class LeaderElector:
             if spec.get("holderIdentity") == self.identity:
                 spec["holderIdentity"] = None
                 spec["renewTime"] = None
+                metadata = lease.setdefault("metadata", {})
+                metadata["annotations"] = {**(metadata.get("annotations") or {}), **self.annotate()}
                 await self._api.call("PUT", self._path, body=lease, timeout=2.0)
 
     async def _try_acquire_or_renew(self) -> bool:
@@ -177,12 +189,15 @@ class LeaderElector:
         duration = float(spec.get("leaseDurationSeconds") or self._timings.lease_duration)
         if holder and holder != self.identity and now - self._observed_at <= duration:
             return False
-        return await self._write(rv, spec, mine=holder == self.identity)
+        annotations = dict(lease["metadata"].get("annotations") or {})
+        return await self._write(rv, spec, annotations, mine=holder == self.identity)
 
-    async def _write(self, rv: str, spec: dict[str, Any], *, mine: bool) -> bool:
-        """Take or keep the lease with a compare-and-set update on `rv`."""
+    async def _write(self, rv: str, spec: dict[str, Any], annotations: dict[str, str], *, mine: bool) -> bool:
+        """Take or keep the lease with a compare-and-set update on `rv` (`annotations`: those it has)."""
+        body = self._renewal(rv, spec, mine=mine)
+        body["metadata"]["annotations"] = {**annotations, **self.annotate()}
         try:
-            updated = await self._api.call("PUT", self._path, body=self._renewal(rv, spec, mine=mine))
+            updated = await self._api.call("PUT", self._path, body=body)
         except ApiError as exc:
             if exc.status != _CONFLICT:
                 raise
@@ -194,8 +209,17 @@ class LeaderElector:
             self.epoch = int((updated.get("spec") or {}).get("leaseTransitions") or 0)
             log.info("became leader of %s/%s (epoch %d) as %s", self._namespace, self._name, self.epoch, self.identity)
             self._last_renew = self._attempt
+            self._acquired(annotations)
             self.leading.set()
         return True
+
+    def _acquired(self, annotations: dict[str, str]) -> None:
+        """Tell `on_acquired` (a failure there is logged: it must not cost the term just won)."""
+        if self.on_acquired is not None:
+            try:
+                self.on_acquired(self.epoch, annotations)
+            except Exception:
+                log.exception("on_acquired callback failed")
 
     def _renewal(self, rv: str, spec: dict[str, Any], *, mine: bool) -> dict[str, Any]:
         """The Lease we write to take or keep it, compare-and-set on `rv`."""
@@ -235,6 +259,7 @@ class LeaderElector:
         self.epoch = 0
         log.info("became leader of %s/%s (new lease) as %s", self._namespace, self._name, self.identity)
         self._last_renew = self._attempt
+        self._acquired({})
         self.leading.set()
         return True
 

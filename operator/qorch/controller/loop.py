@@ -51,6 +51,7 @@ if TYPE_CHECKING:
     from collections.abc import Awaitable, Callable
     from typing import Any
 
+    from qorch.controller.auditing import DecisionLog
     from qorch.controller.breakers import Change
     from qorch.controller.documents import StatusChange
     from qorch.controller.events import EventRecorder
@@ -92,6 +93,7 @@ class Kernel:
     read_lease: Callable[[Key], Awaitable[dict[str, Any] | None]] | None = None
     tick: float = 1.0
     observed: Callable[[Observables, int, float], None] = lambda *_: None  # each pass's observables (publish.py)
+    audit: DecisionLog | None = None  # the audit log: landed transitions and the decisions that write nothing
     wall: Callable[[], float] = time.time
     mono: Callable[[], float] = time.monotonic
     queue: SchedulingQueue = field(default_factory=SchedulingQueue)
@@ -644,6 +646,9 @@ class Kernel:
         metrics.BREAKER_TRANSITIONS.labels(after.state.value).inc()
         agent = self.store.agents.get(key)
         log.info("breaker of agent %s/%s: %s -> %s", *key, change.before.state.value, after.state.value)
+        if self.audit is not None:
+            data = {"from": change.before.state.value, "to": after.state.value, "failures": after.failures}
+            self.audit.record("breaker", {"agent": f"{key[0]}/{key[1]}"}, data)
         if self.events is not None and agent is not None:
             self.events.post(
                 kind="Agent",
@@ -679,6 +684,9 @@ class Kernel:
         else:
             message = f"provider {provider}: a probe attempt succeeded: work flows to its agents again"
         log.info("breaker of provider %s: %s -> %s", provider, change.before.state.value, after.state.value)
+        if self.audit is not None:
+            data = {"from": change.before.state.value, "to": after.state.value, "failures": after.failures}
+            self.audit.record("breaker", {"provider": provider}, data)
         if after.state is not BreakerState.OPEN:
             for agent in self.store.agents.values():  # parked tasks its other agents could take now
                 if agent.provider == provider:
@@ -775,6 +783,12 @@ class Kernel:
             )
             log.warning("task %s/%s: %s", task.namespace, task.name, message)
             self._task_event(task, Reason.REPORT_IGNORED, message, warning=True)
+            if self.audit is not None:
+                self.audit.record(
+                    "refused-report",
+                    {"task": f"{task.namespace}/{task.name}", "uid": task.uid},
+                    {"agent": task.report.agent, "attempt": task.report.attempt, "current": task.attempt},
+                )
 
     # ------------------------------------------------------------------ 4. schedule
     async def _schedule(self, now: float, mono: float) -> None:
@@ -888,6 +902,9 @@ class Kernel:
         message = f"an assignment to {agent.name} was refused before it was written: it breaks the {rule} rule"
         log.error("task %s/%s: %s (a scheduler bug)", task.namespace, task.name, message)
         self._task_event(task, Reason.ASSIGNMENT_REFUSED, message, warning=True, essential=True)
+        if self.audit is not None:
+            subject = {"task": f"{task.namespace}/{task.name}", "uid": task.uid}
+            self.audit.record("refused-assignment", subject, {"agent": agent.name, "rule": rule})
         self.queue.park(task.key, Shape.of(task), Reason.CAPACITY_EXHAUSTED, mono)  # not at once: a bug may repeat
 
     def _unbusy(self) -> list[TaskRecord]:
@@ -1048,6 +1065,8 @@ class Kernel:
             if outcome is not Outcome.WRITTEN:
                 self.poke()
                 return
+            if self.audit is not None:
+                self.audit.task_written(task, change, self.store.approvals_of(task.key))
             if ended is not None:
                 self._breaker_ended(ended[0], succeeded=ended[1])
             if provider is not None:

@@ -13,6 +13,8 @@ __all__ = [
     "API_WRITE_SECONDS",
     "ASSIGNMENTS",
     "ASSIGNMENTS_REFUSED",
+    "AUDIT_ENTRIES",
+    "AUDIT_FAILURES",
     "BREAKERS",
     "BREAKER_TRANSITIONS",
     "CREATE_TO_ASSIGNED_SECONDS",
@@ -123,6 +125,15 @@ LEASES_READ_BACK = Counter(
     ["found"],
 )
 WATCH_EVENTS = Counter("qorch_watch_events_total", "Watch events applied to the store, by resource.", ["resource"])
+AUDIT_ENTRIES = Counter(
+    "qorch_audit_entries_total",
+    "Entries appended to the audit log, by kind (assign, start, requeue, retry, finish, dead-letter, approve, "
+    "reject, breaker, leader, refused-report, refused-assignment, key-rotation).",
+    ["kind"],
+)
+AUDIT_FAILURES = Counter(
+    "qorch_audit_failures_total", "Audit log operations that failed (an entry not written, a key not reloaded)."
+)
 LEADER = Gauge("qorch_leader", "1 while this replica holds the qorch-operator Lease, else 0.")
 OBSERVABLE = Gauge(
     "qorch_scheduler_observable", "Observables of the last cycle: entropy, coherence or fidelity.", ["name"]

@@ -31,6 +31,7 @@ from prometheus_client import start_http_server
 from qorch import tracing
 from qorch.api import constants
 from qorch.controller import handlers, metrics, writer
+from qorch.controller.auditing import DecisionLog
 from qorch.controller.events import EventRecorder
 from qorch.controller.informer import Informer
 from qorch.controller.kube import ApiError, KubeApi, KubeError, Resource, load_config
@@ -71,6 +72,8 @@ class OperatorSettings:
     request_timeout: float = 10.0
     tick_seconds: float = 1.0
     publish_seconds: float = 3.0  # the observables go into the policy's status at most this often
+    audit_log: str | None = None  # a directory for the audit log's segments; None: no audit log
+    audit_key: str | None = None  # the PEM file of its Ed25519 signing key (a Secret's volume)
     # The operator owns its process (`qorch operator run`): it takes SIGTERM and SIGINT, tunes the
     # GC for a large store and exports KUBECONFIG. Embedded in someone else's process (the SDK's
     # UnifiedQuantumOrchestrator), it does none of that and stops when told (`operate(stop=...)`).
@@ -259,6 +262,21 @@ def _kopf(
     )
 
 
+def _audit(settings: OperatorSettings, elector: LeaderElector, kernel: Kernel) -> DecisionLog | None:
+    """The audit log wired to the elector (terms, anchors on the Lease) and the kernel (decisions); None if off."""
+    if not settings.audit_log:
+        return None
+    if not settings.audit_key:
+        msg = "--audit-log needs --audit-key (the PEM file of the Ed25519 signing key)"
+        raise ValueError(msg)
+    decisions = DecisionLog(settings.audit_log, settings.audit_key, identity=settings.identity)
+    elector.annotate = decisions.annotations
+    elector.on_acquired = decisions.acquired
+    elector.on_lost = decisions.lost
+    kernel.audit = decisions
+    return decisions
+
+
 async def operate(settings: OperatorSettings, stop: asyncio.Event | None = None) -> int:
     """Run on the current event loop until `stop` (or, owning the process, SIGTERM); returns the exit code."""
     if not tracing.enabled():
@@ -287,6 +305,7 @@ async def operate(settings: OperatorSettings, stop: asyncio.Event | None = None)
         tick=settings.tick_seconds,
     )
     state.notify = kernel.poke
+    decisions = _audit(settings, elector, kernel)
     publisher = ObservablesPublisher(
         api,
         identity=settings.identity,
@@ -297,6 +316,8 @@ async def operate(settings: OperatorSettings, stop: asyncio.Event | None = None)
     )
     kernel.observed = publisher.observe
     parts = _Parts(kernel, elector, _informers(api, state, settings), publisher)
+    if decisions is not None:
+        parts.start("audit", decisions.run())
     if stop is None:
         stop = asyncio.Event()
     if settings.own_process:
@@ -315,6 +336,7 @@ async def operate(settings: OperatorSettings, stop: asyncio.Event | None = None)
         # after it would take the Lease back.
         await parts.cancel("elector")
         if code == 0:
+            await _audit_released(decisions, elector)
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(elector.release(), 3.0)
         await parts.stop()
@@ -322,7 +344,19 @@ async def operate(settings: OperatorSettings, stop: asyncio.Event | None = None)
             await probes.cleanup()
         await api.close()
         await api_client.close()
+        await _audit_released(decisions, None)
     return code
+
+
+async def _audit_released(decisions: DecisionLog | None, elector: LeaderElector | None) -> None:
+    """Before the Lease is released (`elector`): the last entry, written, so the release anchors it; else stop."""
+    if decisions is None:
+        return
+    if elector is None:
+        await asyncio.to_thread(decisions.close, 5.0)
+    elif elector.leading.is_set():
+        decisions.released()
+        await asyncio.to_thread(decisions.flush, 2.0)
 
 
 async def _operate(

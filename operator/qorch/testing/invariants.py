@@ -26,7 +26,8 @@ The invariants (docs/testing.md):
   classification, that lacks a capability it requires, or whose labels its
   agentSelector does not match.
 - **I5** replaying the audit log reproduces the final state: a hook (`replay`),
-  skipped when not given.
+  skipped when not given; `audit_replay(directories, public_keys)` makes one from
+  the operator's audit log (every replica's segments).
 
 Everything is read with plain GETs: `check` takes a kubeconfig path or any
 object with `tasks(namespace)` and `agents(namespace)` methods returning the
@@ -68,6 +69,7 @@ __all__ = [
     "Replay",
     "Report",
     "Violation",
+    "audit_replay",
     "check",
     "check_bodies",
 ]
@@ -89,6 +91,34 @@ Completion = tuple[str, int, str] | tuple[str, int, str, str] | Mapping[str, Any
 #: I5's hook: given the namespace, the final state that replaying the audit log reproduces, as
 #: task name -> phase. `check` compares it with the tasks it read.
 Replay = Callable[[str], Mapping[str, str]]
+
+#: What the audit log's replay calls an outcome, where the Task's phase says otherwise.
+_REPLAYED_PHASE = {"Rejected": "Cancelled"}
+
+
+def audit_replay(logs: Iterable[str | Path], public_keys: Iterable[str | Path]) -> Replay:
+    """I5's hook from the operator's audit log: its segments (files or directories), verified first.
+
+    The hook raises AssertionError if the log does not verify; otherwise it gives each
+    task of the namespace the phase its last recorded decision left it in (a rejection
+    is the phase Cancelled).
+    """
+    from qorch.audit import load_public_key, read_segments, replay, verify_segments  # noqa: PLC0415
+
+    paths, keys = list(logs), [load_public_key(k) for k in public_keys]
+
+    def hook(namespace: str) -> Mapping[str, str]:
+        verdict = verify_segments(read_segments(paths), keys)
+        if not verdict.ok:
+            raise AssertionError(f"I5: the audit log does not verify: {verdict}")
+        prefix = f"{namespace}/"
+        return {
+            task.removeprefix(prefix): _REPLAYED_PHASE.get(outcome, outcome)
+            for task, (_, outcome) in replay(verdict.decisions).items()
+            if task.startswith(prefix)
+        }
+
+    return hook
 
 
 @dataclass(frozen=True)
