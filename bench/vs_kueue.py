@@ -74,6 +74,8 @@ KUEUE_CONCURRENCY = {
     "Job.batch": 5, "Pod": 5, "Workload.kueue.x-k8s.io": 5, "LocalQueue.kueue.x-k8s.io": 1,
     "Cohort.kueue.x-k8s.io": 1, "ClusterQueue.kueue.x-k8s.io": 1, "ResourceFlavor.kueue.x-k8s.io": 1,
 }  # fmt: skip
+#: Seconds after the last admission before the run's Events are counted (both peers post them asynchronously).
+EVENTS_SETTLE = 5.0
 Row = tuple[str, str, str, str]
 Predicate = Callable[[dict[str, Any]], bool]
 
@@ -154,7 +156,7 @@ class Outcome:
     done: int
     server_ms: float  # apiserver + etcd CPU per admission, ms
     peer_ms: float  # the peer's own CPU per admission, ms
-    events: float  # Events per admission (counted after the run)
+    events: float  # Events written from the release to EVENTS_SETTLE after the last admission, per admission
     setup: float  # peer start to all P seen pending, s (creates included)
     timed_out: bool = False
 
@@ -274,14 +276,16 @@ async def ready(process: subprocess.Popen[bytes], url: str, within: float = 60.0
     raise RuntimeError(f"{url} not ready within {within:.0f} s")
 
 
-def start_operator(bench: Bench, namespace: str, tag: str) -> tuple[subprocess.Popen[bytes], int]:
+def start_operator(
+    bench: Bench, namespace: str, tag: str, metrics_port: int = 0
+) -> tuple[subprocess.Popen[bytes], int]:
     """One qorch replica, Events unbudgeted; its health port."""
     health = _ports.free_port()
     log = (bench.work / f"qorch-{tag}.log").open("wb")
     process = subprocess.Popen(
         [sys.executable, "-m", "qorch.cli", "operator", "run", f"--kubeconfig={bench.plane.admin_kubeconfig}",
-         f"--namespace={namespace}", "--metrics-port=0", f"--health-port={health}", f"--identity=bench-{tag}",
-         f"--lease-name=bench-{tag}", "--events-per-second=100000"],
+         f"--namespace={namespace}", f"--metrics-port={metrics_port}", f"--health-port={health}",
+         f"--identity=bench-{tag}", f"--lease-name=bench-{tag}", "--events-per-second=100000"],
         stdout=log,
         stderr=subprocess.STDOUT,
     )  # fmt: skip
@@ -359,13 +363,15 @@ async def kueue_backlog(bench: Bench, setup: KueueSetup, *, count: int, qps: int
             held = await w.until_pending(count, within=max(120.0, count / 10))
             setup_s = time.perf_counter() - meter_start
             early = len(w.at)
+            events_before = await count_events(bench.api, namespace)
             meter, peer_before = Meter(bench.plane), cpu_seconds(process.pid)
             await bench.api.call("PATCH", CLUSTERQUEUES.path(None, queue), body={"spec": {"stopPolicy": "None"}},
                                  content_type=MERGE)  # fmt: skip
             released = time.perf_counter()
             finished = await w.until(count, within=max(120.0, 3.0 * count / 40))
             server, peer = meter.server(), cpu_seconds(process.pid) - peer_before
-        events = await count_events(bench.api, namespace)
+        await asyncio.sleep(EVENTS_SETTLE)
+        events = await count_events(bench.api, namespace) - events_before
         setup.reasons.update(events)
         outcome = _outcome(w, released, server, peer, sum(events.values()), setup_s)
         progress(
@@ -399,12 +405,14 @@ async def qorch_backlog(bench: Bench, *, namespace: str, count: int, tag: str) -
             held = await w.until_pending(count, within=max(120.0, count / 10))
             setup_s = time.perf_counter() - meter_start
             early = len(w.at)
+            events_before = await count_events(bench.api, namespace)
             meter, peer_before = Meter(bench.plane), cpu_seconds(process.pid)
             await set_quota(bench.api, namespace, count)
             released = time.perf_counter()
             finished = await w.until(count, within=max(120.0, 3.0 * count / 40))
             server, peer = meter.server(), cpu_seconds(process.pid) - peer_before
-        events = await count_events(bench.api, namespace)
+        await asyncio.sleep(EVENTS_SETTLE)
+        events = await count_events(bench.api, namespace) - events_before
         outcome = _outcome(w, released, server, peer, sum(events.values()), setup_s)
         progress(
             f"  qorch {tag}: {outcome.done}/{count} assigned, {outcome.rate:.0f}/s, first {outcome.first:.2f} s, "
@@ -427,6 +435,36 @@ class Stream:
     latencies: list[float]  # create sent -> admission seen, s
     creates: list[float]  # create round trips, s
     offered: int
+    breakdown: dict[str, tuple[float, float, int]] = field(default_factory=dict)  # histogram -> (mean, p95, count)
+
+
+#: The operator's histograms that say where a streamed task's time goes (operator/qorch/controller/metrics.py).
+#: (Not qorch_task_create_to_assigned_seconds: it starts at creationTimestamp, whole seconds.)
+BREAKDOWN = (
+    "qorch_scheduling_cycle_seconds",
+    "qorch_decide_seconds",
+    "qorch_api_write_seconds",
+)
+
+
+def histograms(text: str) -> dict[str, tuple[float, float, int]]:
+    """Mean, p95 (the upper bound of the bucket holding it) and count of BREAKDOWN's histograms in a scrape."""
+    found: dict[str, tuple[float, float, int]] = {}
+    for name in BREAKDOWN:
+        buckets: list[tuple[float, float]] = []
+        total = count = 0.0
+        for line in text.splitlines():
+            if line.startswith(f"{name}_bucket{{"):
+                bound = line.split('le="', 1)[1].split('"', 1)[0]
+                buckets.append((math.inf if bound == "+Inf" else float(bound), float(line.rsplit(" ", 1)[1])))
+            elif line.startswith(f"{name}_sum"):
+                total = float(line.rsplit(" ", 1)[1])
+            elif line.startswith(f"{name}_count"):
+                count = float(line.rsplit(" ", 1)[1])
+        if count:
+            upper = next((b for b, c in sorted(buckets) if c >= 0.95 * count), math.inf)
+            found[name] = (total / count, upper, int(count))
+    return found
 
 
 async def offer(
@@ -467,7 +505,9 @@ async def kueue_stream(bench: Bench, setup: KueueSetup, *, rate: float, seconds:
 async def qorch_stream(bench: Bench, *, namespace: str, rate: float, seconds: float, tag: str) -> Stream:
     """The operator with room in the quota; Tasks at `rate`/s."""
     await set_quota(bench.api, namespace, int(rate * seconds) + 1)
-    process, health = start_operator(bench, namespace, f"stream-{tag}")
+    metrics_port = _ports.free_port()
+    process, health = start_operator(bench, namespace, f"stream-{tag}", metrics_port)
+    breakdown: dict[str, tuple[float, float, int]] = {}
     try:
         await ready(process, f"http://127.0.0.1:{health}/readyz")
         await asyncio.sleep(2)  # the leader Lease taken, first cycle done
@@ -475,11 +515,17 @@ async def qorch_stream(bench: Bench, *, namespace: str, rate: float, seconds: fl
             sent, trips = await offer(
                 w, lambda n: timed_tasks(bench.api, namespace, [n]), f"s-{tag}", rate=rate, seconds=seconds
             )
+        try:
+            url = f"http://127.0.0.1:{metrics_port}/metrics"
+            with await asyncio.to_thread(urllib.request.urlopen, url, timeout=10) as answer:
+                breakdown = histograms(answer.read().decode())
+        except OSError as exc:
+            progress(f"  (no operator metrics: {exc})")
         await bench.clear(TASKS, namespace)
         await bench.api.call("DELETE", EVENTS.path(namespace))
     finally:
         _stop(process)
-    return Stream([w.at[n] - sent[n] for n in sent if n in w.at], trips, len(sent))
+    return Stream([w.at[n] - sent[n] for n in sent if n in w.at], trips, len(sent), breakdown)
 
 
 def ms(values: list[float], fmt: str = "{:.0f}") -> str:
@@ -550,6 +596,8 @@ async def run(quick: bool, repeat: int, stream_rate: float) -> tuple[list[Row], 
                     progress(f"  stream {side} {tag}: {len(s.latencies)}/{s.offered} admitted, p50 "
                              f"{statistics.median(s.latencies) * 1000:.0f} ms, p95 {p95(s.latencies) * 1000:.0f} ms, "
                              f"create p50 {statistics.median(s.creates) * 1000:.0f} ms")  # fmt: skip
+                for name, (mean, high, n) in streams["qorch"][-1].breakdown.items():
+                    progress(f"    {name}: mean {mean * 1000:.1f} ms, p95 ≤ {high * 1000:.0f} ms, {n} observations")
         await api.close()
         await api_client.close()
 
