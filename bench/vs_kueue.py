@@ -1,6 +1,8 @@
 """qorch against Kueue as admission peers on the same local apiserver, interleaved and repeated.
 
-Run:  .venv/bin/python bench/vs_kueue.py [--quick] [--repeat 3] [--write docs/benchmarks.md]
+Run:  .venv/bin/python bench/vs_kueue.py [--quick] [--repeat 3] [--stream-rate 40] [--write docs/benchmarks.md]
+Profile the operator (cProfile, one file per run; slower, so not for the table):
+      QORCH_BENCH_PROFILE=/tmp/prof .venv/bin/python bench/vs_kueue.py --quick --repeat 1
 
 Kueue v0.17.0 (`go install`, bench/peers/build_kueue.sh) runs out of cluster as the
 admin, with internal cert management off, its webhooks served on a loopback port
@@ -282,8 +284,10 @@ def start_operator(
     """One qorch replica, Events unbudgeted; its health port."""
     health = _ports.free_port()
     log = (bench.work / f"qorch-{tag}.log").open("wb")
+    profile = os.environ.get("QORCH_BENCH_PROFILE")  # a folder: the operator runs under cProfile (slower)
+    under = ["-m", "cProfile", "-o", str(Path(profile) / f"qorch-{tag}.prof")] if profile else []
     process = subprocess.Popen(
-        [sys.executable, "-m", "qorch.cli", "operator", "run", f"--kubeconfig={bench.plane.admin_kubeconfig}",
+        [sys.executable, *under, "-m", "qorch.cli", "operator", "run", f"--kubeconfig={bench.plane.admin_kubeconfig}",
          f"--namespace={namespace}", f"--metrics-port={metrics_port}", f"--health-port={health}",
          f"--identity=bench-{tag}", f"--lease-name=bench-{tag}", "--events-per-second=100000"],
         stdout=log,
