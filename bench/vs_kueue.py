@@ -160,17 +160,22 @@ class Outcome:
     peer_ms: float  # the peer's own CPU per admission, ms
     events: float  # Events written from the release to EVENTS_SETTLE after the last admission, per admission
     setup: float  # peer start to all P seen pending, s (creates included)
+    startup: float = math.nan  # peer start to its /readyz answering 200, s
     timed_out: bool = False
 
 
-def _outcome(watch: Watch, released: float, server: float, peer: float, events: int, setup: float) -> Outcome:
+def _outcome(
+    watch: Watch, released: float, server: float, peer: float, events: int, setup: float, startup: float
+) -> Outcome:
     lat = sorted(t - released for t in watch.at.values())
     if len(lat) < 2:
-        return Outcome(0.0, math.nan, math.nan, math.nan, len(lat), math.nan, math.nan, math.nan, setup, timed_out=True)
+        return Outcome(
+            0.0, math.nan, math.nan, math.nan, len(lat), math.nan, math.nan, math.nan, setup, startup, timed_out=True
+        )
     per = 1000.0 / len(lat)
     return Outcome(
         len(lat) / lat[-1], lat[0], statistics.median(lat), p95(lat), len(lat), server * per, peer * per,
-        events / len(lat), setup,
+        events / len(lat), setup, startup,
     )  # fmt: skip
 
 
@@ -360,7 +365,7 @@ async def kueue_backlog(bench: Bench, setup: KueueSetup, *, count: int, qps: int
     meter_start = time.perf_counter()
     process, health = start_kueue(bench, setup, qps=qps, tag=tag)
     try:
-        await ready(process, f"http://127.0.0.1:{health}/readyz")
+        startup = await ready(process, f"http://127.0.0.1:{health}/readyz")
         queue = await kueue_queues(bench.api, namespace, quota=count, hold=True)
         async with Watch(bench.api, WORKLOADS, namespace, pending=workload_pending, admitted=workload_admitted) as w:
             await workloads(bench.api, namespace, [f"w-{i}" for i in range(count)], "lq")
@@ -377,7 +382,7 @@ async def kueue_backlog(bench: Bench, setup: KueueSetup, *, count: int, qps: int
         await asyncio.sleep(EVENTS_SETTLE)
         events = await count_events(bench.api, namespace) - events_before
         setup.reasons.update(events)
-        outcome = _outcome(w, released, server, peer, sum(events.values()), setup_s)
+        outcome = _outcome(w, released, server, peer, sum(events.values()), setup_s, startup)
         progress(
             f"  kueue {tag}: {outcome.done}/{count} admitted, {outcome.rate:.0f}/s, first {outcome.first:.2f} s, "
             f"p50 {outcome.p50:.2f} s, p95 {outcome.p95:.2f} s, cpu/admission: server {outcome.server_ms:.2f} ms, "
@@ -403,7 +408,7 @@ async def qorch_backlog(bench: Bench, *, namespace: str, count: int, tag: str) -
     meter_start = time.perf_counter()
     process, health = start_operator(bench, namespace, tag)
     try:
-        await ready(process, f"http://127.0.0.1:{health}/readyz")
+        startup = await ready(process, f"http://127.0.0.1:{health}/readyz")
         async with Watch(bench.api, TASKS, namespace, pending=task_pending, admitted=task_admitted) as w:
             await timed_tasks(bench.api, namespace, [f"t-{tag}-{i}" for i in range(count)])
             held = await w.until_pending(count, within=max(120.0, count / 10))
@@ -417,7 +422,7 @@ async def qorch_backlog(bench: Bench, *, namespace: str, count: int, tag: str) -
             server, peer = meter.server(), cpu_seconds(process.pid) - peer_before
         await asyncio.sleep(EVENTS_SETTLE)
         events = await count_events(bench.api, namespace) - events_before
-        outcome = _outcome(w, released, server, peer, sum(events.values()), setup_s)
+        outcome = _outcome(w, released, server, peer, sum(events.values()), setup_s, startup)
         progress(
             f"  qorch {tag}: {outcome.done}/{count} assigned, {outcome.rate:.0f}/s, first {outcome.first:.2f} s, "
             f"p50 {outcome.p50:.2f} s, p95 {outcome.p95:.2f} s, cpu/admission: server {outcome.server_ms:.2f} ms, "
@@ -544,6 +549,7 @@ def backlog_row(label: str, runs: list[Outcome], count: int, unit: str, target: 
     costs = (
         f"CPU per admission: apiserver+etcd {med([o.server_ms for o in runs]):.2f} ms, peer "
         f"{med([o.peer_ms for o in runs]):.2f} ms; Events per admission {med([o.events for o in runs]):.2f}; "
+        f"start-up to ready {med([o.startup for o in runs]):.1f} s; "
         f"{len(runs)} runs{f', {stopped} stopped at the time limit' if stopped else ''}"
     )
     measured = (
