@@ -14,11 +14,12 @@ Outcomes, and what each keeps:
 - unknown (a timeout, a reset, a 5xx): the write may have landed. The slot
   stays reserved until the echo or a GET settles it. Releasing it early is
   how one leader overfilled an agent. For an assignment, a GET that still
-  shows the version the write was decided on settles it only once the
+  shows the version the write was decided on settles the *task* (it is
+  decided again at once: compare-and-set lets only one of the two writes,
+  decided on the same version, land), but the *slot* stays held until the
   apiserver can no longer be working on the request (`in_flight_limit` after
   the last try went unanswered): until then the write may yet land and fill
-  the slot. Other writes need no such wait: compare-and-set makes deciding
-  them again safe.
+  it. Holding the task itself that long delayed its retry by a minute.
 
 Every entry carries a deadline; when it passes, the writer GETs the object to
 settle it. So no entry outlives the truth, and the ledger never grows without
@@ -28,6 +29,7 @@ bound: the loop stops deciding while it holds `limit` entries.
 from __future__ import annotations
 
 import enum
+import heapq
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
@@ -82,6 +84,8 @@ class Ledger:
     limit: int = 50_000
     entries: dict[tuple[str, Key], Entry] = field(default_factory=dict)
     reserved: dict[Key, int] = field(default_factory=dict)
+    # Slots kept after their entry settled: (monotonic end, agent) of assignments that may yet land.
+    held: list[tuple[float, Key]] = field(default_factory=list)
     # Told when a reservation ends: a slot may have opened without the store changing
     # (a refused, dropped or superseded assignment), and parked tasks must hear of it.
     released: Callable[[Key], None] | None = None
@@ -131,14 +135,17 @@ class Ledger:
 
     def _release(self, entry: Entry, *, freed: bool = True) -> None:
         if entry.reserve is not None:
-            left = self.reserved.get(entry.reserve, 0) - 1
-            if left > 0:
-                self.reserved[entry.reserve] = left
-            else:
-                self.reserved.pop(entry.reserve, None)
-            if freed and self.released is not None:
-                self.released(entry.reserve)
+            self._free(entry.reserve, announce=freed)
             entry.reserve = None
+
+    def _free(self, agent: Key, *, announce: bool) -> None:
+        left = self.reserved.get(agent, 0) - 1
+        if left > 0:
+            self.reserved[agent] = left
+        else:
+            self.reserved.pop(agent, None)
+        if announce and self.released is not None:
+            self.released(agent)
 
     def close(self, entry: Entry, *, freed: bool = True) -> None:
         """Forget an entry (its object's truth is in the store now).
@@ -191,15 +198,25 @@ class Ledger:
         entry.state = State.IN_FLIGHT
         return True
 
-    def may_yet_land(self, entry: Entry, now: float) -> bool:
-        """Whether an unanswered assignment could still be applied by the apiserver (its slot is not free yet)."""
+    def hold_slot(self, entry: Entry, now: float) -> None:
+        """An unanswered write reads as not landed: settle it, but keep an assignment's slot while it may yet land.
+
+        The slot moves from the entry to `held` until `in_flight_limit` after the last
+        unanswered try, so the task is decided again at once while its agent cannot be
+        filled twice meanwhile.
+        """
         if entry.state is not State.UNKNOWN or entry.reserve is None:
-            return False
+            return
         final = entry.unanswered + self.in_flight_limit
-        if now >= final:
-            return False
-        entry.due = final
-        return True
+        if now < final:
+            heapq.heappush(self.held, (final, entry.reserve))
+            entry.reserve = None  # the count in `reserved` stays until the hold ends
+
+    def release_held(self, now: float) -> None:
+        """End the holds whose request can no longer land (each freed slot is announced)."""
+        while self.held and self.held[0][0] <= now:
+            _, agent = heapq.heappop(self.held)
+            self._free(agent, announce=True)
 
     def due(self, now: float) -> list[Entry]:
         """Entries whose deadline passed: the writer must GET them."""

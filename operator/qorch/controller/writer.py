@@ -173,6 +173,7 @@ class StatusWriter:
     async def settle_due(self) -> None:
         """GET every entry whose deadline passed, so none outlives the truth; end backoffs that are over."""
         self._cooled(self.clock())
+        self.ledger.release_held(self.clock())
         for entry in self.ledger.due(self.clock()):
             try:
                 await self._check(entry)
@@ -383,8 +384,10 @@ class StatusWriter:
         if str(body["metadata"].get("resourceVersion")) != entry.decided_on:
             self.store.sink(entry.plural).upsert(body)
             return True
-        # Unchanged. An unanswered write may still be applied until the apiserver gives up on it.
-        return not self.ledger.may_yet_land(entry, self.clock())
+        # Unchanged: decide the object again (compare-and-set keeps a late landing of the old
+        # write from doubling anything), but an assignment's slot stays held while it may land.
+        self.ledger.hold_slot(entry, self.clock())
+        return True
 
 
 _VERSION = re.compile(rb'"resourceVersion":"([^"]*)"')

@@ -116,16 +116,34 @@ def test_the_ledger_reports_full_at_its_limit() -> None:
     assert ledger.full
 
 
-def test_an_unanswered_assignment_is_final_only_a_request_lifetime_after_its_last_try() -> None:
-    """Reviewer: throttled tries before the last one must not shorten the wait (it counts from the last try)."""
-    ledger = Ledger(in_flight_limit=65.0)
+def test_an_unanswered_assignment_holds_its_slot_a_request_lifetime_after_its_last_try() -> None:
+    """Reviewer: throttled tries before the last one must not shorten the hold (it counts from the last try)."""
+    freed: list[tuple[str, str]] = []
+    ledger = Ledger(in_flight_limit=65.0, released=freed.append)
     entry = ledger.open("tasks", TASK, "5", AGENT, now=0.0)
     assert entry is not None
     ledger.sending(entry)
     ledger.unknown(entry, now=45.0)  # 429s until 45 s, then a try that got no answer
-    assert ledger.may_yet_land(entry, now=70.0)
-    assert entry.due == 110.0
-    assert not ledger.may_yet_land(entry, now=110.0)
+    ledger.hold_slot(entry, now=70.0)  # a GET shows it did not land (yet)
+    ledger.checked(entry)
+    assert not ledger.busy("tasks", TASK)  # the task is decided again at once ...
+    assert ledger.slots(AGENT) == 1  # ... but its agent's slot stays spoken for
+    ledger.release_held(now=109.0)
+    assert (ledger.slots(AGENT), freed) == (1, [])
+    ledger.release_held(now=110.0)
+    assert (ledger.slots(AGENT), freed) == (0, [AGENT])
+
+
+def test_an_unanswered_assignment_past_its_request_lifetime_is_not_held() -> None:
+    """A GET after the apiserver gave up on the request frees the slot with the entry."""
+    ledger = Ledger(in_flight_limit=65.0)
+    entry = ledger.open("tasks", TASK, "5", AGENT, now=0.0)
+    assert entry is not None
+    ledger.sending(entry)
+    ledger.unknown(entry, now=1.0)
+    ledger.hold_slot(entry, now=66.0)
+    ledger.checked(entry)
+    assert (ledger.slots(AGENT), ledger.held) == (0, [])
 
 
 def test_an_unanswered_write_that_reserves_nothing_is_not_held() -> None:
@@ -135,7 +153,8 @@ def test_an_unanswered_write_that_reserves_nothing_is_not_held() -> None:
     assert entry is not None
     ledger.sending(entry)
     ledger.unknown(entry, now=1.0)
-    assert not ledger.may_yet_land(entry, now=2.0)
+    ledger.hold_slot(entry, now=2.0)
+    assert ledger.held == []
 
 
 def test_only_a_reservation_that_frees_a_slot_is_announced() -> None:
