@@ -322,22 +322,28 @@ class Soak:
         incarnation.uid = created["metadata"]["uid"]
         return incarnation
 
-    async def delete(self, incarnation: Incarnation) -> None:
-        """Delete this incarnation (uid precondition), keep the body it had, wait until the name is free."""
+    async def delete(self, incarnation: Incarnation) -> bool:
+        """Delete this incarnation (uid precondition), keep the body it had, wait until the name is free.
+
+        Taken out of `tasks` first, so the retirer leaves it alone: a 404 then means our own DELETE landed.
+        """
+        if self.tasks.get(incarnation.name) is not incarnation:
+            return False  # it ended and was retired meanwhile
+        del self.tasks[incarnation.name]
+        self.gone.append(incarnation)
+        incarnation.deleted = True
         options = {"preconditions": {"uid": incarnation.uid}}
-        with contextlib.suppress(ApiError):  # 404: retired meanwhile; 409: not this uid any more
+        with contextlib.suppress(ApiError):
             body = await self.call("DELETE", TASKS.path(self.ns, incarnation.name), body=options)
             incarnation.body = body if body.get("kind") == "Task" else incarnation.body
-            incarnation.deleted = True
-        self.gone.append(incarnation)
-        if self.tasks.get(incarnation.name) is incarnation:
-            del self.tasks[incarnation.name]
-        while True:
+        for _ in range(300):
             try:
                 await self.call("GET", TASKS.path(self.ns, incarnation.name))
             except ApiError:
-                return
+                return True
             await asyncio.sleep(0.1)
+        self.out.unfinished.append(f"{incarnation.label}: still there 30 s after its DELETE")
+        return False
 
     async def submit(self, until: float) -> None:
         """Tasks at a steady rate until `until` (monotonic) or the stop."""
@@ -536,7 +542,8 @@ class Soak:
         old = self.tasks.get(name)
         if old is None or not old.uid:
             return False
-        await self.delete(old)
+        if not await self.delete(old):
+            return False
         await self.create(name, old.inc + 1)
         return True
 
@@ -641,14 +648,20 @@ class Soak:
         for runtime in self.runtimes.values():
             for event in ("called", "finished"):
                 for call in runtime.handled(event):
-                    incarnation = by_inc[(call["task"], int(call["input"]["inc"]))]
+                    incarnation = by_inc.get((call["task"], int(call["input"]["inc"])))
+                    if incarnation is None:
+                        self.out.unfinished.append(f"{runtime.log.stem} ran an unknown task: {call}")
+                        continue
                     key = (incarnation.label, int(call["attempt"]))
                     if event == "called":
                         starts[key] += 1
                     else:
                         done.append({"task": key[0], "attempt": key[1], "agent": call["agent"], "of": incarnation})
         for record in self.pools.records():
-            incarnation = by_uid[record["uid"]]
+            incarnation = by_uid.get(record["uid"])
+            if incarnation is None:
+                self.out.unfinished.append(f"a pool ran an unknown task: {record}")
+                continue
             key = (incarnation.label, int(record["attempt"]))
             if record["event"] == "claim":
                 starts[key] += 1
