@@ -116,7 +116,7 @@ PROFILES = {
     "short": Profile("short", 90, 40, 1.5, 3.0, 60, 0.25, {**CHEAP, **EXPENSIVE}),
     # Expensive faults (each restarts an operator or the apiserver) ten times rarer, so that processes
     # live long enough for a memory trend; cheap faults about every second.
-    "long": Profile("long", 1800, 1000, 0.8, 2.0, 180, 0.5, {**CHEAP, **{k: v / 10 for k, v in EXPENSIVE.items()}}),
+    "long": Profile("long", 1800, 1000, 0.6, 2.0, 180, 0.5, {**CHEAP, **{k: v / 10 for k, v in EXPENSIVE.items()}}),
 }
 
 
@@ -826,6 +826,11 @@ async def soak(profile: Profile, seed: int, work: Path) -> Outcome:
                 await run.kube.close()
 
 
+def interrupted(*_: object) -> None:
+    """SIGTERM: unwind like Ctrl-C, so the run stops what it started."""
+    raise KeyboardInterrupt
+
+
 def main() -> None:
     """Run a profile; print the table, or write it into its marked section."""
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -837,6 +842,7 @@ def main() -> None:
     profile = PROFILES[args.profile]
     work = Path(tempfile.mkdtemp(prefix="qorch-soak-"))
     progress(f"soak profile {profile.name}, seed {seed}, logs in {work}")
+    signal.signal(signal.SIGTERM, interrupted)  # `timeout`, say: stop every process started, as on Ctrl-C
     began = time.perf_counter()
     out = asyncio.run(soak(profile, seed, work))
     command = " ".join(["bench/soak.py", f"--profile={profile.name}", f"--seed={seed}"])
