@@ -151,12 +151,15 @@ class Outcome:
     lost: list[str] = field(default_factory=list)
     doubled: list[str] = field(default_factory=list)
     fenced: int = 0
+    unrecorded: int = 0  # Succeeded on a pool killed (kill -9) between its report and its record
     endings: Counter[str] = field(default_factory=Counter)  # attempts' endings in the tasks' histories
     violations: list[Violation] = field(default_factory=list)
     sampler_samples: int = 0
     sampler_peak: dict[str, int] = field(default_factory=dict)
     rss: list[tuple[float, str, int, float]] = field(default_factory=list)  # (t, replica, pid, MiB)
     operator_restarts: int = 0
+    operator_exits: Counter[int] = field(default_factory=Counter)  # exit codes (-9: our kill -9; 3: stepped down)
+    crashes: list[str] = field(default_factory=list)  # agent processes that exited on their own
     drained: bool = False
     unfinished: list[str] = field(default_factory=list)
 
@@ -216,6 +219,8 @@ class Soak:
         self.pending: set[asyncio.Task[None]] = set()
         self.submitted = 0
         self.launched = 0
+        self.kills: dict[str, list[float]] = {}  # agent process -> when we sent it kill -9 (time.time())
+        self.claimed_at: dict[tuple[str, int], tuple[str, float]] = {}  # (label, attempt) -> (pool, claim time)
         self.stopping = False
 
     # ------------------------------------------------------------------ set-up
@@ -374,6 +379,22 @@ class Soak:
                 await self.retire()
             await asyncio.sleep(3)
 
+    async def kubelet(self) -> None:
+        """An agent process that exited on its own (not by a fault) is noted, then restarted as a kubelet would."""
+        while True:
+            await asyncio.sleep(1)
+            for name in (*RUNTIMES, *POOLS):
+                proc = self.process(name)
+                if f"proc:{name}" in self.busy or proc.poll() is None:
+                    continue
+                log = self.work / (f"{name}.log" if name in self.runtimes else f"pool-{name}.log")
+                last = log.read_text(errors="replace").strip().splitlines()[-1:] if log.exists() else []
+                self.out.crashes.append(f"{name} exited with {proc.returncode}: {''.join(last)[:200]}")
+                if name in self.runtimes:
+                    self.start_runtime(name)
+                else:
+                    self.start_pool(name)
+
     async def sample_rss(self) -> None:
         """Both replicas' VmRSS every second."""
         began = time.monotonic()
@@ -498,6 +519,7 @@ class Soak:
     async def fault_agent_kill(self, name: str) -> bool:
         """Kill -9 an agent process (a runtime, or a pool of two agents), restart it 0.5-2 s later."""
         proc = self.process(name)
+        self.kills.setdefault(name, []).append(time.time())
         proc.kill()
         await asyncio.to_thread(proc.wait)
         await asyncio.sleep(self.rng.uniform(0.5, 2.0))
@@ -604,7 +626,7 @@ class Soak:
         await self.start()
         began = time.monotonic()
         until = began + self.profile.seconds
-        background = [asyncio.create_task(self.retiring()), asyncio.create_task(self.sample_rss())]
+        background = [asyncio.create_task(c) for c in (self.retiring(), self.sample_rss(), self.kubelet())]
         with CapacitySampler(self.reader, self.ns, interval=self.profile.sampler) as sampler:
             submitter = asyncio.create_task(self.submit(until))
             await self.inject(until)
@@ -622,6 +644,7 @@ class Soak:
         self.out.violations += sampler.violations
         self.out.submitted = self.submitted
         self.out.operator_restarts = sum(p.restarts for p in self.operators.started)
+        self.out.operator_exits = Counter(code for p in self.operators.started for code in p.exit_codes)
         await self.account()
         return self.out
 
@@ -665,6 +688,7 @@ class Soak:
             key = (incarnation.label, int(record["attempt"]))
             if record["event"] == "claim":
                 starts[key] += 1
+                self.claimed_at[key] = (str(record["agent"]).rsplit("-", 1)[0], float(record["time"]))
             elif record["event"] == "finish" and not record.get("recovered"):
                 outcome = "Succeeded" if record.get("ok") else "Failed"
                 done.append({"task": key[0], "attempt": key[1], "agent": record["agent"], "landed": outcome})
@@ -695,7 +719,15 @@ class Soak:
         for completion in done:
             completion["outcome"] = self.classify(completion)
         self.out.doubled = doubled(done, starts, everything)
-        self.out.lost = lost(done, everything)
+        # A pool writes its finish record after its report lands: kill -9 in between leaves a Succeeded
+        # attempt with only a claim on record. Excused only when that pool was killed within 5 s of the claim.
+        killed = {
+            key
+            for key, (pool, at) in self.claimed_at.items()
+            if any(at <= k <= at + 5 for k in self.kills.get(pool, ()))
+        }
+        self.out.lost = lost(done, everything, killed)
+        self.out.unrecorded = len(lost(done, everything)) - len(self.out.lost)
         kept = [i for i in everything if not i.deleted]
         phases = Counter(_phase(i.body) for i in kept)
         self.out.completed, self.out.dead_lettered = phases["Succeeded"], phases["DeadLettered"]
@@ -741,9 +773,14 @@ def doubled(done: list[dict[str, Any]], starts: Counter[tuple[str, int]], everyt
     return found
 
 
-def lost(done: list[dict[str, Any]], everything: list[Incarnation]) -> list[str]:
-    """Created, not deleted on purpose, and not Succeeded; or Succeeded with no completed attempt on record."""
-    finished = {(c["task"], c["attempt"]) for c in done if c["outcome"] == "Succeeded"}
+def lost(
+    done: list[dict[str, Any]], everything: list[Incarnation], killed: set[tuple[str, int]] | None = None
+) -> list[str]:
+    """Created, not deleted on purpose, and not Succeeded; or Succeeded with no completed attempt on record.
+
+    `killed`: attempts whose pool was killed right after claiming them (their finish record may be missing).
+    """
+    finished = {(c["task"], c["attempt"]) for c in done if c["outcome"] == "Succeeded"} | (killed or set())
     found: list[str] = []
     for incarnation in everything:
         if incarnation.deleted:
@@ -773,7 +810,7 @@ def memory_rows(out: Outcome) -> list[Row]:
         (
             (
                 f"operator peak RSS (both replicas, every 1 s; {len(series)} process incarnations, "
-                f"{out.operator_restarts} restarts)"
+                f"{out.operator_restarts} restarts, exit codes {dict(sorted(out.operator_exits.items()))})"
             ),
             f"{peak:.0f} MiB",
             "reported",
@@ -804,9 +841,13 @@ def rows(out: Outcome, profile: Profile) -> list[Row]:
         ("doubled (an attempt started or completed twice; a task incarnation succeeding twice)",
          f"{len(out.doubled)}", "0", "met" if not out.doubled else "MISSED"),
         (FENCED, f"{out.fenced}", "reported", "—"),
+        (("Succeeded attempts a pool reported but could not record (kill -9 of the pool within 5 s of the claim, "
+          "between its report landing and its record line)"), f"{out.unrecorded}", "reported", "—"),
         ("attempts' endings in the tasks' histories (Lost: its agent was judged dead)", endings, "reported", "—"),
         (f"invariants I1-I4 over every incarnation + CapacitySampler ({sampled})", f"{invariants} violations",
          "0", "met" if not invariants else "MISSED"),
+        ("agent processes that exited on their own (restarted, as a kubelet would)", f"{len(out.crashes)}", "0",
+         "met" if not out.crashes else "MISSED"),
         (f"drain after the last fault (≤ {profile.drain:g} s)", "done" if out.drained else "NOT DONE", "done",
          "met" if out.drained else "MISSED"),
         *memory_rows(out),
@@ -856,7 +897,13 @@ def main() -> None:
     if args.write:
         report.write_section(args.write, BEGIN, END, "Soak", text)
     print(text)
-    for line in [*out.lost[:20], *out.doubled[:20], *map(str, out.violations[:20]), *out.unfinished[:20]]:
+    for line in [
+        *out.lost[:20],
+        *out.doubled[:20],
+        *map(str, out.violations[:20]),
+        *out.unfinished[:20],
+        *out.crashes[:20],
+    ]:
         print(f"  {line}")
     print(f"logs: {work}")
     sys.exit(0 if out.ok else 1)
