@@ -116,7 +116,10 @@ PROFILES = {
     "short": Profile("short", 90, 40, 1.5, 3.0, 60, 0.25, {**CHEAP, **EXPENSIVE}),
     # Expensive faults (each restarts an operator or the apiserver) ten times rarer, so that processes
     # live long enough for a memory trend; cheap faults about every second.
-    "long": Profile("long", 1800, 1000, 0.6, 2.0, 180, 0.5, {**CHEAP, **{k: v / 10 for k, v in EXPENSIVE.items()}}),
+    # Load 1 task/s (bursts add about 2/s at this fault rate), so the agents keep up between faults.
+    "long": Profile(
+        "long", 1800, 1000, 0.6, 1.0, 300, 0.5, {**CHEAP, "burst": 1, **{k: v / 10 for k, v in EXPENSIVE.items()}}
+    ),
 }
 
 
