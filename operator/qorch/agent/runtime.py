@@ -31,7 +31,7 @@ from qorch.agent.attempts import TASKS, Attempts, Claim, UnsettledClaimError
 from qorch.api import constants, protocol
 from qorch.api.agent import service_account_user
 from qorch.controller.informer import Informer
-from qorch.controller.kube import ApiError, KubeApi, KubeError, Resource, load_config
+from qorch.controller.kube import ApiError, KubeApi, KubeError, Resource, TransportError, load_config, sleep_backoff
 from qorch.controller.store import stale
 
 if TYPE_CHECKING:
@@ -638,6 +638,33 @@ async def _every(seconds: float, stop: asyncio.Event, step: Callable[[], Awaitab
             await asyncio.wait_for(stop.wait(), wait)
 
 
+def _transient(exc: KubeError) -> bool:
+    """No answer, or the apiserver's "not now" (5xx, 429): worth asking again."""
+    if isinstance(exc, TransportError):
+        return True
+    return exc.status is not None and (exc.status >= 500 or exc.status == 429)  # noqa: PLR2004 - HTTP's own
+
+
+async def _starting(step: Callable[[], Awaitable[None]], stop: asyncio.Event, what: str) -> None:
+    """A start-up step, retried with backoff while the apiserver is away (restarting, say) and not stopped.
+
+    Without it one refused connection at start-up ended the process with a traceback (found by
+    bench/soak.py: runtimes restarted during an apiserver restart exited instead of serving).
+    """
+    attempt = 0
+    while True:
+        try:
+            await step()
+        except KubeError as exc:
+            if not _transient(exc) or stop.is_set():
+                raise
+            attempt += 1
+            log.warning("%s: %s; trying again", what, exc)
+            await sleep_backoff(attempt, cap=5.0)
+        else:
+            return
+
+
 async def run_agent(api: KubeApi, settings: RuntimeSettings, handlers: Handlers, stop: asyncio.Event) -> None:
     """Serve until `stop` is set, then drain and release the Lease.
 
@@ -647,8 +674,8 @@ async def run_agent(api: KubeApi, settings: RuntimeSettings, handlers: Handlers,
     if not tracing.enabled():
         tracing.configure("qorch-agent")  # on only with an OTLP endpoint in the environment
     agent = AgentRuntime(api, settings, handlers)
-    await agent.attach()
-    await agent.wait_for_lease(stop)
+    await _starting(agent.attach, stop, "attaching to the Agent")
+    await _starting(lambda: agent.wait_for_lease(stop), stop, "reading the Lease")
     renewing = asyncio.Event()
     renewals = asyncio.create_task(_every(settings.renew_seconds, renewing, agent.renew, "lease renewal"))
     informer = Informer(
@@ -662,7 +689,7 @@ async def run_agent(api: KubeApi, settings: RuntimeSettings, handlers: Handlers,
         synced.cancel()
         stopped.cancel()
         if informer.synced.is_set():
-            await agent.recover()
+            await _starting(agent.recover, stop, "recovering orphaned claims")
         while not stop.is_set():
             agent.mine.changed.clear()
             try:
