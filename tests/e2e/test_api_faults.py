@@ -76,8 +76,8 @@ def test_a_leader_that_reads_another_holder_steps_down_at_once(kubectl: Kubectl,
         pytest.param(Fault("status", method="PATCH", path="/tasks/", status=503, times=40), id="503s"),
         pytest.param(Fault("hang", method="PATCH", path="/tasks/", times=10, seconds=30), id="hangs"),
         pytest.param(Fault("lost", method="PATCH", path="/tasks/", times=40), id="answers-lost"),
-        pytest.param(Fault("status", method="PATCH", path="/tasks/", status=500, times=40), id="500s"),
-        pytest.param(Fault("status", method="PATCH", path="/tasks/", status=504, times=40), id="504s"),
+        pytest.param(Fault("status", method="PATCH", path="/tasks/", status=500, times=10), id="500s"),
+        pytest.param(Fault("status", method="PATCH", path="/tasks/", status=504, times=10), id="504s"),
         pytest.param(Fault("status", method="PATCH", path="/tasks/", status=409, times=40), id="409s"),
         pytest.param(
             Fault("status", method="PATCH", path="/tasks/", status=429, times=40, retry_after=1), id="429s-retry-after"

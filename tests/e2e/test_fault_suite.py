@@ -46,6 +46,14 @@ def holder(kubectl: Kubectl, lease_name: str) -> str:
     return got.stdout.strip() if got.returncode == 0 else ""
 
 
+def transitions(kubectl: Kubectl, lease_name: str) -> int:
+    """A leader Lease's leaseTransitions: the epoch its holder stamps on assignments."""
+    got = kubectl.run(
+        "get", "lease", lease_name, "-n", "qorch-system", "-o", "jsonpath={.spec.leaseTransitions}", check=False
+    )
+    return int(got.stdout.strip() or 0)
+
+
 def history(item: dict[str, Any]) -> list[str]:
     """The reasons of a task's history, in order."""
     return [h["reason"] for h in (item.get("status") or {}).get("history", [])]
@@ -90,6 +98,7 @@ def test_kill_9_of_the_leader_just_before_or_after_its_status_writes(
         kubectl, name, "op-old", "op-new", proxied=proxy.kubeconfig(tmp_path / "kc"), operators=operators, timings=FAST
     )
     time.sleep(1)  # the follower's caches are in
+    old_epoch = transitions(kubectl, name)
     writes = proxy.add(Fault("hang" if moment == "before" else "lost", method="PATCH", path="/tasks/"))
     kubectl("create", "-f", "-", stdin=tasks("t", 20))
     wait_for(lambda: writes.hits >= 1, 30, period=0.01, what="the leader's first status write")
@@ -105,9 +114,9 @@ def test_kill_9_of_the_leader_just_before_or_after_its_status_writes(
         assert history(item) == ["Scheduled"], item["metadata"]["name"]
         assert item["status"]["assignment"]["attempt"] == 1
     if moment == "before":
-        assert len(epochs) == 1, epochs  # only the successor's writes landed
+        assert old_epoch not in epochs, epochs  # nothing the dead leader decided landed
     else:
-        assert len(epochs) == 2, epochs  # the dead leader's committed writes were kept, not redone
+        assert old_epoch in epochs, epochs  # what it committed unseen was kept, not assigned again
     assert new.popen.poll() is None, new.tail()
     check(api, kubectl.namespace, created=[f"t-{i}" for i in range(20)]).assert_ok()
 
@@ -124,10 +133,10 @@ def test_a_gracefully_stopped_leader_hands_over_within_a_retry_period(
     wait_for(lambda: api.count(kubectl.namespace, "Assigned") == 20, 60, what="the first 20 assigned")
     time.sleep(1)
     stopped = time.monotonic()
-    old.kill(signal.SIGTERM)
-    assert old.popen.returncode == 0, old.tail()
+    old.popen.send_signal(signal.SIGTERM)
     wait_for(lambda: holder(kubectl, name) == "op-new", 10, period=0.05, what="the follower to lead")
     handover = time.monotonic() - stopped
+    assert old.wait(timeout=20) == 0, old.tail()
     assert handover <= timings[2] + 1.5, f"the follower led {handover:.1f}s after SIGTERM"
     kubectl("create", "-f", "-", stdin=tasks("u", 20))
     wait_for(lambda: api.count(kubectl.namespace, "Assigned") == 40, 60, what="the next 20 assigned")
@@ -291,7 +300,7 @@ def test_an_etcd_compaction_forces_a_real_410_and_the_relist_drops_what_was_dele
     proxy.remove(hold)
     wait_for(lambda: api.phases(kubectl.namespace).get("waiting") == "Assigned", 60, what="a freed slot to be used")
     assert op.metric('qorch_informer_lists_total{resource="tasks"}') > lists_before
-    assert "watch of tasks expired; listing again" in op.log_text() or compacted > 0
+    assert compacted > 0
     assert op.popen.poll() is None, op.tail()
     assert sorted(api.phases(kubectl.namespace)) == ["t3", "t4", "t5", "waiting"]
     check(api, kubectl.namespace, created=["t3", "t4", "t5", "waiting"], deleted=["t0", "t1", "t2"]).assert_ok()
@@ -423,7 +432,7 @@ def churn_agents(kubectl: Kubectl, stop: threading.Event) -> None:
     """Create ten agents a round and delete those of two rounds before, until `stop`."""
     rounds = 0
     while not stop.is_set() and rounds < 12:
-        kubectl.run("apply", "-f", "-", check=False, stdin=stream(agents(f"c{rounds}", 5, 2, pool="churn")))
+        kubectl.run("apply", "-f", "-", check=False, stdin=stream(agents(f"c{rounds}", 5, 2)))
         if rounds >= 2:
             kubectl.run("delete", "qagent", "--wait=false", "-l", f"pool=c{rounds - 2}", check=False)
         rounds += 1
@@ -471,6 +480,8 @@ def test_bursts_of_agent_and_task_creates_and_deletes_during_cycles(
 
 COLD_TASKS = int(os.environ.get("QORCH_COLDSTART_TASKS", "600"))  # full size: 10000
 COLD_AGENTS = int(os.environ.get("QORCH_COLDSTART_AGENTS", "100"))  # full size: 2000 (Leases and Running tasks)
+COLD_RENEW = max(2.0, COLD_AGENTS / 100)  # one pool renews every Lease in turn, ~100 a second
+COLD_GRACE = int(3 * COLD_RENEW) + 1
 
 
 def create_many(kubectl: Kubectl, bodies: list[dict[str, Any]], chunk: int = 500) -> None:
@@ -486,9 +497,12 @@ def test_a_cold_start_of_two_replicas_with_a_backlog_loses_no_running_work(
 
     CI runs a small profile; QORCH_COLDSTART_TASKS=10000 QORCH_COLDSTART_AGENTS=2000 is the full size.
     """
-    kubectl.apply(policy(agentGraceSeconds=10))
+    kubectl.apply(policy(agentGraceSeconds=COLD_GRACE))
     create_many(kubectl, agents("cold", COLD_AGENTS, 1))
-    pools.start("cold", selector="pool=cold", work="3600,3600", lease_seconds=10, renew_seconds=2)
+    pools.start(
+        "cold", selector="pool=cold", work="3600,3600", lease_seconds=COLD_GRACE, renew_seconds=COLD_RENEW,
+        poll_seconds=1.0,
+    )  # fmt: skip
     first = operators.start("op-seed", lease_name=f"cold-{kubectl.namespace}"[:60], timings=FAST)
     create_many(kubectl, [task(f"run-{i}") for i in range(COLD_AGENTS)])
     wait_for(lambda: api.count(kubectl.namespace, "Running") == COLD_AGENTS, 240, what="every agent to run a task")
@@ -500,7 +514,7 @@ def test_a_cold_start_of_two_replicas_with_a_backlog_loses_no_running_work(
     with CapacitySampler(api, kubectl.namespace, interval=1.0) as sampler:
         leader = wait_for(lambda: holder(kubectl, name), 120, what="a replica to lead")
         led = time.monotonic() - started
-        time.sleep(3 * 10)  # three agent graces on the new leader's clock
+        time.sleep(3 * COLD_GRACE)  # three agent graces on the new leader's clock
         wait_for(lambda: all(api.phases(kubectl.namespace).values()), 60 + COLD_TASKS / 50, what="every task answered")
     items = api.tasks(kubectl.namespace)
     lost = [t["metadata"]["name"] for t in items if "AgentLost" in history(t) or "AgentNotReady" in history(t)]
