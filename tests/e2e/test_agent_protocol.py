@@ -16,6 +16,7 @@ import pytest
 import yaml
 
 from qorch.testing import Kubectl
+from qorch.testing.invariants import check
 from support.api import Api
 from support.manifests import agents, policy, stream, task
 from support.operators import OperatorFleet
@@ -75,6 +76,7 @@ def test_two_pools_racing_requeues_and_a_zombie_run_every_attempt_once(
     assert raced, "no claim ever raced a requeue"
     assert all(claims.get((r["uid"], r["attempt"]), 0) <= 1 for r in raced)
     del uid_of
+    check(api, kubectl.namespace, created=names).assert_ok()
 
 
 def test_a_zombies_late_report_is_ignored_and_recorded(
@@ -137,6 +139,7 @@ def test_a_recreated_task_never_receives_the_old_incarnations_report(
     time.sleep(1)
     old_events = [r for r in pools.records() if r["uid"] == old_uid]
     assert [r["event"] for r in old_events] == ["claim", "abandon"]  # the pool found its attempt gone
+    check(api, kubectl.namespace, created=["phoenix"]).assert_ok()
 
 
 def test_attempts_that_fail_within_milliseconds_are_counted_and_end(

@@ -14,6 +14,7 @@ import pytest
 
 from qorch.testing import Kubectl
 from qorch.testing.faultproxy import Fault, FaultProxy
+from qorch.testing.invariants import check
 from support.api import Api
 from support.manifests import agents, lease, policy, stream, tasks
 from support.operators import OperatorFleet
@@ -75,6 +76,13 @@ def test_a_leader_that_reads_another_holder_steps_down_at_once(kubectl: Kubectl,
         pytest.param(Fault("status", method="PATCH", path="/tasks/", status=503, times=40), id="503s"),
         pytest.param(Fault("hang", method="PATCH", path="/tasks/", times=10, seconds=30), id="hangs"),
         pytest.param(Fault("lost", method="PATCH", path="/tasks/", times=40), id="answers-lost"),
+        pytest.param(Fault("status", method="PATCH", path="/tasks/", status=500, times=10), id="500s"),
+        pytest.param(Fault("status", method="PATCH", path="/tasks/", status=504, times=10), id="504s"),
+        pytest.param(Fault("status", method="PATCH", path="/tasks/", status=409, times=40), id="409s"),
+        pytest.param(
+            Fault("status", method="PATCH", path="/tasks/", status=429, times=40, retry_after=1), id="429s-retry-after"
+        ),
+        pytest.param(Fault("delay", path="/", seconds=0.3), id="latency"),
     ],
 )
 def test_failed_status_writes_never_strand_a_task(
@@ -97,6 +105,7 @@ def test_failed_status_writes_never_strand_a_task(
     assert op.metric("qorch_writes_open") <= 10  # only agents' status writes, settling
     assert op.healthz() == 200
     assert "Traceback" not in op.log_text()
+    check(api, kubectl.namespace, created=[f"t-{i}" for i in range(60)]).assert_ok()
 
 
 def test_a_write_that_landed_unseen_never_overfills_an_agent(
@@ -133,6 +142,7 @@ def test_a_write_that_landed_unseen_never_overfills_an_agent(
     assert sampler.violations == []
     assert max(claims_per_attempt(pools.records()).values()) == 1
     assert not [r for r in pools.records() if r["event"] == "refuse"], "the operator overfilled; the agent refused"
+    check(api, kubectl.namespace, created=[f"t-{i}" for i in range(30)]).assert_ok()
 
 
 def test_a_hung_events_api_does_not_slow_scheduling(
@@ -150,6 +160,7 @@ def test_a_hung_events_api_does_not_slow_scheduling(
     assert time.monotonic() - started < 30
     assert hung.hits >= 1
     assert op.metric("qorch_writes_open") <= 10
+    check(api, kubectl.namespace, created=[f"t-{i}" for i in range(200)]).assert_ok()
 
 
 def test_a_missing_operator_namespace_is_one_clear_line(kubectl: Kubectl, operators: OperatorFleet) -> None:

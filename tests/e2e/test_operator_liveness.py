@@ -16,6 +16,7 @@ from typing import Any
 import pytest
 
 from qorch.testing import Kubectl
+from qorch.testing.invariants import check
 from support.api import Api
 from support.manifests import agent, lease, policy, stream, task
 from support.operators import OperatorFleet
@@ -40,7 +41,7 @@ def reasons(kubectl: Kubectl, name: str) -> list[tuple[str, str, int]]:
 
 
 def test_a_dead_agents_unstarted_work_moves_for_free_and_started_work_is_retried(
-    kubectl: Kubectl, operators: OperatorFleet, pools: PoolFleet
+    kubectl: Kubectl, operators: OperatorFleet, pools: PoolFleet, api: Api
 ) -> None:
     """Lease stale: the unclaimed attempt is requeued (attempt not used); the claimed one is lost and retried."""
     kubectl.apply(policy())
@@ -71,10 +72,11 @@ def test_a_dead_agents_unstarted_work_moves_for_free_and_started_work_is_retried
     assert ("AgentNotReady", "slowpoke", 1) in reasons(kubectl, "unstarted")
     assert status(kubectl, "unstarted")["attempts"] == 1  # the attempt nobody started was not used up
     assert max(claims_per_attempt(pools.records()).values()) == 1
+    check(api, kubectl.namespace, created=["started", "unstarted"]).assert_ok()
 
 
 def test_cordoning_an_agent_keeps_its_running_work(
-    kubectl: Kubectl, operators: OperatorFleet, pools: PoolFleet
+    kubectl: Kubectl, operators: OperatorFleet, pools: PoolFleet, api: Api
 ) -> None:
     """Defect 3: cordon an agent mid-run: its attempts finish on it; new work waits until uncordoned."""
     kubectl.apply(policy())
@@ -93,6 +95,7 @@ def test_cordoning_an_agent_keeps_its_running_work(
     assert status(kubectl, "three")["conditions"][0]["reason"] == "NoReadyAgent"
     kubectl("patch", "qagent", "busy", "--type=merge", "-p", '{"spec":{"cordoned":false}}')
     wait_for(lambda: status(kubectl, "three").get("phase") in ("Running", "Succeeded"), 60, what="work after uncordon")
+    check(api, kubectl.namespace, created=["one", "two", "three"]).assert_ok()
 
 
 @contextlib.contextmanager
@@ -115,7 +118,7 @@ def skewed_heartbeats(kubectl: Kubectl, skews: dict[str, float], duration: int) 
         thread.join(10)
 
 
-def test_agents_clocks_and_lease_durations_are_honoured(kubectl: Kubectl, operators: OperatorFleet) -> None:
+def test_agents_clocks_and_lease_durations_are_honoured(kubectl: Kubectl, operators: OperatorFleet, api: Api) -> None:
     """Defect 6: skewed renewTimes do not matter; a Lease's own leaseDurationSeconds beats the policy's grace."""
     kubectl.apply(policy(agentGraceSeconds=3))
     kubectl.apply(stream([agent("past"), agent("future"), agent("long")]))
@@ -141,6 +144,7 @@ def test_agents_clocks_and_lease_durations_are_honoured(kubectl: Kubectl, operat
         30,
         what="the skewed agents to go NotReady once their Leases stop changing",
     )
+    check(api, kubectl.namespace, created=[f"t{i}" for i in range(3)]).assert_ok()
 
 
 def test_a_restarted_operator_does_not_fail_running_work(
@@ -170,3 +174,4 @@ def test_a_restarted_operator_does_not_fail_running_work(
         assert item["status"]["attempts"] == 1, item["metadata"]["name"]
         assert "AgentLost" not in {h["reason"] for h in item["status"]["history"]}, item["metadata"]["name"]
     assert second.popen.poll() is None, second.tail()
+    check(api, kubectl.namespace, created=[f"t{i}" for i in range(40)]).assert_ok()

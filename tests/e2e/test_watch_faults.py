@@ -15,6 +15,7 @@ import pytest
 
 from qorch.testing import Kubectl
 from qorch.testing.faultproxy import Fault, FaultProxy
+from qorch.testing.invariants import check
 from support.api import Api
 from support.manifests import agent, lease, policy, stream, task
 from support.operators import OperatorFleet
@@ -54,6 +55,7 @@ def test_objects_deleted_while_the_watch_was_down_do_not_linger(
     writes_to_gone = op.metric('qorch_status_writes_total{kind="tasks",outcome="gone"}')
     time.sleep(3)
     assert op.metric('qorch_status_writes_total{kind="tasks",outcome="gone"}') == writes_to_gone  # no phantom loop
+    check(api, kubectl.namespace, created=[f"t{i}" for i in range(3, 6)] + ["waiting"]).assert_ok()
 
 
 def test_a_fleet_changing_during_cycles_never_stops_scheduling(
@@ -80,6 +82,7 @@ def test_a_fleet_changing_during_cycles_never_stops_scheduling(
     assert "scheduling cycle failed" not in log
     assert "Traceback" not in log
     assert len(kubectl.json("get", "qagent")["items"]) == 101
+    check(api, kubectl.namespace, created=[f"t{i}" for i in range(300)]).assert_ok()
 
 
 def test_a_stalled_lease_watch_does_not_kill_the_fleet(
@@ -118,3 +121,4 @@ def test_a_stalled_lease_watch_does_not_kill_the_fleet(
         what="the lost agent's work to be taken back",
     )
     assert op.metric('qorch_agent_leases_read_back_total{found="dead"}') > 0
+    check(api, kubectl.namespace, created=["t0", "t1"]).assert_ok()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import os
 import re
 import signal
 import subprocess
@@ -31,6 +32,7 @@ class OperatorProcess:
     exit_codes: list[int] = field(default_factory=list)
     supervised: bool = False
     health_port: int = 0
+    env: dict[str, str] | None = None
     _stopping: bool = False
 
     def healthz(self) -> int:
@@ -63,7 +65,7 @@ class OperatorProcess:
             self.exit_codes.append(code)
             time.sleep(1.0)  # kubelet-style back-off, first step
             with self.log.open("ab") as out:
-                self.popen = subprocess.Popen(self.argv, stdout=out, stderr=subprocess.STDOUT)
+                self.popen = subprocess.Popen(self.argv, stdout=out, stderr=subprocess.STDOUT, env=self.env)
             self.restarts += 1
 
     def metrics_text(self) -> str:
@@ -113,8 +115,13 @@ class OperatorFleet:
         health: bool = False,
         also: Sequence[str] = (),
         extra: Sequence[str] = (),
+        env: dict[str, str] | None = None,
     ) -> OperatorProcess:
-        """Start one replica watching only the test's namespace and `also` (restarted on exit if supervised)."""
+        """Start one replica watching only the test's namespace and `also` (restarted on exit if supervised).
+
+        `env` adds to the environment (e.g. a shifted clock, see support.clock).
+        """
+        environ = {**os.environ, **env} if env else None
         port = _ports.free_port()
         health_port = _ports.free_port() if health else 0
         log = self.workdir / f"operator-{identity}.log"
@@ -138,8 +145,10 @@ class OperatorFleet:
             *extra,
         ]
         with log.open("wb") as out:
-            popen = subprocess.Popen(argv, stdout=out, stderr=subprocess.STDOUT)
-        proc = OperatorProcess(identity, popen, log, port, argv=argv, supervised=supervised, health_port=health_port)
+            popen = subprocess.Popen(argv, stdout=out, stderr=subprocess.STDOUT, env=environ)
+        proc = OperatorProcess(
+            identity, popen, log, port, argv=argv, supervised=supervised, health_port=health_port, env=environ
+        )
         if supervised:
             threading.Thread(target=proc.supervise, daemon=True).start()
         self.started.append(proc)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import os
 import signal
 import subprocess
 import sys
@@ -59,6 +60,7 @@ class PoolFleet:
         poll_seconds: float = 0.1,
         claim_delay: float = 0.0,
         kubeconfig: Path | None = None,
+        env: dict[str, str] | None = None,
     ) -> Pool:
         """Start `qorch dev agents` serving the Agents that `selector` matches, recording to a file."""
         log = self.workdir / f"pool-{name}.log"
@@ -71,7 +73,7 @@ class PoolFleet:
             f"--poll-seconds={poll_seconds}", f"--claim-delay={claim_delay}", f"--record={record}",
         ]  # fmt: skip
         with log.open("wb") as out:
-            popen = subprocess.Popen(argv, stdout=out, stderr=subprocess.STDOUT)
+            popen = subprocess.Popen(argv, stdout=out, stderr=subprocess.STDOUT, env={**os.environ, **(env or {})})
         pool = Pool(name, popen, log, record)
         self.started.append(pool)
         return pool

@@ -373,6 +373,27 @@ class ControlPlane:
         time.sleep(downtime)
         self._wait_ready(self._spawn("kube-apiserver", state.apiserver_argv))
 
+    def restart_etcd(self, downtime: float = 0.0) -> None:
+        """Stop etcd, wait `downtime` seconds, start it again on the same port and data directory.
+
+        For fault tests: the apiserver stays up and answers errors (or waits) until etcd is back.
+        """
+        state = self._require()
+        old = next(p for p in state.processes if p.name == "etcd")
+        argv = [str(arg) for arg in old.popen.args]  # type: ignore[union-attr]
+        old.stop()
+        state.processes.remove(old)
+        time.sleep(downtime)
+        etcd = self._spawn("etcd", argv)
+        state.processes.remove(etcd)
+        state.processes.insert(0, etcd)  # stop() stops the apiserver before etcd
+        self._wait(etcd, f"{state.etcd_url}/health", context=None)
+
+    @property
+    def etcd_url(self) -> str:
+        """The client URL of etcd (plain HTTP on loopback), e.g. for compacting it in a test."""
+        return self._require().etcd_url
+
     def _wait_ready(self, apiserver: _Process) -> None:
         state = self._require()
         pki = state.workdir / "pki"

@@ -10,7 +10,9 @@ happens to them:
 - `hang`: the request is held (until the fault is cleared or `seconds` pass),
   then the connection is closed;
 - `status`: the apiserver is never asked; an error Status with that code comes
-  back (a 503 or a 500, as during an etcd leader change);
+  back (a 503 or a 500, as during an etcd leader change; a 409; a 429 with
+  `retry_after` as its Retry-After header);
+- `delay`: the request is held `seconds`, then forwarded (added latency);
 - `lost`: the request is forwarded and *applied*, then the answer is thrown
   away and the connection closed: the write landed, the client cannot know;
 - `gone`: a watch gets a single `410 Gone` ERROR event, as when its
@@ -43,7 +45,7 @@ if TYPE_CHECKING:
 
 __all__ = ["Fault", "FaultProxy"]
 
-Action = Literal["reset", "hang", "status", "lost", "gone"]
+Action = Literal["reset", "hang", "status", "lost", "gone", "delay"]
 _HOP_HEADERS = {"connection", "keep-alive", "transfer-encoding", "content-length", "host", "content-encoding"}
 
 
@@ -57,7 +59,8 @@ class Fault:
     watch: bool | None = None  # only watches (True), only plain requests (False), or both
     times: int | None = None  # fire this many times, then stop (None: until removed)
     status: int = 503
-    seconds: float = 3600.0  # how long `hang` holds a request
+    seconds: float = 3600.0  # how long `hang` holds a request (`delay`: how long before forwarding)
+    retry_after: float | None = None  # `status`: a Retry-After header, in seconds
     hits: int = 0
     _released: asyncio.Event | None = field(default=None, repr=False)
 
@@ -256,7 +259,10 @@ class FaultProxy:
                 "reason": "InternalError",
                 "message": "injected by the fault proxy",
             }
-            return web.json_response(body, status=fault.status)
+            headers = {} if fault.retry_after is None else {"Retry-After": f"{fault.retry_after:g}"}
+            return web.json_response(body, status=fault.status, headers=headers)
+        if fault is not None and fault.action == "delay":
+            await asyncio.sleep(fault.seconds)
         if fault is not None and fault.action == "gone" and watch:
             response = web.StreamResponse(status=200, headers={"Content-Type": "application/json"})
             await response.prepare(request)
