@@ -84,18 +84,22 @@ class FakeApi:
                 raise error
         return answer if decode else orjson.dumps(answer)
 
+    def _create(self, plural: str, namespace: str, body: Any) -> dict[str, Any]:
+        """A POST: the object created, or (a SelfSubjectReview) who the caller is."""
+        if plural == "selfsubjectreviews":
+            return {**body, "status": {"userInfo": {"username": "kubernetes-admin", "groups": ["system:masters"]}}}
+        key = (plural, namespace, body["metadata"]["name"])
+        if key in self.objects:
+            raise ApiError(409, "AlreadyExists", "exists")
+        return self.put(plural, {**body, "metadata": {**body["metadata"], "namespace": namespace}})
+
     def _apply(self, method: str, path: str, body: Any) -> dict[str, Any]:
         match = _PATH.match(path)
         if match is None:
             raise ApiError(404, "NotFound", path)
         key = (match["plural"], match["ns"] or "", match["name"] or "")
-        if method == "POST" and match["plural"] == "selfsubjectreviews":  # who am I: a user, not an object
-            return {**body, "status": {"userInfo": {"username": "kubernetes-admin", "groups": ["system:masters"]}}}
         if method == "POST":
-            key = (match["plural"], match["ns"] or "", body["metadata"]["name"])
-            if key in self.objects:
-                raise ApiError(409, "AlreadyExists", "exists")
-            return self.put(key[0], {**body, "metadata": {**body["metadata"], "namespace": key[1]}})
+            return self._create(key[0], key[1], body)
         current = self.objects.get(key)
         if current is None:
             raise ApiError(404, "NotFound", f"{key} not found")
