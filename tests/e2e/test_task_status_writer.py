@@ -111,9 +111,13 @@ def writers(
         cluster("create", "namespace", SYSTEM)
     cluster.apply(yaml.safe_dump_all([d for d in rendered(cluster, "base") if d["kind"] in RBAC_KINDS]))
     tokens = {"operator": cluster("create", "token", "qorch-operator", f"--namespace={SYSTEM}").strip()}
+    # `kubectl patch --subresource=status` GETs tasks/status first, which the runtime never needs (it reads
+    # tasks): the test grants that read alone, so the refusals below come from the policy, not from RBAC.
+    admin("create", "role", "status-reader", "--verb=get", "--resource=tasks.qorch.io/status")
     for sa in ("agent-a", "agent-b"):
         admin("create", "serviceaccount", sa)
         admin("create", "rolebinding", sa, "--clusterrole=qorch-agent", f"--serviceaccount={ns}:{sa}")
+        admin("create", "rolebinding", f"{sa}-reads-status", "--role=status-reader", f"--serviceaccount={ns}:{sa}")
         tokens[sa] = admin("create", "token", sa).strip()
     # A plain user whom RBAC lets write Task status (a namespace admin, a CI bot...).
     admin("create", "role", "status-writer", "--verb=get,list,patch", "--resource=tasks.qorch.io,tasks.qorch.io/status")
