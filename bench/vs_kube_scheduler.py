@@ -295,12 +295,14 @@ def start_operator(bench: Bench, namespace: str, tag: str) -> subprocess.Popen[b
     )  # fmt: skip
 
 
-def _stop(process: subprocess.Popen[bytes]) -> None:
+def stop(process: subprocess.Popen[bytes]) -> None:
+    """Terminate a peer or operator process; kill it if it has not exited in 30 s."""
     process.terminate()
     try:
         process.wait(timeout=30)
     except subprocess.TimeoutExpired:
         process.kill()
+        process.wait()
 
 
 async def kube_scheduler_backlog(
@@ -317,7 +319,7 @@ async def kube_scheduler_backlog(
         process = start_kube_scheduler(bench, binary, qps=qps, percentage=percentage, tag=tag)
         finished = await seen.until(pods, within=max(120.0, 3.0 * pods / 40))
         server, peer = meter.server(), cpu_seconds(process.pid)
-        _stop(process)
+        stop(process)
     outcome = _outcome(seen, started, server, peer)
     progress(
         f"  kube-scheduler {tag}: {outcome.done}/{pods} bound, {outcome.rate:.0f}/s, "
@@ -338,7 +340,7 @@ async def qorch_backlog(bench: Bench, *, agents_ns: str, tasks: int, tag: str) -
         process = start_operator(bench, agents_ns, tag)
         finished = await seen.until(tasks, within=max(120.0, 3.0 * tasks / 40))
         server, peer = meter.server(), cpu_seconds(process.pid)
-        _stop(process)
+        stop(process)
     outcome = _outcome(seen, started, server, peer)
     progress(f"  qorch {tag}: {outcome.done}/{tasks} assigned, {outcome.rate:.0f}/s, start-up {outcome.startup:.1f}s, "
              f"cpu/decision: server {outcome.server_ms:.2f} ms, operator {outcome.peer_ms:.2f} ms"
@@ -464,8 +466,8 @@ async def run(quick: bool, repeat: int) -> list[Row]:
         await asyncio.sleep(10)
         ks_lat = await streaming(bench, "pod", ks_ns, rate=rate, seconds=seconds)
         q_lat = await streaming(bench, "task", q_ns, rate=rate, seconds=seconds)
-        _stop(scheduler)
-        _stop(operator)
+        stop(scheduler)
+        stop(operator)
         rows.append((
             (f"N = {nodes}: streaming {rate:.0f}/s for {seconds:.0f} s, create → bound "
              "(kube-scheduler, QPS 5000, adaptive)"),

@@ -60,7 +60,7 @@ from measure import bounded, cpu_seconds, progress
 from qorch.api import crd
 from qorch.controller.kube import KubeApi, Resource
 from qorch.devcluster import ControlPlane, _pki, _ports
-from vs_kube_scheduler import POLICIES, TASKS, Bench, Meter, Seen, median_spread, p95
+from vs_kube_scheduler import POLICIES, TASKS, Bench, Meter, Seen, median_spread, p95, stop
 
 BEGIN, END = "<!-- vs-kueue:begin -->", "<!-- vs-kueue:end -->"
 KUEUE_GROUP = "kueue.x-k8s.io"
@@ -177,15 +177,6 @@ def _outcome(
         len(lat) / lat[-1], lat[0], statistics.median(lat), p95(lat), len(lat), server * per, peer * per,
         events / len(lat), setup, startup,
     )  # fmt: skip
-
-
-def _stop(process: subprocess.Popen[bytes]) -> None:
-    process.terminate()
-    try:
-        process.wait(timeout=30)
-    except subprocess.TimeoutExpired:
-        process.kill()
-        process.wait()
 
 
 @dataclass
@@ -410,7 +401,7 @@ async def kueue_backlog(bench: Bench, setup: KueueSetup, *, count: int, qps: int
         )
         await kueue_cleanup(bench, namespace, queue)
     finally:
-        _stop(process)
+        stop(process)
     return outcome if finished else Outcome(**{**outcome.__dict__, "timed_out": True})
 
 
@@ -451,7 +442,7 @@ async def qorch_backlog(bench: Bench, *, namespace: str, count: int, tag: str) -
         await bench.clear(TASKS, namespace)
         await bench.api.call("DELETE", EVENTS.path(namespace), timeout=300)
     finally:
-        _stop(process)
+        stop(process)
     return outcome if finished else Outcome(**{**outcome.__dict__, "timed_out": True})
 
 
@@ -525,7 +516,7 @@ async def kueue_stream(bench: Bench, setup: KueueSetup, *, rate: float, seconds:
             )
         await kueue_cleanup(bench, namespace, queue)
     finally:
-        _stop(process)
+        stop(process)
     return Stream([w.at[n] - sent[n] for n in sent if n in w.at], trips, len(sent))
 
 
@@ -551,7 +542,7 @@ async def qorch_stream(bench: Bench, *, namespace: str, rate: float, seconds: fl
         await bench.clear(TASKS, namespace)
         await bench.api.call("DELETE", EVENTS.path(namespace), timeout=300)
     finally:
-        _stop(process)
+        stop(process)
     return Stream([w.at[n] - sent[n] for n in sent if n in w.at], trips, len(sent), breakdown)
 
 
