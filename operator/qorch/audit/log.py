@@ -80,8 +80,9 @@ class AuditLog:
         self._key = signing_key
         self._clock = clock
         self._lock = threading.Lock()
-        self._seq = start.seq if start is not None else -1
-        self._head = start.hash if start is not None else ZERO_HASH
+        # The head, replaced whole after each fsync: readers (the leader's Lease renewal, on the
+        # event loop) take it without the lock, so a slow disk never stalls them.
+        self._tip = start if start is not None else Anchor(-1, ZERO_HASH)
         if self.path.exists():
             self._continue()
 
@@ -120,13 +121,11 @@ class AuditLog:
             except InvalidSignature:
                 msg = f"{self.path}: the last entry's signature does not verify"
                 raise AuditError(msg) from None
-        self._seq = entry["seq"]
-        self._head = entry_hash(last)
+        self._tip = Anchor(entry["seq"], entry_hash(last))
 
     def head(self) -> Anchor:
-        """The last entry's (seq, hash); (-1, zeros) for an empty log."""
-        with self._lock:
-            return Anchor(self._seq, self._head)
+        """The last entry's (seq, hash) once fsynced; (-1, zeros) for an empty log. Never waits for an append."""
+        return self._tip
 
     def anchor(self) -> dict[str, Any]:
         """The head as the small dict an operator stores in the cluster: {"seq": N, "hash": HEX}."""
@@ -152,13 +151,14 @@ class AuditLog:
         key: Ed25519PrivateKey | None,
     ) -> dict[str, Any]:
         """Append under the lock."""
-        unsigned = {
-            "seq": self._seq + 1,
+        seq = self._tip.seq + 1
+        unsigned: dict[str, Any] = {
+            "seq": seq,
             "time": self._clock(),
             "kind": kind,
             "subject": dict(subject or {}),
             "data": dict(data or {}),
-            "prev": self._head,
+            "prev": self._tip.hash,
         }
         entry = sign_entry(unsigned, key or self._key)
         line = canonical(entry)
@@ -173,8 +173,7 @@ class AuditLog:
                     f.truncate(size)
                 msg = f"{self.path}: cannot append entry {unsigned['seq']}: {e.strerror or e}"
                 raise AuditError(msg) from e
-        self._seq += 1
-        self._head = entry_hash(line)
+        self._tip = Anchor(seq, entry_hash(line))
         return entry
 
     def rotate(self, new_key: Ed25519PrivateKey) -> dict[str, Any]:

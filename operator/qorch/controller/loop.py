@@ -740,7 +740,7 @@ class Kernel:
             self.queue.discard(key)
             self._arm(mono + (due - now) + 0.01, _TASK_TIMER, key)
             return
-        self.queue.add(key)
+        self.queue.add(key, task.resource_version)
 
     def _cycle_moved(self, task: TaskRecord, members: tuple[str, ...]) -> None:
         """A dependency cycle was found, or is gone, at `task`: its dependents and the cycle's members look again.
@@ -917,6 +917,11 @@ class Kernel:
                 self.queue.discard(key)
             elif self.writer.busy(TASKS, key):
                 self._skipped.add(key)
+            elif not self.queue.judged_at(key, task.resource_version):
+                # A version the rules have not seen (it came while the task's writes were busy, and
+                # their end has not retouched it yet): judged first, next cycle; never placed unseen.
+                self.store.feed.tasks.add(key)
+                self.poke()
             else:
                 queued.append(task)
         return queued

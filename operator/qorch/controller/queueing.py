@@ -90,13 +90,15 @@ class SchedulingQueue:
     groups: dict[str, dict[Shape, dict[Reason, set[Key]]]] = field(default_factory=dict)  # namespace -> ...
     tries: dict[Key, int] = field(default_factory=dict)  # fruitless tries since the last placement
     fresh: bool = False  # a task became active since the last scheduling pass
+    judged: dict[Key, str] = field(default_factory=dict)  # key -> the resourceVersion the rules admitted
 
     def __len__(self) -> int:
         """Tasks in the queue, active or parked."""
         return len(self.active) + len(self.parked)
 
-    def add(self, key: Key) -> None:
-        """The task is eligible: try it, unless it is parked."""
+    def add(self, key: Key, version: str) -> None:
+        """The rules found the task at `version` eligible: try it, unless it is parked."""
+        self.judged[key] = version
         if key not in self.parked and key not in self.active:
             self.active[key] = None
             self.fresh = True
@@ -106,6 +108,11 @@ class SchedulingQueue:
         self.active.pop(key, None)
         self._unpark(key)
         self.tries.pop(key, None)
+        self.judged.pop(key, None)
+
+    def judged_at(self, key: Key, version: str) -> bool:
+        """Whether the rules admitted the task at this very version (not one it has since left behind)."""
+        return self.judged.get(key) == version
 
     def placed(self, key: Key) -> None:
         """The task got an agent."""

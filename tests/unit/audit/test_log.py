@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import threading
 from pathlib import Path
 
@@ -301,3 +302,26 @@ def test_concurrent_appends_and_a_rotation_keep_one_chain(tmp_path: Path) -> Non
     verdict = verify_file(path, PUB)
     assert verdict.ok, verdict
     assert verdict.entries == 41
+
+
+def test_reading_the_head_never_waits_for_a_slow_disk(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Review finding B: the Lease renewal reads the head on the event loop while an append sits in fsync."""
+    log = _log(tmp_path / "audit.log", n=1)
+    before = log.head()
+    in_fsync, disk_back = threading.Event(), threading.Event()
+    real_fsync = os.fsync
+
+    def slow_fsync(fd: int) -> None:
+        in_fsync.set()
+        disk_back.wait(30)
+        real_fsync(fd)
+
+    monkeypatch.setattr(os, "fsync", slow_fsync)
+    writer = threading.Thread(target=log.append, args=("assign", {"task": "ns/t"}))
+    writer.start()
+    assert in_fsync.wait(30)
+    assert log.head() == before  # answered at once, and not the entry that is not on disk yet
+    assert writer.is_alive()  # still in fsync: the read above did not wait for it
+    disk_back.set()
+    writer.join(30)
+    assert log.head().seq == before.seq + 1

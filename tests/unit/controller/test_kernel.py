@@ -1097,3 +1097,55 @@ def test_a_failed_write_long_ago_is_no_repeat_and_old_counts_are_swept() -> None
     assert not status_writer.backing_off(TASKS, key)
     status_writer._count(TASKS, key, Outcome.CONFLICT, now[0])  # a repeat now: it backs off
     assert status_writer.backing_off(TASKS, key)
+
+
+def test_a_task_that_ended_while_its_writes_backed_off_is_never_assigned_again() -> None:
+    """CI failure under split brain: a parked task's writes backed off while another leader ran it to the end.
+
+    The rules never saw its later versions (a backing-off task is not decided), a freed slot
+    woke it, and the next scheduling pass assigned it with the Succeeded version's
+    resourceVersion: compare-and-set let a second attempt of a finished task land. A pass
+    may only use the version the rules last judged.
+    """
+    api = FakeApi()
+    refusing = [True]
+
+    def conflict(method: str, path: str) -> ApiError | None:
+        if refusing[0] and method == "PATCH" and path.endswith("/tasks/t/status"):
+            return ApiError(409, "Conflict", "the object has been modified")
+        return None
+
+    api.before.append(conflict)
+
+    async def test(h: Harness) -> None:
+        h.create(AGENTS, bodies.agent("a", capabilities=["code"], capacity=1))
+        h.renew("a")
+        running = bodies.assigned("a", 1, phase="Running", execution=bodies.execution("a", 1))
+        h.create(TASKS, bodies.task("x", requires=["code"], status=running))
+        h.create(TASKS, bodies.task("t", requires=["code"]))
+        for i in range(40):  # t waits for room; writing that it waits keeps failing
+            await h.cycle()
+            await h.settle()
+            if h.writer.backing_off(TASKS, ("ns", "t")):
+                break
+            h.advance(1.0)
+            h.renew("a")
+            agent = bodies.agent("a", capabilities=["code"], capacity=1)
+            h.create(AGENTS, {**agent, "metadata": {**agent["metadata"], "labels": {"touched": str(i)}}})  # wakes t
+        assert h.writer.backing_off(TASKS, ("ns", "t"))
+        # Meanwhile the other leader placed t elsewhere, and it ended.
+        done = bodies.assigned("b", 1, phase="Succeeded", execution=bodies.execution("b", 1, finished=True))
+        h.create(TASKS, {**h.task("t"), "status": done})
+        await h.cycle()  # seen while backing off: the rules are not run on it
+        refusing[0] = False
+        h.advance(writes.CAP + 1)
+        h.renew("a")
+        h.create(TASKS, {**h.task("x"), "status": {**running, "execution": bodies.execution("a", 1, finished=True)}})
+        h.create(TASKS, bodies.task("u", requires=["gpu"]))  # any new task starts a scheduling pass
+        await h.cycle()  # x's end frees a's slot, before settling retouches t
+        await h.settle()
+        await h.cycle()
+        assert h.status("t")["phase"] == "Succeeded"
+        assert h.status("t")["assignment"] == done["assignment"]
+
+    run(test, api)
