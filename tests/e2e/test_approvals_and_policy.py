@@ -38,20 +38,15 @@ def test_a_recreated_task_waits_for_a_new_approval(
     gated = task("deploy", approval={"required": True})
     kubectl.apply(yaml.safe_dump(gated))
     wait_for(lambda: phase(kubectl, "deploy") == "AwaitingApproval", 30, what="the gate")
-    kubectl.apply(yaml.safe_dump(approval("ok", "deploy")))
+    kubectl.apply(yaml.safe_dump(approval("ok", "deploy", of=kubectl.json("get", "qtask", "deploy"))))
     wait_for(lambda: phase(kubectl, "deploy") == "Succeeded", 60, what="the approved run")
-    first_uid = kubectl.json("get", "qtask", "deploy")["metadata"]["uid"]
-    assert kubectl.json("get", "qapproval", "ok")["status"]["taskUID"] == first_uid
 
     kubectl("delete", "qtask", "deploy")
     kubectl.apply(yaml.safe_dump(gated))  # the same name, at once
     wait_for(lambda: phase(kubectl, "deploy") == "AwaitingApproval", 30, what="the new incarnation's gate")
     time.sleep(3)
     assert phase(kubectl, "deploy") == "AwaitingApproval"
-    second_uid = kubectl.json("get", "qtask", "deploy")["metadata"]["uid"]
-    fresh = approval("again", "deploy")
-    fresh["spec"]["taskUID"] = second_uid  # what `qorch approve` writes
-    kubectl.apply(yaml.safe_dump(fresh))
+    kubectl.apply(yaml.safe_dump(approval("again", "deploy", of=kubectl.json("get", "qtask", "deploy"))))
     wait_for(lambda: phase(kubectl, "deploy") == "Succeeded", 60, what="the second approved run")
 
 
@@ -104,7 +99,8 @@ def test_a_rejection_wins_whatever_the_order(
     operators.start("op")  # no agent: an approval must not lead to a run before the rejection is seen
     kubectl.apply(yaml.safe_dump(task("risky", approval={"required": True})))
     wait_for(lambda: phase(kubectl, "risky") == "AwaitingApproval", 30, what="the gate")
-    kubectl.apply(yaml.safe_dump_all([approval(f"d{i}", "risky", d) for i, d in enumerate(order)]))
+    risky = kubectl.json("get", "qtask", "risky")
+    kubectl.apply(yaml.safe_dump_all([approval(f"d{i}", "risky", d, of=risky) for i, d in enumerate(order)]))
     wait_for(lambda: phase(kubectl, "risky") == "Cancelled", 30, what="the rejection")
     status = kubectl.json("get", "qtask", "risky")["status"]
     assert status["conditions"][0]["reason"] == "ApprovalRejected"

@@ -92,7 +92,8 @@ def test_the_audit_log_survives_a_leader_kill_replays_the_cluster_and_catches_a_
     ]
     kubectl("create", "-f", "-", stdin=yaml.safe_dump_all(first))
     wait_for(lambda: api.phases(ns).get("gated") == "AwaitingApproval", 30, what="the approval gate")
-    kubectl("create", "-f", "-", stdin=yaml.safe_dump_all([approval("yes", "gated"),
+    gated = kubectl.json("get", "qtask", "gated")
+    kubectl("create", "-f", "-", stdin=yaml.safe_dump_all([approval("yes", "gated", of=gated),
                                                           approval("no", "refused", "Reject")]))  # fmt: skip
     names = [t["metadata"]["name"] for t in first]
     wait_for(lambda: all_final(api, ns, names), 90, what="the first term's tasks to end")

@@ -154,15 +154,16 @@ def assert_results(admin: Kubectl, tasks: dict[str, dict[str, Any]], names: list
         assert result == {"echo": name, "agent": "sa-agent", "num": str(i)}
     assert tasks["after"]["status"]["execution"]["result"] == "done in a thread"
     assert json.loads(tasks["gated"]["status"]["execution"]["result"])["num"] == "gated"
-    assert all(t["status"]["assignment"]["agent"] == "sa-agent" for t in tasks.values())
-    for t in tasks.values():
+    ran = [t for name, t in tasks.items() if name != "vetoed"]  # rejected: never assigned
+    assert all(t["status"]["assignment"]["agent"] == "sa-agent" for t in ran)
+    for t in ran:
         assert ("qorch-operator", "Update", "status") in managers(t), t["metadata"]["managedFields"]
         assert ("qorch-agent", "Update", "status") in managers(t), t["metadata"]["managedFields"]
         assert {m for m in managers(t) if m[0].startswith("qorch")} == {
             ("qorch-operator", "Update", "status"),
             ("qorch-agent", "Update", "status"),
         }
-    assert admin.json("get", "qapproval", "go")["status"]["taskUID"] == tasks["gated"]["metadata"]["uid"]
+    assert admin.json("get", "qapproval", "veto")["status"]["taskUID"] == tasks["vetoed"]["metadata"]["uid"]
     assert admin.json("get", "schedulingpolicy", "default").get("status"), "no observables published"
 
 
@@ -190,15 +191,18 @@ def test_the_operator_and_an_agent_run_end_to_end_under_their_own_service_accoun
         bodies = [task(n, input={"num": str(i)}) for i, n in enumerate(names)]
         bodies.append(task("after", requires=("sync",), dependsOn=["job-0", "job-1"]))
         bodies.append(task("gated", approval={"required": True}, input={"num": "gated"}))
+        bodies.append(task("vetoed", approval={"required": True}))
         admin("create", "-f", "-", stdin=yaml.safe_dump_all(bodies))
         wait_for(
             lambda: api.phases(ns).get("gated") == "AwaitingApproval",
             90,
             what=f"the gate; operator log:\n{operator.tail()}\nruntime log:\n{runtime.tail()}",
         )
-        admin.apply(yaml.safe_dump(approval("go", "gated")))
+        admin.apply(yaml.safe_dump(approval("go", "gated", of=admin.json("get", "qtask", "gated"))))
+        admin.apply(yaml.safe_dump(approval("veto", "vetoed", "Reject")))  # bare: the operator binds it (status)
+        ending = {b["metadata"]["name"]: "Succeeded" for b in bodies} | {"vetoed": "Cancelled"}
         wait_for(
-            lambda: (p := api.phases(ns)) and len(p) == len(bodies) and all(v == "Succeeded" for v in p.values()),
+            lambda: api.phases(ns) == ending,
             120,
             what=f"every task to succeed; operator log:\n{operator.tail()}\nruntime log:\n{runtime.tail()}",
         )

@@ -118,7 +118,10 @@ def approval(
     generation: int = 1,
     task_generation: int = 0,
 ) -> dict[str, Any]:
-    """An Approval body; `bound` binds it (status) to that task uid at `generation`."""
+    """An Approval body; `bound` names that task uid at `generation`.
+
+    An Approve names it in its spec (as `qorch approve` writes it), a Reject in its status (as the operator binds it).
+    """
     body: dict[str, Any] = {
         "metadata": {"name": name, "namespace": namespace, "uid": f"uid-{name}", "resourceVersion": version()},
         "spec": {"taskRef": task_name, "decision": decision, "approver": "alice"},
@@ -127,6 +130,8 @@ def approval(
         body["spec"]["taskUID"] = task_uid
     if task_generation:
         body["spec"]["taskGeneration"] = task_generation
-    if bound:
+    if bound and decision == "Approve":
+        body["spec"].update({"taskUID": bound, "taskGeneration": generation})
+    elif bound:
         body["status"] = {"taskUID": bound, "taskGeneration": generation}
     return body

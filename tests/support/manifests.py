@@ -48,14 +48,23 @@ def tasks(prefix: str, count: int, **spec: Any) -> str:
     return yaml.safe_dump_all([task(f"{prefix}-{i}", **spec) for i in range(count)])
 
 
-def approval(name: str, task_name: str, decision: str = "Approve", approver: str = "qorch-admin") -> dict[str, Any]:
-    """An Approval (the admin's own name as approver, as the admission policy requires)."""
-    return {
-        "apiVersion": API,
-        "kind": "Approval",
-        "metadata": {"name": name},
-        "spec": {"taskRef": task_name, "decision": decision, "approver": approver},
-    }
+def approval(
+    name: str,
+    task_name: str,
+    decision: str = "Approve",
+    approver: str = "qorch-admin",
+    *,
+    of: dict[str, Any] | None = None,
+) -> dict[str, Any]:
+    """An Approval (the admin's own name as approver, as the admission policy requires).
+
+    `of`: the Task as read from the apiserver; its uid and generation are named, as `qorch approve`
+    does (the CRD requires both for an Approve).
+    """
+    spec: dict[str, Any] = {"taskRef": task_name, "decision": decision, "approver": approver}
+    if of is not None:
+        spec.update({"taskUID": of["metadata"]["uid"], "taskGeneration": of["metadata"]["generation"]})
+    return {"apiVersion": API, "kind": "Approval", "metadata": {"name": name}, "spec": spec}
 
 
 def policy(**spec: Any) -> str:

@@ -23,7 +23,7 @@ class ApprovalSpec(SpecModel):
             max_length=128,
             description=(
                 "The uid of that Task, to decide on exactly this incarnation of it (`qorch approve` fills it). "
-                "When empty, the operator binds the Approval to the Task that exists when it first sees both."
+                "Required for an Approve. A Reject without it rejects the Task of that name the operator finds."
             ),
         ),
     ] = ""
@@ -33,9 +33,9 @@ class ApprovalSpec(SpecModel):
             alias="taskGeneration",
             ge=1,
             description=(
-                "The Task's metadata.generation the approver saw (`qorch approve` fills it). An approval counts "
-                "only while the Task is still at that generation: editing the Task afterwards needs a new approval. "
-                "When empty, the operator binds it to the generation it finds when it first sees both."
+                "The Task's metadata.generation the approver saw (`qorch approve` fills it). Required for an "
+                "Approve, which counts only while the Task is still at that generation: editing the Task "
+                "afterwards needs a new approval."
             ),
         ),
     ] = None

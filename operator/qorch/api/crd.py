@@ -335,13 +335,20 @@ APPROVAL = KindDefinition(
         Column("Approver", ".spec.approver"),
         AGE,
         Column("Reason", ".spec.reason", priority=1),
-        Column("Task-UID", ".status.taskUID", priority=1),
+        Column("Task-UID", ".spec.taskUID", priority=1),
     ),
     selectable=(".spec.taskRef",),
     spec_rules=(
         cel(
             "self == oldSelf",
             "an Approval cannot be changed once made: delete it and create a new one",
+        ),
+        cel(
+            "self.decision != 'Approve' || (has(self.taskUID) && self.taskUID != '' && has(self.taskGeneration))",
+            "an Approve must name the Task incarnation and generation it approves: set spec.taskUID and "
+            "spec.taskGeneration to the Task's metadata.uid and metadata.generation, or run `qorch approve TASK`",
+            field_path=".taskUID",
+            reason="FieldValueRequired",
         ),
     ),
 )

@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any
 
 from qorch.api import constants
 from qorch.api.agent import service_account_user
-from qorch.api.enums import BreakerState, Clearance, Reason
+from qorch.api.enums import ApprovalDecision, BreakerState, Clearance, Reason
 from qorch.api.policy import SchedulingPolicySpec
 from qorch.api.protocol import FINAL_PHASES, Report
 from qorch.api.task import RetryPolicy
@@ -413,8 +413,8 @@ class ApprovalRecord:
     task: str  # spec.taskRef
     decision: str
     approver: str
-    task_uid: str  # spec.taskUID, else status.taskUID (bound by the operator); "" while unbound
-    task_generation: int  # spec.taskGeneration, else status.taskGeneration; 0 while unbound
+    task_uid: str  # spec.taskUID, else (a Reject) status.taskUID, bound by the operator; "" while unbound
+    task_generation: int  # spec.taskGeneration, else (a Reject) status.taskGeneration; 0 while unbound
     bound: bool  # whether task_uid and task_generation are both settled (spec or status)
 
     @property
@@ -431,6 +431,9 @@ class ApprovalRecord:
     def of(cls, body: Mapping[str, Any]) -> ApprovalRecord:
         """Extract from an Approval body."""
         meta, spec, status = body["metadata"], body.get("spec") or {}, body.get("status") or {}
+        decision = str(spec.get("decision", ""))
+        if decision == ApprovalDecision.APPROVE.value:
+            status = {}  # an Approve counts only for what its author named (the operator binds Rejects alone)
         task_uid = str(spec.get("taskUID") or status.get("taskUID") or "")
         generation = int(spec.get("taskGeneration") or status.get("taskGeneration") or 0)
         return cls(
@@ -439,7 +442,7 @@ class ApprovalRecord:
             uid=str(meta.get("uid", "")),
             resource_version=meta["resourceVersion"],
             task=str(spec.get("taskRef", "")),
-            decision=str(spec.get("decision", "")),
+            decision=decision,
             approver=str(spec.get("approver", "")),
             task_uid=task_uid,
             task_generation=generation,

@@ -22,7 +22,13 @@ def approval(approver: str) -> str:
             "apiVersion": "qorch.io/v1alpha1",
             "kind": "Approval",
             "metadata": {"name": f"by-{approver}"},
-            "spec": {"taskRef": "deploy", "decision": "Approve", "approver": approver},
+            "spec": {
+                "taskRef": "deploy",
+                "decision": "Approve",
+                "approver": approver,
+                "taskUID": "0b1f4c9e-uid-of-deploy",
+                "taskGeneration": 1,
+            },
         }
     )
 

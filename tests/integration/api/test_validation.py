@@ -197,6 +197,16 @@ BAD = [
     pytest.param(policy(name="fast"), ["must be named 'default'"], id="policy-not-named-default"),
     pytest.param(approval(None), ["spec", "Required"], id="approval-empty"),
     pytest.param(approval({}), ["spec.taskRef", "spec.decision", "spec.approver"], id="approval-empty-spec"),
+    pytest.param(
+        approval({"taskRef": "t", "decision": "Approve", "approver": "me", "taskGeneration": 1}),
+        ["spec.taskUID", "an Approve must name the Task incarnation and generation", "qorch approve"],
+        id="approve-without-task-uid",
+    ),
+    pytest.param(
+        approval({"taskRef": "t", "decision": "Approve", "approver": "me", "taskUID": "u-1"}),
+        ["spec.taskUID", "spec.taskGeneration"],
+        id="approve-without-task-generation",
+    ),
 ]
 
 
@@ -258,8 +268,8 @@ def test_priority_can_change(kubectl: Kubectl) -> None:
 def test_an_approval_is_immutable(kubectl: Kubectl) -> None:
     """A decision, once recorded, cannot be rewritten."""
     me = ADMIN_USER  # the shipped admission policy requires approvers to approve in their own name
-    kubectl.apply(yaml.safe_dump(approval({"taskRef": "t", "decision": "Approve", "approver": me})))
-    changed = approval({"taskRef": "t", "decision": "Reject", "approver": me})
+    kubectl.apply(yaml.safe_dump(approval({"taskRef": "t", "decision": "Reject", "approver": me})))
+    changed = approval({"taskRef": "t", "decision": "Reject", "approver": me, "reason": "second thoughts"})
     result = kubectl.run("apply", "-f", "-", stdin=yaml.safe_dump(changed), check=False)
     assert result.returncode != 0
     assert "cannot be changed once made" in result.stderr

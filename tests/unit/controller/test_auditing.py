@@ -53,6 +53,7 @@ def decisions(tmp_path: Path) -> Iterator[DecisionLog]:
     _KEYS[key_path] = write_key(key_path).public_key()
     made = DecisionLog(tmp_path / "audit", key_path, identity="op-1")
     made.acquired(1, {})
+    assert made.flush()  # the term has begun (with the key as it is now) before a test changes anything
     yield made
     made.close()
 
@@ -135,9 +136,9 @@ def test_an_approval_and_a_rejection_are_recorded(decisions: DecisionLog) -> Non
         h.kernel.audit = decisions
         h.create(AGENTS, bodies.agent("a", capabilities=["code"]))
         h.renew("a")
-        h.create(TASKS, bodies.task("ok", requires=["code"], approval={"required": True}))
+        ok = h.create(TASKS, bodies.task("ok", requires=["code"], approval={"required": True}))
         h.create(TASKS, bodies.task("no", requires=["code"], approval={"required": True}))
-        h.create(APPROVALS, bodies.approval("yes", "ok"))
+        h.create(APPROVALS, bodies.approval("yes", "ok", bound=ok["metadata"]["uid"], generation=1))
         h.create(APPROVALS, bodies.approval("nope", "no", decision="Reject"))
         for _ in range(3):
             await h.cycle()

@@ -346,16 +346,21 @@ def test_a_report_for_another_attempt_is_ignored_and_recorded_once() -> None:
 
 
 def test_approvals_are_bound_to_the_incarnation_then_counted() -> None:
-    """Defect 13: an Approval without taskUID is bound to the existing task; the task then runs."""
+    """Defect 13: an Approve counts for the incarnation and generation it names; a bare Reject is bound to the task."""
 
     async def test(h: Harness) -> None:
         h.create(AGENTS, bodies.agent("a", capabilities=["code"]))
         h.renew("a")
         task = h.create(TASKS, bodies.task("t", requires=["code"], approval={"required": True}))
-        h.create(APPROVALS, bodies.approval("ok", "t"))
+        h.create(TASKS, bodies.task("u", requires=["code"], approval={"required": True}))
+        h.create(APPROVALS, bodies.approval("ok", "t", task_uid="gone", task_generation=1))  # an earlier incarnation
+        h.create(APPROVALS, bodies.approval("no", "u", "Reject"))
         await h.cycle()
         assert h.status("t")["phase"] == "AwaitingApproval"
-        assert h.api.get(APPROVALS, "ns", "ok")["status"]["taskUID"] == task["metadata"]["uid"]
+        assert h.status("u")["phase"] == "Cancelled"
+        assert h.api.get(APPROVALS, "ns", "no")["status"]["taskUID"] == h.task("u")["metadata"]["uid"]
+        assert "status" not in h.api.get(APPROVALS, "ns", "ok")
+        h.create(APPROVALS, bodies.approval("ok2", "t", bound=task["metadata"]["uid"], generation=1))
         await h.cycle()
         assert h.status("t")["phase"] == "Assigned"
 

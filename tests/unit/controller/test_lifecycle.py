@@ -43,17 +43,24 @@ def test_a_recreated_task_does_not_inherit_an_old_approval() -> None:
     assert verdict.bind == ()  # already bound elsewhere: never re-bound
 
 
-def test_an_unbound_approval_is_bound_before_it_counts() -> None:
-    """A fresh Approval (no taskUID anywhere) is bound to the current task and counts only after that."""
-    task = record(bodies.task("t", approval={"required": True}))
-    verdict = gate.gate(task, approvals=approvals(bodies.approval("a", "t")), dependency=lambda _: None)
-    assert verdict.change is not None
-    assert verdict.change.phase is TaskPhase.AWAITING_APPROVAL
-    assert [a.name for a in verdict.bind] == ["a"]
+def test_an_approve_naming_no_incarnation_never_counts_and_is_never_bound() -> None:
+    """Review finding C: the operator cannot know which generation the approver saw, so it binds no Approve.
+
+    (The CRD refuses such an Approve; one stored before that rule, or with the status an older
+    operator wrote, must not count either: an edit made before the binding would run approved.)
+    """
+    task = record(bodies.task("t", uid="u1", approval={"required": True}))
+    unnamed = bodies.approval("a", "t")
+    unnamed["status"] = {"taskUID": "u1", "taskGeneration": task.generation}  # what an older operator wrote
+    for made in (bodies.approval("a", "t"), unnamed, bodies.approval("a", "t", task_uid="u1")):
+        verdict = gate.gate(task, approvals=approvals(made), dependency=lambda _: None)
+        assert verdict.change is not None
+        assert verdict.change.phase is TaskPhase.AWAITING_APPROVAL
+        assert verdict.bind == ()
 
 
-def test_a_spec_task_uid_and_generation_bind_without_the_operator() -> None:
-    """spec.taskUID and spec.taskGeneration (what `qorch approve` sets) bind at once."""
+def test_a_spec_task_uid_and_generation_count_at_once() -> None:
+    """spec.taskUID and spec.taskGeneration (what `qorch approve` sets) count without a binding."""
     task = record(bodies.task("t", uid="u1", approval={"required": True}))
     made = bodies.approval("a", "t", task_uid="u1", task_generation=task.generation)
     verdict = gate.gate(task, approvals=approvals(made), dependency=lambda _: None)
@@ -61,13 +68,14 @@ def test_a_spec_task_uid_and_generation_bind_without_the_operator() -> None:
     assert verdict.bind == ()
 
 
-def test_a_spec_task_uid_alone_is_bound_to_a_generation_before_it_counts() -> None:
-    """An Approval naming the uid but no generation (written by hand) is bound to the current one first."""
+def test_a_reject_naming_no_incarnation_counts_at_once_and_is_bound() -> None:
+    """Review finding D: a hand-written Reject cancels the task it meets without waiting for its binding."""
     task = record(bodies.task("t", uid="u1", approval={"required": True}))
-    verdict = gate.gate(task, approvals=approvals(bodies.approval("a", "t", task_uid="u1")), dependency=lambda _: None)
+    ok = bodies.approval("ok", "t", bound="u1", generation=task.generation)
+    verdict = gate.gate(task, approvals=approvals(ok, bodies.approval("no", "t", "Reject")), dependency=lambda _: None)
     assert verdict.change is not None
-    assert verdict.change.phase is TaskPhase.AWAITING_APPROVAL
-    assert [a.name for a in verdict.bind] == ["a"]
+    assert (verdict.change.phase, verdict.change.reason) == (TaskPhase.CANCELLED, Reason.APPROVAL_REJECTED)
+    assert [a.name for a in verdict.bind] == ["no"]
 
 
 def test_an_approval_of_an_older_generation_does_not_count() -> None:

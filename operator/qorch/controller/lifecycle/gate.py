@@ -12,14 +12,16 @@ The cycle search is a walk over other tasks, so the caller says when one is wort
 shares what one pass's walks learned (`Walks`): a chain of waiting tasks gated
 together costs one walk down the chain, not one per task.
 
-Approvals count only for the Task incarnation they are bound to (by
-`spec.taskUID`, or by the operator's binding when it first sees both), so a
-recreated Task never inherits an old decision, and an approval counts only while
-the Task is at the generation it approved (`spec.taskGeneration`, or bound the
-same way): any edit of the spec after approving, a redrive included, needs a new
-approval. A rejection of the incarnation wins over any number of approvals, at
-any generation: one "no" from someone allowed to decide is final. The rule looks
-only at the set of Approvals, never at the order they arrived in.
+An Approve counts only for the Task incarnation and generation it names
+(`spec.taskUID`, `spec.taskGeneration`, both required by the CRD), so a recreated
+Task never inherits an old decision, and any edit of the spec after approving, a
+redrive included, needs a new approval. The operator never fills them in for an
+Approve: it cannot know which generation the approver saw, and binding to the one
+it finds would approve an edit made between the approving and the binding. A
+Reject needs neither: one without a uid rejects the incarnation it meets (the
+operator records which, in its status), and a rejection wins over any number of
+approvals, at any generation: one "no" from someone allowed to decide is final.
+The rule looks only at the set of Approvals, never at the order they arrived in.
 """
 
 from __future__ import annotations
@@ -90,8 +92,9 @@ def gate(
     """
     bind: tuple[ApprovalRecord, ...] = ()
     if task.approval_required:
-        bind = tuple(a for a in approvals if not a.bound and a.task_uid in ("", task.uid))
-        held = _approval(task, sorted((a for a in approvals if a.task_uid == task.uid), key=lambda a: a.name))
+        mine = sorted((a for a in approvals if a.task_uid in ("", task.uid)), key=lambda a: a.name)
+        bind = tuple(a for a in mine if not a.bound and a.decision == ApprovalDecision.REJECT.value)
+        held = _approval(task, mine)
         if held is not None:
             return Verdict(held, bind)
     return _dependencies(task, dependency, bind, search=search, walks=walks)
@@ -104,7 +107,7 @@ def _approval(task: TaskRecord, mine: Sequence[ApprovalRecord]) -> StatusChange 
         return documents.cancelled(
             Reason.APPROVAL_REJECTED, f"rejected by {rejected.approver} in Approval {rejected.name}"
         )
-    approved = [a for a in mine if a.decision == ApprovalDecision.APPROVE.value and a.task_generation > 0]
+    approved = [a for a in mine if a.decision == ApprovalDecision.APPROVE.value and a.bound]
     if any(a.task_generation == task.generation for a in approved):
         return None
     ask = f"create an Approval with taskRef {task.name} (qorch approve {task.name}) to let it run"
