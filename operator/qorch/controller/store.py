@@ -143,6 +143,10 @@ def _never_echo(_plural: str, _key: Key, _rv: str | None) -> bool:
     return False
 
 
+def _unwitnessed(_plural: str, _key: Key, _body: Mapping[str, Any]) -> None:
+    return None
+
+
 @dataclass(slots=True)
 class ClusterState:
     """Everything the operator knows, kept current by informers."""
@@ -160,6 +164,8 @@ class ClusterState:
     feed: Feed = field(default_factory=Feed)
     #: Called with every version seen (None: deleted); True when it is the echo of our own write.
     observe: Callable[[str, Key, str | None], bool] = _never_echo
+    #: Called with every Task body seen (watch or settling GET): the writer looks for writes it doubted.
+    witness: Callable[[str, Key, Mapping[str, Any]], None] = _unwitnessed
     clock: Callable[[], float] = time.monotonic
     notify: Callable[[], None] = _nothing  # wakes the loop after every change
     _listing: dict[tuple[str, str | None], set[Key]] = field(default_factory=dict)
@@ -204,6 +210,7 @@ class ClusterState:
             self.remove_task(key, uid=old.uid)  # deleted and recreated while we were not watching
             old = None
         echo = self.observe(TASKS, key, record.resource_version)
+        self.witness(TASKS, key, body)
         self.tasks[key] = record
         self._index_task(old, record)
         self.feed.tasks.add(key)

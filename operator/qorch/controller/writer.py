@@ -17,6 +17,10 @@ Properties the loop relies on:
   (`lifecycle/writes.py`) before the loop may decide it again, so a write the
   apiserver keeps refusing is never a hot loop. A landed write resets the count.
 - Nothing is sent while this process is not the leader.
+- A write whose answer was lost may still have landed. When a later version of
+  the object carries the history entry it appended, its `done` hears WRITTEN
+  after all, so what follows a landed write (the audit entry, the breaker's
+  count, metrics, the Event) does not depend on the answer arriving.
 """
 
 from __future__ import annotations
@@ -40,7 +44,7 @@ from qorch.controller.lifecycle import writes
 from qorch.controller.store import AGENTS, APPROVALS, TASKS
 
 if TYPE_CHECKING:
-    from collections.abc import Callable
+    from collections.abc import Callable, Mapping
 
     from qorch.controller.kube import KubeApi, Resource
     from qorch.controller.records import Key
@@ -83,10 +87,38 @@ class Write:
     reserve: Key | None = None  # the agent whose slot an assignment takes
     done: Callable[[Outcome], None] | None = None
     urgent: bool = True  # placements and transitions go ahead of reason-only updates
+    sent: Any = None  # the patch as rendered when it was sent
 
     def render(self) -> Any:  # noqa: ANN401 - a JSON patch or a merge patch
         """The patch, rendered now if it was given as a callable (queued writes stay small)."""
         return self.patch() if callable(self.patch) else self.patch
+
+
+@dataclass(frozen=True, slots=True)
+class _Doubt:
+    """A write without an answer, and the history entry that shows it landed."""
+
+    write: Write
+    entry: dict[str, Any]
+    until: float  # monotonic: after this it can no longer land, nor be waited for
+
+
+def appended_entry(patch: Any) -> dict[str, Any] | None:  # noqa: ANN401 - a JSON patch or a merge patch
+    """The history entry a rendered Task status patch appends, if any (unique: it carries the decision's time)."""
+    if not isinstance(patch, list):
+        return None
+    for op in patch:
+        path, value = op.get("path"), op.get("value")
+        if op.get("op") != "add":
+            continue
+        if path == "/status/history/-" and isinstance(value, dict):
+            return value
+        history = value.get("history") if path == "/status" and isinstance(value, dict) else None
+        if path == "/status/history" and isinstance(value, list):
+            history = value
+        if history:
+            return dict(history[-1])
+    return None
 
 
 @dataclass(slots=True)
@@ -108,10 +140,12 @@ class StatusWriter:
     _failures: dict[tuple[str, Key], int] = field(default_factory=dict)  # failed writes in a row, per object
     _failed_at: dict[tuple[str, Key], float] = field(default_factory=dict)  # object -> when its last write failed
     _cooling: dict[tuple[str, Key], float] = field(default_factory=dict)  # object -> monotonic end of its backoff
+    _doubtful: dict[tuple[str, Key], _Doubt] = field(default_factory=dict)  # unanswered writes that may have landed
 
     def __post_init__(self) -> None:
-        """The store tells the ledger about every version it sees."""
+        """The store tells the ledger about every version it sees, and the writer about every Task body."""
         self.store.observe = self.ledger.observe
+        self.store.witness = self._witness
         self.ledger.released = self._slot_freed
         self._idle.set()
 
@@ -174,6 +208,7 @@ class StatusWriter:
         """GET every entry whose deadline passed, so none outlives the truth; end backoffs that are over."""
         self._cooled(self.clock())
         self.ledger.release_held(self.clock())
+        self._forget_doubts(self.clock())
         for entry in self.ledger.due(self.clock()):
             try:
                 await self._check(entry)
@@ -201,6 +236,8 @@ class StatusWriter:
         finally:
             self._sending -= 1
         self._record(write, entry, outcome)
+        if outcome is Outcome.UNKNOWN:
+            self._doubt(write)
         if write.done is not None:
             try:
                 write.done(outcome)
@@ -282,7 +319,7 @@ class StatusWriter:
         if not self.may_write():
             return Outcome.DROPPED
         namespace, name = write.key
-        patch = write.render()
+        patch = write.sent = write.render()
         content_type = MERGE_PATCH if isinstance(patch, dict) else JSON_PATCH
         if isinstance(patch, dict):
             patch = {**patch, "metadata": {**patch.get("metadata", {}), "resourceVersion": write.decided_on}}
@@ -333,6 +370,41 @@ class StatusWriter:
                 return Outcome.REFUSED
         log.warning("status write to %s %s/%s: %s", write.resource.plural, *write.key, exc)
         return Outcome.UNKNOWN
+
+    # ------------------------------------------------------------------ doubts
+    def _doubt(self, write: Write) -> None:
+        """An unanswered write with consequences (a history entry): watch for it among later versions."""
+        entry = appended_entry(write.sent) if write.done is not None else None
+        if entry is not None:
+            marker = (write.resource.plural, write.key)
+            self._doubtful[marker] = _Doubt(write, entry, self.clock() + self.ledger.in_flight_limit + 5.0)
+
+    def _witness(self, plural: str, key: Key, body: Mapping[str, Any]) -> None:
+        """A version of an object came in: did a write we doubted land in it? Its `done` hears WRITTEN if so."""
+        doubt = self._doubtful.get((plural, key))
+        if doubt is None or str(body["metadata"].get("resourceVersion")) == doubt.write.decided_on:
+            return
+        del self._doubtful[(plural, key)]  # newer than the version it was decided on: in it, or never
+        if doubt.entry not in ((body.get("status") or {}).get("history") or ()):
+            return
+        log.info("status write to %s %s/%s landed although its answer was lost", plural, *key)
+        metrics.WRITES.labels(plural, "landed-unanswered").inc()
+        try:
+            asyncio.get_running_loop().call_soon(self._confirmed, doubt.write)
+        except RuntimeError:  # no loop (a store fed by hand): confirm at once
+            self._confirmed(doubt.write)
+
+    @staticmethod
+    def _confirmed(write: Write) -> None:
+        if write.done is not None:
+            try:
+                write.done(Outcome.WRITTEN)
+            except Exception:
+                log.exception("after-write callback failed")
+
+    def _forget_doubts(self, now: float) -> None:
+        for marker in [m for m, d in self._doubtful.items() if d.until <= now]:
+            del self._doubtful[marker]  # deleted meanwhile, or never seen again: nothing to confirm
 
     def _retouch(self, entry: Entry) -> None:
         """An entry closed without a new version reaching the store: the loop must look again."""

@@ -73,6 +73,40 @@ def kinds(found: list[dict[str, Any]], task: str = "") -> list[str]:
     return [e["kind"] for e in found if not task or e["subject"].get("task") == f"ns/{task}"]
 
 
+@pytest.mark.parametrize("settled_by", ["watch", "read"])
+def test_a_write_that_landed_with_its_answer_lost_is_recorded(decisions: DecisionLog, settled_by: str) -> None:
+    """Review finding A: the assignment lands, its answer is a 503; the audit still gets it (and I5 holds).
+
+    Before, only a write answered 2xx was recorded, so replay showed the task unassigned while
+    the apiserver held it Assigned (and its breaker count and metrics were skipped too).
+    """
+    api = FakeApi()
+    api.after.append(once("PATCH", "tasks/t", ApiError(503, "ServiceUnavailable", "etcd is busy")))
+
+    async def test(h: Harness) -> None:
+        h.kernel.audit = decisions
+        h.create(AGENTS, bodies.agent("a", capabilities=["code"], capacity=2))
+        h.renew("a")
+        h.create(TASKS, bodies.task("t", requires=["code"]))
+        await h.cycle(echo=False)  # landed, answer lost
+        assert h.status("t")["phase"] == "Assigned"
+        assert kinds(entries(decisions), "t") == []
+        if settled_by == "watch":
+            h.sync()
+        else:
+            h.advance(10)
+            await h.settle()  # the ledger's GET brings the landed version
+        await h.cycle()
+        await asyncio.sleep(0)
+        found = [e for e in entries(decisions) if e["subject"].get("task") == "ns/t"]
+        assert [e["kind"] for e in found] == ["assign"]
+        assert found[0]["data"]["agent"] == "a"
+        await h.cycle()
+        assert kinds(entries(decisions), "t") == ["assign"]  # once
+
+    run(test, api)
+
+
 def test_a_landed_assignment_is_recorded_and_a_refused_one_is_not(decisions: DecisionLog) -> None:
     """t1's assignment lands (assign); t2's fails its compare-and-set (409): nothing about it until one lands."""
     api = FakeApi()
