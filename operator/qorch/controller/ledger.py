@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import enum
 import heapq
+import itertools
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
@@ -75,6 +76,19 @@ def _newer(version: str, than: str) -> bool:
 
 
 @dataclass(slots=True)
+class Hold:
+    """An agent's slot kept for an assignment that may still land on top of version `decided_on`."""
+
+    marker: tuple[str, Key]  # (plural, key) of the object written
+    agent: Key
+    decided_on: str
+    ended: bool = False
+
+
+_ORDER = itertools.count()  # ties in the holds' heap break by age, never by comparing holds
+
+
+@dataclass(slots=True)
 class Ledger:
     """Open writes by (plural, key), and reserved slots by agent."""
 
@@ -84,8 +98,9 @@ class Ledger:
     limit: int = 50_000
     entries: dict[tuple[str, Key], Entry] = field(default_factory=dict)
     reserved: dict[Key, int] = field(default_factory=dict)
-    # Slots kept after their entry settled: (monotonic end, agent) of assignments that may yet land.
-    held: list[tuple[float, Key]] = field(default_factory=list)
+    # Slots kept after their entry settled, for assignments that may yet land: a heap by end, and by object.
+    held: list[tuple[float, int, Hold]] = field(default_factory=list)
+    holds: dict[tuple[str, Key], list[Hold]] = field(default_factory=dict)
     # Told when a reservation ends: a slot may have opened without the store changing
     # (a refused, dropped or superseded assignment), and parked tasks must hear of it.
     released: Callable[[Key], None] | None = None
@@ -182,6 +197,8 @@ class Ledger:
     # ------------------------------------------------------------------ settling
     def observe(self, plural: str, key: Key, version: str | None) -> bool:
         """The store saw `version` of an object (None: deleted). Returns True for our own echo."""
+        if (plural, key) in self.holds:
+            self._moved_on(plural, key, version)
         entry = self.entries.get((plural, key))
         if entry is None:
             return False
@@ -209,14 +226,31 @@ class Ledger:
             return
         final = entry.unanswered + self.in_flight_limit
         if now < final:
-            heapq.heappush(self.held, (final, entry.reserve))
+            hold = Hold((entry.plural, entry.key), entry.reserve, entry.decided_on)
+            heapq.heappush(self.held, (final, next(_ORDER), hold))
+            self.holds.setdefault((entry.plural, entry.key), []).append(hold)
             entry.reserve = None  # the count in `reserved` stays until the hold ends
 
     def release_held(self, now: float) -> None:
         """End the holds whose request can no longer land (each freed slot is announced)."""
         while self.held and self.held[0][0] <= now:
-            _, agent = heapq.heappop(self.held)
-            self._free(agent, announce=True)
+            _, _, hold = heapq.heappop(self.held)
+            if not hold.ended:
+                self._end_hold(hold)
+
+    def _moved_on(self, plural: str, key: Key, version: str | None) -> None:
+        """A version newer than a held write's base: it landed (the store counts it now) or never will."""
+        for hold in list(self.holds.get((plural, key), ())):
+            if version is None or version != hold.decided_on:  # else a replay of the base: still in doubt
+                self._end_hold(hold)
+
+    def _end_hold(self, hold: Hold) -> None:
+        """Free the slot (announced) and forget the hold; its heap entry is skipped when it comes up."""
+        hold.ended = True
+        others = [h for h in self.holds.pop(hold.marker, ()) if h is not hold]
+        if others:
+            self.holds[hold.marker] = others
+        self._free(hold.agent, announce=True)
 
     def due(self, now: float) -> list[Entry]:
         """Entries whose deadline passed: the writer must GET them."""

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import pytest
+
 from qorch.controller.ledger import Ledger
 
 TASK = ("ns", "t")
@@ -143,7 +145,7 @@ def test_an_unanswered_assignment_past_its_request_lifetime_is_not_held() -> Non
     ledger.unknown(entry, now=1.0)
     ledger.hold_slot(entry, now=66.0)
     ledger.checked(entry)
-    assert (ledger.slots(AGENT), ledger.held) == (0, [])
+    assert (ledger.slots(AGENT), ledger.held, ledger.holds) == (0, [], {})
 
 
 def test_an_unanswered_write_that_reserves_nothing_is_not_held() -> None:
@@ -173,3 +175,26 @@ def test_only_a_reservation_that_frees_a_slot_is_announced() -> None:
     ledger.sending(refused)
     ledger.refused(refused, now=0.2, hold=5.0)
     assert freed == [AGENT]
+
+
+@pytest.mark.parametrize("landed", [True, False], ids=["it-landed", "another-write-landed"])
+def test_a_held_slot_is_freed_as_soon_as_the_object_moves_past_the_version_it_was_decided_on(landed: bool) -> None:
+    """Review finding E1: once any newer version is seen, the held write either landed or never will.
+
+    Landed, the store counts the task on its agent now; not, compare-and-set keeps it out for
+    good. Either way the slot is free at once, not 65 s later (a one-agent task waited that long).
+    """
+    freed: list[tuple[str, str]] = []
+    ledger = Ledger(in_flight_limit=65.0, released=freed.append)
+    entry = ledger.open("tasks", TASK, "5", AGENT, now=0.0)
+    assert entry is not None
+    ledger.sending(entry)
+    ledger.unknown(entry, now=1.0)
+    ledger.hold_slot(entry, now=2.0)
+    ledger.checked(entry)
+    ledger.observe("tasks", TASK, "5")  # a replay of the base version: still in doubt
+    assert ledger.slots(AGENT) == 1
+    ledger.observe("tasks", TASK, "6" if landed else "7")
+    assert (ledger.slots(AGENT), freed, ledger.holds) == (0, [AGENT], {})
+    ledger.release_held(now=100.0)  # its heap entry ends nothing twice
+    assert (ledger.slots(AGENT), freed) == (0, [AGENT])
