@@ -217,7 +217,9 @@ class DecisionLog:
                 log.exception("audit log")
 
     def _append(self, kind: str, subject: dict[str, Any], data: dict[str, Any]) -> None:
-        if self._log is None:
+        if self._log is None:  # no term open (or its segment could not be opened): a gap, said and counted
+            metrics.AUDIT_FAILURES.inc()
+            log.warning("audit log: %s entry not written: no segment is open", kind)
             return
         try:
             self._log.append(kind, subject, data)
@@ -241,13 +243,29 @@ class DecisionLog:
         chained = annotations.get(constants.AUDIT_KEY_ANNOTATION, "")
         if self._previous is not None and chained == key_id(self._previous.public_key()):
             signer = self._previous  # the chain's key until this term records the rotation
-        name = f"term-{term:08d}-{_UNSAFE.sub('_', self.identity)}.log"
-        self._log = AuditLog(self.directory / name, signer, start=start)
+        self._log = self._open(f"term-{term:08d}-{_UNSAFE.sub('_', self.identity)}", signer, start)
         data = {"event": "acquired", "term": term, "identity": self.identity, "from": inherited or None}
         self._append("leader", {"lease": "operator"}, data)
         if signer is not self._key:
             self._rotate(self._key)
         log.info("audit log: term %d writes %s, continuing from %s", term, self._log.path, inherited or "the start")
+
+    def _open(self, stem: str, signer: Ed25519PrivateKey, start: Anchor | None) -> AuditLog:
+        """The term's segment; a new file beside it when one of that name cannot be continued.
+
+        The same pod taking its own Lease back keeps the term (and the file name); a torn
+        last line or a key changed meanwhile must not leave the whole term unlogged.
+        """
+        path = self.directory / f"{stem}.log"
+        for n in range(1, 1000):
+            try:
+                return AuditLog(path, signer, start=start)
+            except AuditError as exc:
+                log.error("audit log: %s cannot be continued (%s); writing a new segment", path, exc)  # noqa: TRY400
+                metrics.AUDIT_FAILURES.inc()
+                path = self.directory / f"{stem}.{n}.log"
+        msg = f"audit log: no segment could be opened for {stem}"
+        raise AuditError(msg)
 
     def _reload_key(self) -> None:
         try:

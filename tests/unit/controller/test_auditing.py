@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 from collections.abc import Callable, Coroutine, Iterator
 from pathlib import Path
 from typing import Any
@@ -322,3 +323,34 @@ def test_what_each_transition_records() -> None:
     assert passed[0][1] == {"task": "ns/g", "uid": gated.uid}
     held = documents.held(TaskPhase.AWAITING_APPROVAL, Reason.AWAITING_APPROVAL, "ask")
     assert task_entries(gated, held) == []
+
+
+def test_a_segment_that_cannot_be_continued_gets_a_new_file_not_a_silent_term(tmp_path: Path) -> None:
+    """Review finding F: the same pod takes its Lease back (same term, same file) and the file's tail is torn.
+
+    Before, opening the segment raised, no segment was open, and every entry of the term
+    was dropped without a word. Now the term writes a new segment beside it.
+    """
+    key_path = tmp_path / "audit.key"
+    write_key(key_path)
+    first = DecisionLog(tmp_path / "audit", key_path, identity="op-1")
+    first.acquired(3, {})
+    first.record("assign", {"task": "ns/t", "uid": "u"}, {"agent": "a"})
+    assert first.flush()
+    anchor = first.annotations()
+    torn = first.segment
+    first.close()
+    assert torn is not None
+    with torn.open("ab") as f:
+        f.write(b'{"seq": 2, "kind": "fin')  # killed mid-line
+    again = DecisionLog(tmp_path / "audit", key_path, identity="op-1")
+    try:
+        again.acquired(3, anchor)
+        again.record("finish", {"task": "ns/t", "uid": "u"}, {"phase": "Succeeded"})
+        assert again.flush()
+        assert again.segment is not None
+        assert again.segment != torn
+        written = [json.loads(line)["kind"] for line in again.segment.read_text().splitlines()]
+        assert written == ["leader", "finish"]
+    finally:
+        again.close()
