@@ -134,9 +134,11 @@ class DecisionLog:
         self.directory = Path(directory)
         self.key_path = Path(key_path)
         self.identity = identity
+        # The fingerprint before the key: a Secret update in between is then seen (and loaded) at the next
+        # check, never taken for the key already loaded.
+        self._fingerprint = _fingerprint(self.key_path)
         self._key = load_private_key(self.key_path)
         self._previous: Ed25519PrivateKey | None = None  # the key this one replaced, for a term's first entry
-        self._fingerprint = _fingerprint(self.key_path)
         self.directory.mkdir(parents=True, exist_ok=True)
         self._log: AuditLog | None = None
         self._jobs: queue.Queue[Callable[[], None] | None] = queue.Queue()

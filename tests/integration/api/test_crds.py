@@ -77,6 +77,10 @@ def test_explain_teaches_the_retry_field(kubectl: Kubectl) -> None:
 def test_get_qorch_lists_every_kind(kubectl: Kubectl) -> None:
     """The `qorch` category covers Agents, Tasks, Approvals and SchedulingPolicies."""
     kubectl("apply", "-f", str(EXAMPLES[0].parent))
+    kubectl.apply(
+        "apiVersion: qorch.io/v1alpha1\nkind: Approval\nmetadata: {name: no}\n"
+        "spec: {taskRef: nothing, decision: Reject, approver: qorch-admin}\n"
+    )  # the examples approve with `qorch approve` (an Approve names a live Task's uid)
     out = kubectl("get", "qorch")
     for kind in (
         "agent.qorch.io/",

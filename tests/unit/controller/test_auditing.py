@@ -14,7 +14,8 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from qorch.api import constants
-from qorch.audit import parse_anchor, read_segments, replay, verify_segments
+from qorch.audit import key_id, parse_anchor, read_segments, replay, verify_segments
+from qorch.controller import auditing
 from qorch.controller.auditing import DecisionLog
 from qorch.controller.kube import ApiError, KubeError
 from qorch.controller.leader import LeaderElector, LeaseTimings
@@ -354,3 +355,29 @@ def test_a_segment_that_cannot_be_continued_gets_a_new_file_not_a_silent_term(tm
         assert written == ["leader", "finish"]
     finally:
         again.close()
+
+
+def test_a_key_changed_while_the_log_starts_is_picked_up_at_the_next_check(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Review nit: the Secret updated between loading the key and fingerprinting it was never loaded."""
+    key_path = tmp_path / "audit.key"
+    write_key(key_path)
+    real_load = auditing.load_private_key
+    newer: list[Ed25519PrivateKey] = []
+
+    def load_then_update(path: Path) -> Ed25519PrivateKey:
+        key = real_load(path)
+        if not newer:
+            newer.append(write_key(key_path))  # the kubelet swaps the mounted Secret right now
+        return key
+
+    monkeypatch.setattr(auditing, "load_private_key", load_then_update)
+    made = DecisionLog(tmp_path / "audit", key_path, identity="op-1")
+    try:
+        made.acquired(1, {})
+        made.check_key()
+        assert made.flush()
+        assert made.annotations()[constants.AUDIT_KEY_ANNOTATION] == key_id(newer[0].public_key())
+    finally:
+        made.close()
