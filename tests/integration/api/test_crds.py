@@ -78,7 +78,7 @@ def test_get_qorch_lists_every_kind(kubectl: Kubectl) -> None:
     """The `qorch` category covers Agents, Tasks, Approvals and SchedulingPolicies."""
     kubectl("apply", "-f", str(EXAMPLES[0].parent))
     kubectl.apply(
-        "apiVersion: qorch.io/v1alpha1\nkind: Approval\nmetadata: {name: no}\n"
+        "apiVersion: qorch.io/v1alpha1\nkind: Approval\nmetadata: {name: veto}\n"
         "spec: {taskRef: nothing, decision: Reject, approver: qorch-admin}\n"
     )  # the examples approve with `qorch approve` (an Approve names a live Task's uid)
     out = kubectl("get", "qorch")
