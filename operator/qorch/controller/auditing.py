@@ -245,6 +245,7 @@ class DecisionLog:
         chained = annotations.get(constants.AUDIT_KEY_ANNOTATION, "")
         if self._previous is not None and chained == key_id(self._previous.public_key()):
             signer = self._previous  # the chain's key until this term records the rotation
+        self._log = None  # the last term's segment is closed: never chain a new term onto it
         self._log = self._open(f"term-{term:08d}-{_UNSAFE.sub('_', self.identity)}", signer, start)
         data = {"event": "acquired", "term": term, "identity": self.identity, "from": inherited or None}
         self._append("leader", {"lease": "operator"}, data)
@@ -262,7 +263,7 @@ class DecisionLog:
         for n in range(1, 1000):
             try:
                 return AuditLog(path, signer, start=start)
-            except AuditError as exc:
+            except (AuditError, OSError) as exc:
                 log.error("audit log: %s cannot be continued (%s); writing a new segment", path, exc)  # noqa: TRY400
                 metrics.AUDIT_FAILURES.inc()
                 path = self.directory / f"{stem}.{n}.log"

@@ -920,6 +920,8 @@ class Kernel:
             elif not self.queue.judged_at(key, task.resource_version):
                 # A version the rules have not seen (it came while the task's writes were busy, and
                 # their end has not retouched it yet): judged first, next cycle; never placed unseen.
+                # Skipped, so judging it starts a pass even when nothing else is new.
+                self._skipped.add(key)
                 self.store.feed.tasks.add(key)
                 self.poke()
             else:

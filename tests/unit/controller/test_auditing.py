@@ -381,3 +381,24 @@ def test_a_key_changed_while_the_log_starts_is_picked_up_at_the_next_check(
         assert made.annotations()[constants.AUDIT_KEY_ANNOTATION] == key_id(newer[0].public_key())
     finally:
         made.close()
+
+
+def test_a_term_whose_segment_cannot_be_opened_writes_nothing_into_the_last_terms(
+    decisions: DecisionLog, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Review: a failed open left term 1's segment in place, and term 2 chained onto it and anchored its head."""
+    decisions.record("assign", {"task": "ns/t", "uid": "u"}, {"agent": "a"})
+    assert decisions.flush()
+    first = decisions.segment
+    assert first is not None
+    size = first.stat().st_size
+
+    def unopenable(*_args: Any, **_kwargs: Any) -> None:
+        raise OSError(5, "Input/output error")
+
+    monkeypatch.setattr(auditing, "AuditLog", unopenable)
+    decisions.acquired(2, decisions.annotations())
+    decisions.record("finish", {"task": "ns/t", "uid": "u"}, {"phase": "Succeeded"})
+    assert decisions.flush()
+    assert first.stat().st_size == size
+    assert decisions.annotations() == {}

@@ -1103,13 +1103,13 @@ def test_a_failed_write_long_ago_is_no_repeat_and_old_counts_are_swept() -> None
     assert status_writer.backing_off(TASKS, key)
 
 
-def test_a_task_that_ended_while_its_writes_backed_off_is_never_assigned_again() -> None:
-    """CI failure under split brain: a parked task's writes backed off while another leader ran it to the end.
+def backed_off_while_it_changed(
+    change: Callable[[Harness], None], then: Callable[[Harness], Coroutine[Any, Any, None]]
+) -> None:
+    """Task t waits for a's only slot; its writes back off (409s); `change` moves it on meanwhile; x ends, freeing a.
 
-    The rules never saw its later versions (a backing-off task is not decided), a freed slot
-    woke it, and the next scheduling pass assigned it with the Succeeded version's
-    resourceVersion: compare-and-set let a second attempt of a finished task land. A pass
-    may only use the version the rules last judged.
+    The backoff ends before the writer's settling retouches t, and a new hopeless task starts a
+    scheduling pass: the pass meets a version of t the rules have not judged. `then` checks.
     """
     api = FakeApi()
     refusing = [True]
@@ -1137,9 +1137,7 @@ def test_a_task_that_ended_while_its_writes_backed_off_is_never_assigned_again()
             agent = bodies.agent("a", capabilities=["code"], capacity=1)
             h.create(AGENTS, {**agent, "metadata": {**agent["metadata"], "labels": {"touched": str(i)}}})  # wakes t
         assert h.writer.backing_off(TASKS, ("ns", "t"))
-        # Meanwhile the other leader placed t elsewhere, and it ended.
-        done = bodies.assigned("b", 1, phase="Succeeded", execution=bodies.execution("b", 1, finished=True))
-        h.create(TASKS, {**h.task("t"), "status": done})
+        change(h)
         await h.cycle()  # seen while backing off: the rules are not run on it
         refusing[0] = False
         h.advance(writes.CAP + 1)
@@ -1147,9 +1145,43 @@ def test_a_task_that_ended_while_its_writes_backed_off_is_never_assigned_again()
         h.create(TASKS, {**h.task("x"), "status": {**running, "execution": bodies.execution("a", 1, finished=True)}})
         h.create(TASKS, bodies.task("u", requires=["gpu"]))  # any new task starts a scheduling pass
         await h.cycle()  # x's end frees a's slot, before settling retouches t
+        await then(h)
+
+    run(test, api)
+
+
+def test_a_task_that_ended_while_its_writes_backed_off_is_never_assigned_again() -> None:
+    """CI failure under split brain: a parked task's writes backed off while another leader ran it to the end.
+
+    The rules never saw its later versions (a backing-off task is not decided), a freed slot
+    woke it, and the next scheduling pass assigned it with the Succeeded version's
+    resourceVersion: compare-and-set let a second attempt of a finished task land. A pass
+    may only use the version the rules last judged.
+    """
+    done = bodies.assigned("b", 1, phase="Succeeded", execution=bodies.execution("b", 1, finished=True))
+
+    def ended_elsewhere(h: Harness) -> None:
+        h.create(TASKS, {**h.task("t"), "status": done})  # the other leader placed t elsewhere, and it ended
+
+    async def then(h: Harness) -> None:
         await h.settle()
         await h.cycle()
         assert h.status("t")["phase"] == "Succeeded"
         assert h.status("t")["assignment"] == done["assignment"]
 
-    run(test, api)
+    backed_off_while_it_changed(ended_elsewhere, then)
+
+
+def test_a_task_edited_while_its_writes_backed_off_is_judged_and_placed_without_another_event() -> None:
+    """Review: the pass that skipped t's unjudged version must not leave it waiting for some unrelated event."""
+
+    def edited(h: Harness) -> None:
+        body = h.task("t")
+        h.create(TASKS, {**body, "spec": {**body["spec"], "priority": 900}})  # still waiting, a new version
+
+    async def then(h: Harness) -> None:
+        for _ in range(3):  # nothing else happens: no agent, task or clock change
+            await h.cycle()
+        assert h.status("t")["assignment"]["agent"] == "a"
+
+    backed_off_while_it_changed(edited, then)
