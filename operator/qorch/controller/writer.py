@@ -74,6 +74,7 @@ class Outcome(enum.Enum):
 _FAILED = frozenset({Outcome.CONFLICT, Outcome.REFUSED, Outcome.UNKNOWN})  # count as failed writes of the object
 _FORGET_AFTER = 2 * writes.CAP  # a failure older than this starts the count afresh
 _FORGET_SWEEP = 10_000  # objects with a failure remembered before old ones are swept
+_DOUBT_KEPT = 600.0  # a write whose answer was lost is watched for this long (the apiserver may be down a while)
 
 
 @dataclass(slots=True)
@@ -88,19 +89,26 @@ class Write:
     done: Callable[[Outcome], None] | None = None
     urgent: bool = True  # placements and transitions go ahead of reason-only updates
     sent: Any = None  # the patch as rendered when it was sent
+    doubt: Any = None  # its _Doubt while its outcome is not known
 
     def render(self) -> Any:  # noqa: ANN401 - a JSON patch or a merge patch
         """The patch, rendered now if it was given as a callable (queued writes stay small)."""
         return self.patch() if callable(self.patch) else self.patch
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class _Doubt:
-    """A write without an answer, and the history entry that shows it landed."""
+    """A write that may land without our hearing of it, and the history entry that shows it landed.
+
+    Watched from the moment it is sent: the watch can bring the landed version before the
+    answer is lost.
+    """
 
     write: Write
     entry: dict[str, Any]
-    until: float  # monotonic: after this it can no longer land, nor be waited for
+    until: float  # monotonic: forgotten after this (an object never seen again)
+    answered: bool = False  # its answer was lost (UNKNOWN): a sighting now confirms it
+    seen: bool = False  # a version carrying its entry came in while it was in flight
 
 
 def appended_entry(patch: Any) -> dict[str, Any] | None:  # noqa: ANN401 - a JSON patch or a merge patch
@@ -140,7 +148,7 @@ class StatusWriter:
     _failures: dict[tuple[str, Key], int] = field(default_factory=dict)  # failed writes in a row, per object
     _failed_at: dict[tuple[str, Key], float] = field(default_factory=dict)  # object -> when its last write failed
     _cooling: dict[tuple[str, Key], float] = field(default_factory=dict)  # object -> monotonic end of its backoff
-    _doubtful: dict[tuple[str, Key], _Doubt] = field(default_factory=dict)  # unanswered writes that may have landed
+    _doubtful: dict[tuple[str, Key], list[_Doubt]] = field(default_factory=dict)  # writes that may have landed
 
     def __post_init__(self) -> None:
         """The store tells the ledger about every version it sees, and the writer about every Task body."""
@@ -236,13 +244,14 @@ class StatusWriter:
         finally:
             self._sending -= 1
         self._record(write, entry, outcome)
-        if outcome is Outcome.UNKNOWN:
-            self._doubt(write)
+        confirmed = self._answered(write, outcome)
         if write.done is not None:
             try:
                 write.done(outcome)
             except Exception:
                 log.exception("after-write callback failed")
+        if confirmed:
+            self._confirmed(write)
 
     async def _next(self) -> tuple[Write, Entry]:
         """The oldest urgent write, else the oldest reason-only one."""
@@ -320,6 +329,7 @@ class StatusWriter:
             return Outcome.DROPPED
         namespace, name = write.key
         patch = write.sent = write.render()
+        self._watch_for(write)
         content_type = MERGE_PATCH if isinstance(patch, dict) else JSON_PATCH
         if isinstance(patch, dict):
             patch = {**patch, "metadata": {**patch.get("metadata", {}), "resourceVersion": write.decided_on}}
@@ -372,27 +382,55 @@ class StatusWriter:
         return Outcome.UNKNOWN
 
     # ------------------------------------------------------------------ doubts
-    def _doubt(self, write: Write) -> None:
-        """An unanswered write with consequences (a history entry): watch for it among later versions."""
+    def _watch_for(self, write: Write) -> None:
+        """A write with consequences (a history entry) is about to go out: watch for it among later versions."""
         entry = appended_entry(write.sent) if write.done is not None else None
-        if entry is not None:
-            marker = (write.resource.plural, write.key)
-            self._doubtful[marker] = _Doubt(write, entry, self.clock() + self.ledger.in_flight_limit + 5.0)
+        if entry is not None and write.doubt is None:
+            write.doubt = _Doubt(write, entry, self.clock() + _DOUBT_KEPT)
+            self._doubtful.setdefault((write.resource.plural, write.key), []).append(write.doubt)
+
+    def _answered(self, write: Write, outcome: Outcome) -> bool:
+        """The write's answer came (or was lost); True when it is lost but its landing was already seen."""
+        doubt = write.doubt
+        if doubt is None:
+            return False
+        if outcome is Outcome.UNKNOWN and not doubt.seen:
+            doubt.answered = True  # from now, the version that carries its entry confirms it
+            return False
+        self._forget(doubt)  # a definite answer (done hears it), or a landing seen while in flight
+        return outcome is Outcome.UNKNOWN
 
     def _witness(self, plural: str, key: Key, body: Mapping[str, Any]) -> None:
-        """A version of an object came in: did a write we doubted land in it? Its `done` hears WRITTEN if so."""
-        doubt = self._doubtful.get((plural, key))
-        if doubt is None or str(body["metadata"].get("resourceVersion")) == doubt.write.decided_on:
+        """A version of an object came in: did a write whose answer was lost land in it? `done` hears WRITTEN if so."""
+        doubts = self._doubtful.get((plural, key))
+        if not doubts:
             return
-        del self._doubtful[(plural, key)]  # newer than the version it was decided on: in it, or never
-        if doubt.entry not in ((body.get("status") or {}).get("history") or ()):
-            return
-        log.info("status write to %s %s/%s landed although its answer was lost", plural, *key)
-        metrics.WRITES.labels(plural, "landed-unanswered").inc()
-        try:
-            asyncio.get_running_loop().call_soon(self._confirmed, doubt.write)
-        except RuntimeError:  # no loop (a store fed by hand): confirm at once
-            self._confirmed(doubt.write)
+        version = str(body["metadata"].get("resourceVersion"))
+        history = (body.get("status") or {}).get("history") or ()
+        for doubt in list(doubts):
+            if version == doubt.write.decided_on:
+                continue
+            landed = doubt.entry in history
+            if not doubt.answered:
+                doubt.seen = doubt.seen or landed  # in flight: its answer decides, this sighting is kept
+                continue
+            self._forget(doubt)  # newer than the version it was decided on: in it, or never
+            if landed:
+                log.info("status write to %s %s/%s landed although its answer was lost", plural, *key)
+                metrics.WRITES.labels(plural, "landed-unanswered").inc()
+                try:
+                    asyncio.get_running_loop().call_soon(self._confirmed, doubt.write)
+                except RuntimeError:  # no loop (a store fed by hand): confirm at once
+                    self._confirmed(doubt.write)
+
+    def _forget(self, doubt: _Doubt) -> None:
+        marker = (doubt.write.resource.plural, doubt.write.key)
+        left = [d for d in self._doubtful.get(marker, ()) if d is not doubt]
+        if left:
+            self._doubtful[marker] = left
+        else:
+            self._doubtful.pop(marker, None)
+        doubt.write.doubt = None
 
     @staticmethod
     def _confirmed(write: Write) -> None:
@@ -403,8 +441,9 @@ class StatusWriter:
                 log.exception("after-write callback failed")
 
     def _forget_doubts(self, now: float) -> None:
-        for marker in [m for m, d in self._doubtful.items() if d.until <= now]:
-            del self._doubtful[marker]  # deleted meanwhile, or never seen again: nothing to confirm
+        for doubts in list(self._doubtful.values()):
+            for doubt in [d for d in doubts if d.until <= now]:
+                self._forget(doubt)  # deleted meanwhile, or never seen again: nothing to confirm
 
     def _retouch(self, entry: Entry) -> None:
         """An entry closed without a new version reaching the store: the loop must look again."""

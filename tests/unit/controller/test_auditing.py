@@ -17,7 +17,7 @@ from qorch.api import constants
 from qorch.audit import key_id, parse_anchor, read_segments, replay, verify_segments
 from qorch.controller import auditing
 from qorch.controller.auditing import DecisionLog
-from qorch.controller.kube import ApiError, KubeError
+from qorch.controller.kube import ApiError, KubeError, TransportError
 from qorch.controller.leader import LeaderElector, LeaseTimings
 from qorch.controller.store import AGENTS, APPROVALS, TASKS
 from support import bodies
@@ -105,6 +105,37 @@ def test_a_write_that_landed_with_its_answer_lost_is_recorded(decisions: Decisio
         assert found[0]["data"]["agent"] == "a"
         await h.cycle()
         assert kinds(entries(decisions), "t") == ["assign"]  # once
+
+    run(test, api)
+
+
+def test_a_landing_the_watch_brought_before_the_answer_was_lost_is_recorded(decisions: DecisionLog) -> None:
+    """Review: the watch delivers the landed version while the PATCH still waits for its answer, then it resets.
+
+    The write was watched for only after its answer was lost, so the one version that
+    showed it had already gone by: no audit entry, until (if ever) the task changed again.
+    """
+    api = FakeApi()
+    harnesses: list[Harness] = []
+
+    def echo_then_reset(method: str, path: str) -> KubeError | None:
+        if method == "PATCH" and path.endswith("/tasks/t/status") and harnesses:
+            harnesses.pop().sync()  # the watch is quicker than the answer
+            return TransportError("PATCH: connection reset")
+        return None
+
+    api.after.append(echo_then_reset)
+
+    async def test(h: Harness) -> None:
+        harnesses.append(h)
+        h.kernel.audit = decisions
+        h.create(AGENTS, bodies.agent("a", capabilities=["code"], capacity=2))
+        h.renew("a")
+        h.create(TASKS, bodies.task("t", requires=["code"]))
+        await h.cycle(echo=False)
+        await asyncio.sleep(0)
+        assert h.status("t")["phase"] == "Assigned"
+        assert kinds(entries(decisions), "t") == ["assign"]
 
     run(test, api)
 

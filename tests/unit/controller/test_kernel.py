@@ -1185,3 +1185,27 @@ def test_a_task_edited_while_its_writes_backed_off_is_judged_and_placed_without_
         assert h.status("t")["assignment"]["agent"] == "a"
 
     backed_off_while_it_changed(edited, then)
+
+
+def test_two_unanswered_writes_of_one_task_are_both_watched_for() -> None:
+    """Review: W1's answer is lost and a read shows it not landed; W2 (decided on the same version) is lost too.
+
+    W1 lands late. Before, W2's doubt replaced W1's, so W1's landing was never reported
+    (no audit entry, no breaker count). Only the write whose entry the version carries hears it.
+    """
+    store = ClusterState(clock=lambda: 0.0)
+    writer = StatusWriter(FakeApi(), store, may_write=lambda: True, clock=lambda: 0.0)  # type: ignore[arg-type]
+    heard: dict[str, list[Outcome]] = {"w1": [], "w2": []}
+    writes_ = {}
+    for name in ("w1", "w2"):
+        entry = {"time": f"2026-12-03T13:00:0{name[-1]}.000000Z", "phase": "Assigned", "attempt": 1}
+        write = Write(loop_module.TASK_RESOURCE, ("ns", "t"), "5", [], done=heard[name].append)
+        write.sent = [{"op": "add", "path": "/status/history/-", "value": entry}]
+        writer._watch_for(write)
+        writer._answered(write, Outcome.UNKNOWN)
+        writes_[name] = entry
+    landed = bodies.task("t", status={"phase": "Assigned", "history": [writes_["w1"]]})
+    landed["metadata"]["resourceVersion"] = "6"
+    store.sink(TASKS).upsert(landed)
+    assert heard == {"w1": [Outcome.WRITTEN], "w2": []}
+    assert writer._doubtful == {}  # a newer version without its entry: w2 can never land now
