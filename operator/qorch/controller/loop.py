@@ -33,7 +33,7 @@ from typing import TYPE_CHECKING
 
 from qorch import tracing
 from qorch.api import constants
-from qorch.api.enums import AgentPhase, BreakerState, Reason, TaskPhase
+from qorch.api.enums import AgentPhase, ApprovalDecision, BreakerState, Reason, TaskPhase
 from qorch.api.task import DEPENDENTS_SHOWN
 from qorch.controller import documents, metrics, translate
 from qorch.controller.breakers import Breakers
@@ -468,6 +468,8 @@ class Kernel:
         if task.phase not in ACTIVE_PHASES:
             self._since.pop(key, None)
         self._rules(task, now, mono)
+        if task.phase not in gate.GATED and key in self.store.approvals_for:
+            self._bind_rejects(task)
         if self.writer.busy(TASKS, key) or self.writer.queued(TASKS, key):
             return  # a write was just decided: a dependents patch must not replace it
         due = deadline.due(task)
@@ -754,6 +756,12 @@ class Kernel:
             self._recheck |= again
             self.store.feed.tasks |= again  # the next cycle: this one's feed is being worked through
             self.poke()
+
+    def _bind_rejects(self, task: TaskRecord) -> None:
+        """A bare Reject that comes after the gate is bound to the incarnation it met, not left for the next one."""
+        for approval in self.store.approvals_of(task.key):
+            if not approval.bound and approval.decision == ApprovalDecision.REJECT.value and not approval.task_uid:
+                self._bind(approval, task)
 
     def _bind(self, approval: ApprovalRecord, task: TaskRecord) -> None:
         if self.writer.busy(APPROVALS, approval.key):

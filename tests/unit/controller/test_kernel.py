@@ -1209,3 +1209,26 @@ def test_two_unanswered_writes_of_one_task_are_both_watched_for() -> None:
     store.sink(TASKS).upsert(landed)
     assert heard == {"w1": [Outcome.WRITTEN], "w2": []}
     assert writer._doubtful == {}  # a newer version without its entry: w2 can never land now
+
+
+def test_a_bare_reject_after_the_gate_is_bound_to_that_task_and_spares_the_next_one() -> None:
+    """Review: a Reject made while the task runs stayed unbound and cancelled the next task of that name."""
+
+    async def test(h: Harness) -> None:
+        h.create(AGENTS, bodies.agent("a", capabilities=["code"]))
+        h.renew("a")
+        running = bodies.assigned("a", 1, phase="Running", execution=bodies.execution("a", 1))
+        first = h.create(TASKS, bodies.task("t", uid="uid-1", requires=["code"], approval={"required": True},
+                                            status=running))  # fmt: skip
+        h.create(APPROVALS, bodies.approval("no", "t", "Reject"))
+        await h.cycle()
+        assert h.api.get(APPROVALS, "ns", "no")["status"]["taskUID"] == first["metadata"]["uid"]
+        assert h.status("t")["phase"] == "Running"  # past the gate: the attempt goes on (docs/api.md)
+        del h.api.objects[(TASKS, "ns", "t")]
+        h.store.sink(TASKS).delete(first)
+        h.create(TASKS, bodies.task("t", uid="uid-2", requires=["code"], approval={"required": True}))
+        await h.cycle()
+        await h.cycle()
+        assert h.status("t")["phase"] == "AwaitingApproval"  # not Cancelled by the old incarnation's Reject
+
+    run(test)
