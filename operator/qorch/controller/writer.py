@@ -54,7 +54,7 @@ __all__ = ["JSON_PATCH", "Outcome", "StatusWriter", "Write"]
 
 log = logging.getLogger(__name__)
 JSON_PATCH = "application/json-patch+json"
-_CONFLICT, _NOT_FOUND, _TOO_MANY = 409, 404, 429
+_CONFLICT, _NOT_FOUND, _INVALID, _TOO_MANY = 409, 404, 422, 429
 _THROTTLE_RETRIES = 5
 _REFUSED_HOLD = 30.0  # a write the apiserver rejected as invalid is not tried again sooner
 _CONFLICT_HOLD = 5.0  # after a 409 the watch normally brings the newer version well within this
@@ -353,10 +353,7 @@ class StatusWriter:
                         return Outcome.DROPPED
                     await asyncio.sleep(min(exc.retry_after or 1.0, 10.0))
                     continue
-                outcome = self._failed(write, exc)
-                if outcome is Outcome.REFUSED:
-                    log.error("the refused patch: %s", json.dumps(patch)[:2000])  # noqa: TRY400 - no traceback
-                return outcome
+                return self._answered_with(write, exc, patch)
             except KubeError as exc:
                 return self._failed(write, exc)
             metrics.API_WRITE_SECONDS.observe(time.perf_counter() - started)
@@ -364,6 +361,24 @@ class StatusWriter:
                 entry.written = _version(answer)
             return Outcome.WRITTEN
         return Outcome.DROPPED  # throttled every time: the apiserver processed none of the tries
+
+    def _answered_with(self, write: Write, exc: ApiError, patch: Any) -> Outcome:  # noqa: ANN401 - a patch
+        """What an error answer means; the patch in the log when it was refused as such."""
+        if exc.status == _INVALID and isinstance(patch, list) and self._moved_on(write):
+            # The apiserver applies the operations to the object as it is now, before the
+            # resourceVersion check: a `remove` of a member since gone fails with 422, not 409.
+            return Outcome.CONFLICT
+        outcome = self._failed(write, exc)
+        if outcome is Outcome.REFUSED:
+            log.error("the refused patch: %s", json.dumps(patch)[:2000])
+        return outcome
+
+    def _moved_on(self, write: Write) -> bool:
+        """Whether the store has seen the object at a version other than the one the write was decided on."""
+        if write.resource.plural != TASKS:
+            return False
+        record = self.store.tasks.get(write.key)
+        return record is not None and record.resource_version != write.decided_on
 
     @staticmethod
     def _failed(write: Write, exc: KubeError) -> Outcome:

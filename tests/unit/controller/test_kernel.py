@@ -1232,3 +1232,37 @@ def test_a_bare_reject_after_the_gate_is_bound_to_that_task_and_spares_the_next_
         assert h.status("t")["phase"] == "AwaitingApproval"  # not Cancelled by the old incarnation's Reject
 
     run(test)
+
+
+def test_a_json_patch_that_no_longer_applies_is_a_conflict_not_a_refusal(caplog: pytest.LogCaptureFixture) -> None:
+    """Cold start at full size: `remove /status/nextAttemptAt` on a task changed meanwhile got 422, logged as an error.
+
+    The apiserver applies the operations before it checks the resourceVersion, so a stale
+    decision whose `remove` no longer applies answers 422. When the store already holds a
+    newer version, that is a conflict: decided again, no error logged.
+    """
+    api = FakeApi()
+    harnesses: list[Harness] = []
+
+    def moved_then_invalid(method: str, path: str) -> ApiError | None:
+        if method == "PATCH" and path.endswith("/tasks/t/status") and harnesses:
+            h = harnesses.pop()
+            body = h.task("t")
+            h.create(TASKS, {**body, "spec": {**body["spec"], "priority": 900}})  # changed meanwhile, seen
+            return ApiError(422, "Unprocessable Entity", "the server rejected our request due to an error")
+        return None
+
+    api.before.append(moved_then_invalid)
+
+    async def test(h: Harness) -> None:
+        harnesses.append(h)
+        h.create(AGENTS, bodies.agent("a", capabilities=["code"]))
+        h.renew("a")
+        h.create(TASKS, bodies.task("t", requires=["code"]))
+        with caplog.at_level("ERROR", logger="qorch.controller.writer"):
+            await h.cycle()
+        assert [r.getMessage() for r in caplog.records if r.levelname == "ERROR"] == []
+        await h.cycle()
+        assert h.status("t")["phase"] == "Assigned"  # decided again on the version it was changed to
+
+    run(test, api)
