@@ -480,8 +480,9 @@ def test_bursts_of_agent_and_task_creates_and_deletes_during_cycles(
 
 COLD_TASKS = int(os.environ.get("QORCH_COLDSTART_TASKS", "600"))  # full size: 10000
 COLD_AGENTS = int(os.environ.get("QORCH_COLDSTART_AGENTS", "100"))  # full size: 2000 (Leases and Running tasks)
-COLD_RENEW = max(2.0, COLD_AGENTS / 100)  # one pool renews every Lease in turn, ~100 a second
+COLD_RENEW = max(2.0, COLD_AGENTS / 100)  # the pools renew every Lease in turn, ~100 a second in all
 COLD_GRACE = int(3 * COLD_RENEW) + 1
+COLD_POOL = 500  # agents per pool process: one process alone cannot keep 2,000 Leases renewed on 2 cores
 
 
 def create_many(kubectl: Kubectl, bodies: list[dict[str, Any]], chunk: int = 500) -> None:
@@ -498,11 +499,14 @@ def test_a_cold_start_of_two_replicas_with_a_backlog_loses_no_running_work(
     CI runs a small profile; QORCH_COLDSTART_TASKS=10000 QORCH_COLDSTART_AGENTS=2000 is the full size.
     """
     kubectl.apply(policy(agentGraceSeconds=COLD_GRACE))
-    create_many(kubectl, agents("cold", COLD_AGENTS, 1))
-    pools.start(
-        "cold", selector="pool=cold", work="3600,3600", lease_seconds=COLD_GRACE, renew_seconds=COLD_RENEW,
-        poll_seconds=1.0,
-    )  # fmt: skip
+    for first_agent in range(0, COLD_AGENTS, COLD_POOL):
+        pool = f"cold{first_agent // COLD_POOL}"
+        count = min(COLD_POOL, COLD_AGENTS - first_agent)
+        create_many(kubectl, [agent(f"cold-{first_agent + i}", capacity=1, pool=pool) for i in range(count)])
+        pools.start(
+            pool, selector=f"pool={pool}", work="3600,3600", lease_seconds=COLD_GRACE, renew_seconds=COLD_RENEW,
+            poll_seconds=1.0,
+        )  # fmt: skip
     first = operators.start("op-seed", lease_name=f"cold-{kubectl.namespace}"[:60], timings=FAST)
     create_many(kubectl, [task(f"run-{i}") for i in range(COLD_AGENTS)])
     wait_for(lambda: api.count(kubectl.namespace, "Running") == COLD_AGENTS, 240, what="every agent to run a task")
