@@ -43,6 +43,7 @@ log = logging.getLogger(__name__)
 AGENTS = Resource(constants.GROUP, constants.VERSION, "agents")
 LEASES = Resource("coordination.k8s.io", "v1", "leases")
 _NOT_FOUND = 404
+_RENEWALS_IN_FLIGHT = 8
 _CONCURRENCY = 16
 
 
@@ -121,21 +122,34 @@ class SimulatedPool:
         ns = self.settings.namespace
         agents = await self.api.call("GET", AGENTS.path(ns), query={"labelSelector": self.settings.selector or None})
         self.capacity = {a["metadata"]["name"]: int(a["spec"].get("capacity", 1)) for a in agents.get("items") or ()}
-        for name in self.capacity:
-            lease = constants.AGENT_LEASE_PREFIX + name
-            spec = {
-                "holderIdentity": name,
-                "leaseDurationSeconds": self.settings.lease_seconds,
-                "renewTime": protocol.timestamp(),
-            }
-            try:
-                await self.api.call(
-                    "PATCH", LEASES.path(ns, lease), body={"spec": spec}, content_type="application/merge-patch+json"
-                )
-            except ApiError as exc:
-                if exc.status != _NOT_FOUND:
-                    raise
-                await self.api.call("POST", LEASES.path(ns), body={"metadata": {"name": lease}, "spec": spec})
+        # A few renewals in flight at once: one after another, hundreds of Leases on a busy
+        # apiserver take longer than a Lease lasts (the full-size cold start lost half its agents).
+        gate = asyncio.Semaphore(_RENEWALS_IN_FLIGHT)
+
+        async def renew_one(name: str) -> None:
+            async with gate:
+                await self._renew(ns, name)
+
+        outcomes = await asyncio.gather(*map(renew_one, self.capacity), return_exceptions=True)
+        failures = [f for f in outcomes if isinstance(f, BaseException)]
+        if failures:  # every Lease was tried; the first failure is reported (and logged by the caller)
+            raise failures[0]
+
+    async def _renew(self, ns: str, name: str) -> None:
+        lease = constants.AGENT_LEASE_PREFIX + name
+        spec = {
+            "holderIdentity": name,
+            "leaseDurationSeconds": self.settings.lease_seconds,
+            "renewTime": protocol.timestamp(),
+        }
+        try:
+            await self.api.call(
+                "PATCH", LEASES.path(ns, lease), body={"spec": spec}, content_type="application/merge-patch+json"
+            )
+        except ApiError as exc:
+            if exc.status != _NOT_FOUND:
+                raise
+            await self.api.call("POST", LEASES.path(ns), body={"metadata": {"name": lease}, "spec": spec})
 
     async def _tasks(self, phase: str) -> list[dict[str, Any]]:
         page = await self.api.call(
